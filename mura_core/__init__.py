@@ -1,0 +1,1 @@
+"""mura_core: musculoskeletal radiograph screening (MURA method) as a library."""
