@@ -1,0 +1,332 @@
+"""An ensemble of members (mean of probabilities), its manifest on disk, and study prediction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .gradcam import CAM_METHODS, CamExplainer, fuse_heatmaps, resize_heatmap
+from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
+from .preprocessing import resize_square
+from .registry import get_spec, list_models
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "mura_core.ensemble/1"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+DISPLAY_MAX_SIDE = 1024
+DISCLAIMER = (
+    "Decision support for research and teaching only - not a diagnosis. "
+    "A qualified clinician must read every study."
+)
+
+
+class EnsembleLoadError(RuntimeError):
+    """The ensemble folder or one of its files cannot be used; the message names the file."""
+
+
+@dataclass
+class ImageResult:
+    """One image of a study: per-member and ensemble probability, heatmaps, or the error."""
+
+    name: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    ensemble: float | None = None
+    image: np.ndarray | None = None  # (H, W) uint8, at most DISPLAY_MAX_SIDE a side, for display
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # member name or "ensemble"
+    body_part: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class StudyResult:
+    """A study's verdict: images, study probability (mean of its images), threshold and verdict."""
+
+    images: list[ImageResult]
+    members: list[str]
+    threshold: float
+    probability: float | None
+    member_probabilities: dict[str, float]
+    verdict: str | None  # "abnormal" | "normal" | None when no image could be read
+    cam_method: str | None = None
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.name}: {r.error}" for r in self.images if r.error]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per image: name, body part, one column per member, ensemble, verdict, error."""
+        rows = []
+        for r in self.images:
+            row = {"image": r.name, "body_part": r.body_part}
+            row.update({m: r.probabilities.get(m) for m in self.members})
+            row["ensemble"] = r.ensemble
+            row["verdict"] = None if r.ensemble is None else _verdict(r.ensemble, self.threshold)
+            row["error"] = r.error or ""
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
+        return {
+            "verdict": self.verdict,
+            "study_probability": self.probability,
+            "threshold": self.threshold,
+            "member_probabilities": self.member_probabilities,
+            "images": [
+                {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
+                 "ensemble": r.ensemble, "error": r.error}
+                for r in self.images
+            ],
+            "cam_method": self.cam_method,
+            "notice": DISCLAIMER,
+        }
+
+
+def _verdict(probability: float, threshold: float) -> str:
+    return "abnormal" if probability >= threshold else "normal"
+
+
+class Ensemble:
+    """Members' probabilities averaged, with a decision threshold.
+
+    Args:
+        members: member name -> Keras model built by `create_model` (name = its architecture).
+        threshold: decision threshold on the ensemble probability.
+        info: what to record in the manifest (training data, metrics, ...).
+        architectures: member name -> registry name, when a model's `name` is not its architecture.
+    """
+
+    def __init__(self, members: Mapping[str, keras.Model], threshold: float = 0.5,
+                 info: Mapping[str, Any] | None = None,
+                 architectures: Mapping[str, str] | None = None):
+        if not members:
+            raise ValueError("An ensemble needs at least one member")
+        self.members = dict(members)
+        self.threshold = float(threshold)
+        self.info = dict(info or {})
+        self.architectures = {n: (architectures or {}).get(n, m.name) for n, m in self.members.items()}
+        for name, arch in self.architectures.items():
+            get_spec(arch)  # raises for an unknown architecture
+        self._explainers = {
+            name: CamExplainer(model, get_spec(self.architectures[name]).gradcam_layer)
+            for name, model in self.members.items()
+        }
+        self._lock = threading.Lock()  # one study at a time through the shared models
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def input_size(self, name: str) -> int:
+        return self._explainers[name].input_size
+
+    def warm_up(self, explain: bool = True) -> None:
+        """Trace the compiled functions once so the first real study is fast."""
+        gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
+        self.predict_study([gray], explain=explain)
+
+    def predict_arrays(self, grays: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
+        """Each member's probabilities for decoded (H, W) uint8 images, batched per member."""
+        out = {}
+        with self._lock:
+            for name, explainer in self._explainers.items():
+                size = explainer.input_size
+                probs = []
+                for start in range(0, len(grays), batch_size):
+                    batch = np.stack([resize_square(g, size) for g in grays[start:start + batch_size]])
+                    probs.append(explainer.predict(batch))
+                out[name] = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+        return out
+
+    def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
+                      method: str = "gradcam", names: Sequence[str] | None = None) -> StudyResult:
+        """Predict one study.
+
+        Args:
+            images: the study's images as paths, bytes or arrays.
+            explain: also compute a heatmap per member and the fused ensemble heatmap.
+            method: CAM method when `explain` (see `CAM_METHODS`).
+            names: display names for the images (default: file names, or image1, image2, ...).
+
+        Returns:
+            A `StudyResult`. An unreadable image gets its error in its `ImageResult`; the other
+            images are still predicted.
+        """
+        if method not in CAM_METHODS:
+            raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        results, grays = [], []
+        for i, source in enumerate(images):
+            default = source_name(source) if isinstance(source, (str, os.PathLike)) else f"image{i + 1}"
+            name = names[i] if names is not None else Path(default).name
+            try:
+                loaded = load_image_info(source, name)
+            except ImageLoadError as exc:
+                results.append(ImageResult(name=name, error=exc.reason))
+                continue
+            results.append(ImageResult(name=name, image=_display_copy(loaded.pixels),
+                                       body_part=loaded.body_part))
+            grays.append(loaded.pixels)
+        ok = [r for r in results if r.ok]
+        if ok:
+            self._fill(ok, grays, explain, method)
+        return self._summarise(results, method if explain else None)
+
+    def _fill(self, ok: list[ImageResult], grays: list[np.ndarray], explain: bool, method: str) -> None:
+        with self._lock:
+            for name, explainer in self._explainers.items():
+                batch = np.stack([resize_square(g, explainer.input_size) for g in grays])
+                if explain:
+                    probs, maps = explainer.explain(batch, method)
+                    for r, heat in zip(ok, maps):
+                        r.heatmaps[name] = resize_heatmap(heat, r.image.shape)
+                else:
+                    probs = explainer.predict(batch)
+                for r, p in zip(ok, probs):
+                    r.probabilities[name] = float(p)
+        for r in ok:
+            r.ensemble = float(np.mean([r.probabilities[n] for n in self.names]))
+            if explain:
+                r.heatmaps["ensemble"] = fuse_heatmaps([r.heatmaps[n] for n in self.names])
+
+    def _summarise(self, results: list[ImageResult], method: str | None) -> StudyResult:
+        ok = [r for r in results if r.ok]
+        probability = float(np.mean([r.ensemble for r in ok])) if ok else None
+        members = {n: float(np.mean([r.probabilities[n] for r in ok])) for n in self.names} if ok else {}
+        verdict = None if probability is None else _verdict(probability, self.threshold)
+        return StudyResult(results, self.names, self.threshold, probability, members, verdict, method)
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write each member as `<name>.keras` and `manifest.json` into `folder`, atomically.
+
+        The files are written to a temporary folder beside `folder` and moved in place at the end,
+        so an interrupted save never leaves a half-written ensemble.
+        """
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise FileExistsError(f"{folder} is not empty; pass overwrite=True to replace it")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            entries = []
+            for name, model in self.members.items():
+                path = tmp / f"{name}.keras"
+                model.save(path)
+                arch = self.architectures[name]
+                entries.append({
+                    "name": name, "architecture": arch, "file": path.name,
+                    "sha256": sha256_file(path), "input_size": self.input_size(name),
+                    "gradcam_layer": get_spec(arch).gradcam_layer,
+                })
+            manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
+                        "members": entries, "info": self.info}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            if folder.exists():
+                for old in [folder / e["file"] for e in entries] + [folder / MANIFEST]:
+                    old.unlink(missing_ok=True)
+            folder.mkdir(exist_ok=True)
+            for item in tmp.iterdir():
+                os.replace(item, folder / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+
+def _display_copy(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    scale = DISPLAY_MAX_SIDE / max(height, width)
+    if scale >= 1:
+        return gray
+    import cv2
+
+    return cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The parsed manifest of an ensemble folder (raises `EnsembleLoadError`)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise EnsembleLoadError(f"{path}: no ensemble manifest here (is the folder an installed ensemble?)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnsembleLoadError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise EnsembleLoadError(f"{path}: not a {MANIFEST_FORMAT} manifest")
+    if not manifest.get("members"):
+        raise EnsembleLoadError(f"{path}: the manifest lists no members")
+    return manifest
+
+
+def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True) -> Ensemble:
+    """Load an ensemble written by `Ensemble.save`.
+
+    Each member file's sha256 is checked against the manifest before it is opened, models load
+    with Keras `safe_mode=True` (no code from the file runs), and each member's architecture and
+    input size must match the manifest.
+
+    Args:
+        folder: the ensemble folder; default `$MURA_WEIGHTS` or the repository's `weights/`.
+        verify: check sha256 checksums.
+
+    Raises:
+        EnsembleLoadError: naming the file and what is wrong with it.
+    """
+    folder = Path(folder or os.environ.get("MURA_WEIGHTS") or DEFAULT_WEIGHTS)
+    manifest = read_manifest(folder)
+    members, architectures = {}, {}
+    for entry in manifest["members"]:
+        try:
+            name, arch, file = entry["name"], entry["architecture"], entry["file"]
+            size = int(entry["input_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EnsembleLoadError(f"{folder / MANIFEST}: malformed member entry {entry!r} ({exc})") from None
+        path = folder / file
+        if Path(file).name != file:
+            raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
+        if arch not in list_models():
+            raise EnsembleLoadError(f"{path}: unknown architecture {arch!r} in the manifest")
+        if not path.is_file():
+            raise EnsembleLoadError(f"{path}: member file is missing")
+        if verify and sha256_file(path) != entry.get("sha256"):
+            raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
+        try:
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for broken archives
+            raise EnsembleLoadError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        if model.name != arch:
+            raise EnsembleLoadError(f"{path}: holds a {model.name!r} model, the manifest says {arch!r}")
+        if tuple(model.input_shape[1:]) != (size, size, 3):
+            raise EnsembleLoadError(
+                f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
+        members[name], architectures[name] = model, arch
+    return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures)
+
+
+def weights_installed(folder: str | os.PathLike | None = None) -> bool:
+    """Whether an ensemble manifest is present in `folder` (default: the installed weights)."""
+    folder = Path(folder or os.environ.get("MURA_WEIGHTS") or DEFAULT_WEIGHTS)
+    return (folder / MANIFEST).is_file()

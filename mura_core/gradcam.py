@@ -1,0 +1,154 @@
+"""Class activation maps: a compiled one-pass Grad-CAM, tf-keras-vis alternatives, pure map helpers.
+
+`CamExplainer` is built once per model and reused: its Grad-CAM returns the model's probabilities
+and the heatmaps from one forward pass (the gradient only flows from the output back to the last
+convolutional block, through the head), traced once for any batch size. It computes what
+`tf_keras_vis.gradcam.Gradcam` computes (the tests check that they agree); Grad-CAM++, LayerCAM and
+Score-CAM go through tf-keras-vis visualizers made once per model (no clone per call).
+
+Heatmaps are float32 arrays in [0, 1]; drawing them is `overlay`, a separate pure function.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+CAM_METHODS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "layercam": "LayerCAM",
+    "scorecam": "Score-CAM",
+}
+
+
+def _score(output):
+    """The score every CAM explains: the probability of 'abnormal'."""
+    return output[:, 0]
+
+
+class CamExplainer:
+    """Predictions and CAMs for one model, with everything compiled or built once.
+
+    Args:
+        model: a flat functional model from `create_model` (one sigmoid output).
+        layer_name: the convolutional layer to read (the spec's `gradcam_layer`).
+        jit_compile: compile the Grad-CAM function with XLA.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str, jit_compile: bool = False):
+        self.model = model
+        self.layer_name = layer_name
+        self.input_size = int(model.input_shape[1])
+        layer_output = model.get_layer(layer_name).output
+        self._cam_model = keras.Model(model.inputs, [layer_output, model.outputs[0]])
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
+        self._predict_fn = tf.function(self._predict, input_signature=[spec], jit_compile=jit_compile)
+        self._gradcam_fn = tf.function(self._gradcam, input_signature=[spec], jit_compile=jit_compile)
+        self._visualizers: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _predict(self, images):
+        return self.model(images, training=False)[:, 0]
+
+    def _gradcam(self, images):
+        with tf.GradientTape() as tape:
+            features, probs = self._cam_model(images, training=False)
+            score = _score(probs)
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1))
+        return score, cams
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (n,) for a batch of raw images (n, S, S, 3) in [0, 255]."""
+        return self._predict_fn(tf.convert_to_tensor(images, tf.float32)).numpy()
+
+    def explain(self, images: np.ndarray, method: str = "gradcam") -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (n,) and heatmaps (n, S, S) in [0, 1] for a batch of raw images.
+
+        Args:
+            images: (n, S, S, 3) raw pixel values in [0, 255].
+            method: one of `CAM_METHODS`.
+        """
+        batch = tf.convert_to_tensor(images, tf.float32)
+        if method == "gradcam":
+            probs, cams = self._gradcam_fn(batch)
+            cams = cams.numpy()
+        else:
+            probs = self._predict_fn(batch)
+            cams = self._visualizer(method)(_score, batch, penultimate_layer=self.layer_name,
+                                            seek_penultimate_conv_layer=False,
+                                            expand_cam=False, normalize_cam=False)
+            cams = np.asarray(cams)
+        size = (self.input_size, self.input_size)
+        maps = np.stack([normalize_heatmap(resize_heatmap(cam, size)) for cam in cams])
+        return probs.numpy(), maps
+
+    def _visualizer(self, method: str):
+        with self._lock:
+            if method not in self._visualizers:
+                self._visualizers[method] = _make_visualizer(method, self.model)
+            return self._visualizers[method]
+
+
+def _make_visualizer(method: str, model: keras.Model):
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.scorecam import Scorecam
+
+    classes = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "layercam": Layercam, "scorecam": Scorecam}
+    if method not in classes:
+        raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    return classes[method](model, clone=False)
+
+
+def normalize_heatmap(cam: np.ndarray) -> np.ndarray:
+    """Scale a map to [0, 1] (min-max, as tf-keras-vis does); a constant map becomes all zeros."""
+    cam = np.asarray(cam, dtype=np.float32)
+    low, high = float(cam.min(initial=0.0)), float(cam.max(initial=0.0))
+    if not np.isfinite(high - low) or high - low <= 1e-12:
+        return np.zeros_like(cam, dtype=np.float32)
+    return (cam - low) / (high - low)
+
+
+def resize_heatmap(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a (h, w) map to `shape` = (H, W)."""
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape == tuple(shape):
+        return cam
+    return cv2.resize(cam, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
+    """Combine members' maps as the ensemble combines their probabilities: the (weighted) mean."""
+    if not maps:
+        raise ValueError("fuse_heatmaps needs at least one map")
+    stacked = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
+    fused = np.average(stacked, axis=0, weights=weights)
+    return normalize_heatmap(fused)
+
+
+def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+            colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Blend a heatmap over a grayscale radiograph.
+
+    Args:
+        gray: (H, W) uint8 image.
+        heatmap: (h, w) float map in [0, 1] (resized to the image if needed).
+        alpha: opacity of the heatmap, 0 (image only) to 1 (heatmap only).
+        colormap: an OpenCV colormap.
+
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
+    heat = resize_heatmap(heatmap, gray.shape[:2])
+    colored = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), colormap)
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32)
+    base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+    return np.clip((1 - alpha) * base + alpha * colored, 0, 255).astype(np.uint8)

@@ -1,0 +1,130 @@
+"""One registry of model specs, looked up by name, and the one way to build a model.
+
+Training, evaluation and the app call `create_model(name, ...)`; nothing else calls
+`keras.applications.*`. Every model is one flat functional graph: raw RGB pixels in [0, 255]
+-> `ImageScaling` -> backbone -> named head -> one sigmoid probability ("abnormal").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from .preprocessing import ImageScaling
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of the code needs to know about an architecture.
+
+    Attributes:
+        name: registry key.
+        family: architecture family ("densenet", "resnet", ...), for ensembles' diversity.
+        builder: the `keras.applications` constructor.
+        input_size: default square input side in pixels.
+        scaling: `ImageScaling` mode its ImageNet weights expect.
+        gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
+        threshold: default decision threshold.
+        gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
+    """
+
+    name: str
+    family: str
+    builder: Callable[..., keras.Model]
+    input_size: int
+    scaling: str
+    gradcam_layer: str
+    threshold: float = 0.5
+    gflops_320: float | None = None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add `spec` to the registry (names are unique)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"Model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+apps = keras.applications
+# The method's two architectures (MURA ensemble).
+register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, "torch", "relu", gflops_320=6.9))
+register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, "caffe", "conv5_block3_out", gflops_320=15.9))
+# Lighter members of the same families.
+register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, "torch", "relu", gflops_320=5.9))
+register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, "caffe", "conv5_block3_out", gflops_320=8.4))
+# Compact backbones that train in reasonable time on a few CPU cores.
+register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, "tf", "out_relu", gflops_320=0.6))
+register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, "raw", "top_activation", gflops_320=0.8))
+
+
+def list_models() -> list[str]:
+    """Names of the registered architectures."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The `ModelSpec` registered as `name`.
+
+    Raises:
+        KeyError: unknown name; the message lists the known ones.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"Unknown model {name!r}. Known models: {', '.join(list_models())}") from None
+
+
+def create_model(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    input_size: int | None = None,
+    dense_units: int = 512,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """Build a flat Keras model: raw RGB [0, 255] in, one sigmoid probability (abnormal) out.
+
+    Args:
+        name: a registered architecture (see `list_models()`).
+        weights: None (random init), "imagenet" (Keras downloads the backbone's ImageNet weights;
+            needs internet access) or a path to a `.keras` / `.weights.h5` file of this architecture.
+        input_size: square input side; defaults to the spec's.
+        dense_units: width of the head's hidden Dense layer.
+        dropout: dropout rate in the head.
+
+    Returns:
+        An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32.
+    """
+    spec = get_spec(name)
+    size = int(input_size or spec.input_size)
+    backbone_weights = "imagenet" if weights == "imagenet" else None
+    inputs = keras.Input((size, size, 3), name="image")
+    scaled = ImageScaling(spec.scaling, name="scaling")(inputs)
+    backbone = spec.builder(include_top=False, weights=backbone_weights, input_tensor=scaled)
+    init = keras.initializers.RandomNormal(stddev=0.01)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
+    x = keras.layers.Dense(dense_units, "relu", kernel_initializer=init, name="head_dense")(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(1, kernel_initializer=init, name="head_logit", dtype="float32")(x)
+    outputs = keras.layers.Activation("sigmoid", name="probability", dtype="float32")(logits)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights not in (None, "imagenet"):
+        load_weights_file(model, weights)
+    return model
+
+
+def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
+    """Load weights into `model` from a `.keras` archive or a `.weights.h5` file."""
+    path = os.fspath(path)
+    if path.endswith(".keras"):
+        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model.set_weights(source.get_weights())
+    else:
+        model.load_weights(path)
