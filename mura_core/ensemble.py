@@ -153,6 +153,41 @@ class Ensemble:
                 out[name] = np.concatenate(probs) if probs else np.zeros(0, np.float32)
         return out
 
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 16,
+                      progress=None) -> pd.DataFrame:
+        """Predict many files, batched across files: one row per path.
+
+        Args:
+            paths: image files.
+            batch_size: images decoded and predicted together.
+            progress: optional callable(done, total).
+
+        Returns:
+            Columns `path`, one per member, `ensemble`, `body_part` (DICOM) and `error` ("" when read).
+        """
+        rows = []
+        for start in range(0, len(paths), batch_size):
+            chunk, grays, ok_rows = paths[start:start + batch_size], [], []
+            for path in chunk:
+                row = {"path": os.fspath(path), "body_part": "", "error": ""}
+                try:
+                    loaded = load_image_info(path)
+                    grays.append(loaded.pixels)
+                    row["body_part"] = loaded.body_part
+                    ok_rows.append(row)
+                except ImageLoadError as exc:
+                    row["error"] = exc.reason
+                rows.append(row)
+            if grays:
+                probs = self.predict_arrays(grays, batch_size)
+                for i, row in enumerate(ok_rows):
+                    row.update({n: float(probs[n][i]) for n in self.names})
+                    row["ensemble"] = float(np.mean([row[n] for n in self.names]))
+            if progress is not None:
+                progress(min(start + batch_size, len(paths)), len(paths))
+        columns = ["path", *self.names, "ensemble", "body_part", "error"]
+        return pd.DataFrame(rows).reindex(columns=columns)
+
     def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
                       method: str = "gradcam", names: Sequence[str] | None = None) -> StudyResult:
         """Predict one study.

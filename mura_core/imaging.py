@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -27,6 +27,26 @@ MIN_SIDE = 32
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
+# Pillow may only open these (JPEG includes MPO): its other plugins (TGA, PCX, ...) have weak
+# signatures and would turn random bytes into "images".
+_RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "JPEG2000")
+_RASTER_SIGNATURES = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "TIFF",
+    b"MM\x00+": "TIFF",
+    b"BM": "BMP",
+    b"GIF8": "GIF",
+    b"RIFF": "WEBP",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xff\x4f\xff\x51": "JPEG 2000",
+}
+# Formats whose extra frames are not separate radiographs (animation, MPO depth maps): use frame one.
+_FIRST_FRAME_FORMATS = {"GIF", "PNG", "WEBP", "MPO"}
+# Messages of these exception types are written for people; others (TypeError, KeyError, ...) are not.
+_READABLE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, SyntaxError, NotImplementedError)
 
 
 class ImageLoadError(ValueError):
@@ -64,7 +84,7 @@ def load_image(source: ImageSource, name: str | None = None) -> np.ndarray:
 
     Args:
         source: a path, the file's bytes, or an array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
-            of uint8, uint16 or floats in [0, 255].
+            of uint8, uint16 or floats in [0, 255] (alpha is composited on black).
         name: how to call the input in error messages (defaults to the path).
 
     Returns:
@@ -77,7 +97,19 @@ def load_image(source: ImageSource, name: str | None = None) -> np.ndarray:
 
 
 def load_image_info(source: ImageSource, name: str | None = None) -> LoadedImage:
-    """Like `load_image`, but also returns the format and DICOM body part."""
+    """Like `load_image`, but also returns the format and DICOM body part.
+
+    Args:
+        source: as for `load_image`.
+        name: as for `load_image`.
+
+    Returns:
+        The pixels with the input's name, its format ("PNG", "DICOM", "array", ...) and, for DICOM,
+        the body part examined.
+
+    Raises:
+        ImageLoadError: the input is not a readable radiograph; the message says why.
+    """
     label = source_name(source, name)
     try:
         if isinstance(source, np.ndarray):
@@ -92,139 +124,208 @@ def load_image_info(source: ImageSource, name: str | None = None) -> LoadedImage
         raise
     except MemoryError:
         raise ImageLoadError(label, "the image is too large to decode in memory") from None
-    except Exception as exc:  # any decoder failure becomes our one, clear error type
-        raise ImageLoadError(label, f"cannot decode the image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # any other decoder failure becomes our one, clear error type
+        reason = f"cannot decode the image: the file is corrupt or not a supported image{_detail(exc)}"
+        raise ImageLoadError(label, reason) from exc
+
+
+def _detail(exc: BaseException) -> str:
+    """' (what the decoder said)' when its message is meant for people, else ''."""
+    if not isinstance(exc, _READABLE_ERRORS):
+        return ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not text:
+        return ""
+    return f" ({text[:157]}...)" if len(text) > 160 else f" ({text})"
 
 
 def _read_bytes(source: ImageSource, label: str) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise ImageLoadError(label, "file not found")
-        if not path.is_file():
-            raise ImageLoadError(label, "not a regular file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageLoadError(label, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
+        try:
+            path = Path(source)
+            if not path.exists():
+                raise ImageLoadError(label, "file not found")
+            if not path.is_file():
+                raise ImageLoadError(label, "not a regular file")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ImageLoadError(label, f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+            data = path.read_bytes()
+        except (OSError, ValueError) as exc:  # permissions, a NUL in the path, ...
+            raise ImageLoadError(label, f"cannot read the file{_detail(exc)}") from None
     else:
         raise ImageLoadError(label, f"unsupported input type {type(source).__name__}")
     if not data:
         raise ImageLoadError(label, "the file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageLoadError(label, f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB")
     return data
 
 
+def _raster_kind(data: bytes) -> str:
+    """The raster format `data` starts like ("PNG", ...), or "" when it has no known signature."""
+    for signature, kind in _RASTER_SIGNATURES.items():
+        if data.startswith(signature):
+            return kind
+    return ""
+
+
 def _looks_like_dicom(data: bytes, label: str) -> bool:
-    if len(data) >= 132 and data[128:132] == b"DICM":
+    if data[128:132] == b"DICM":
         return True
+    if _raster_kind(data):
+        return False
     if Path(label).suffix.lower() in _DICOM_SUFFIXES:
-        # Some DICOM files have no preamble; the rest of the bytes decide (pydicom checks).
-        return not _is_known_raster(data)
-    return False
+        return True
+    # Old files without the preamble start with a group 0002 or 0008 element (little endian).
+    return data[:2] in (b"\x02\x00", b"\x08\x00")
 
 
-def _is_known_raster(data: bytes) -> bool:
-    signatures = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
-    return data.startswith(signatures)
+# --- PNG, JPEG, TIFF, BMP, ... -----------------------------------------------------------------------
 
 
 def _decode_raster(data: bytes, label: str) -> tuple[np.ndarray, str]:
-    kind = _describe_non_image(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+    hint = _raster_kind(data) or "image"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # corrupt EXIF, odd chunks: we load the image or raise
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=_raster_formats())
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageLoadError(
-                    label,
-                    f"{width}x{height} pixels is more than the {MAX_PIXELS:,} allowed "
-                    "(refused before decoding)",
-                )
+                raise _too_many_pixels(label, f"{width}x{height}")
             fmt = image.format or "image"
-            if getattr(image, "n_frames", 1) > 1 and fmt not in {"GIF", "PNG", "WEBP"}:
-                raise ImageLoadError(label, f"{fmt} with {image.n_frames} frames: save one image per file")
-            image.load()
-    except ImageLoadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(label, "too many pixels (possible decompression bomb); refused") from None
-    except UnidentifiedImageError:
-        reason = f"not an image: the content looks like {kind}" if kind else "not a readable image file"
-        raise ImageLoadError(label, reason) from None
-    except OSError as exc:
-        raise ImageLoadError(label, f"truncated or corrupt {_format_hint(data)} file ({exc})") from None
-    image = ImageOps.exif_transpose(image)
-    return _pil_to_gray(image), fmt
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1 and fmt not in _FIRST_FRAME_FORMATS:
+                raise ImageLoadError(
+                    label, f"a {fmt} with {frames} pages or frames is not supported: save one image per file"
+                )
+            image.load()  # Pillow's default refuses truncated data (ImageFile.LOAD_TRUNCATED_IMAGES)
+        except ImageLoadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_many_pixels(label) from None
+        except UnidentifiedImageError:
+            raise ImageLoadError(label, _unidentified_reason(data, hint)) from None
+        except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+            raise ImageLoadError(label, f"the {hint} file is truncated or corrupt{_detail(exc)}") from None
+        _apply_orientation(image)
+        return _pil_to_gray(image, label), fmt
 
 
-def _format_hint(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "PNG"
-    if data.startswith(b"\xff\xd8"):
-        return "JPEG"
-    return "image"
+def _raster_formats() -> list[str]:
+    Image.init()  # registers every plugin once; Pillow fails on a format it does not know
+    return [fmt for fmt in _RASTER_FORMATS if fmt in Image.OPEN]
+
+
+def _too_many_pixels(label: str, size: str = "") -> ImageLoadError:
+    size_text = f" ({size})" if size else ""
+    return ImageLoadError(
+        label,
+        f"too many pixels{size_text}: more than the {MAX_PIXELS:,} allowed "
+        "(refused before decoding; possibly a decompression bomb)",
+    )
+
+
+def _unidentified_reason(data: bytes, hint: str) -> str:
+    if hint != "image":
+        return f"the {hint} file is truncated or corrupt (its header cannot be read)"
+    kind = _describe_non_image(data)
+    if kind:
+        return f"not an image: the content is {kind}"
+    return "not a readable image: the format is unknown (expected PNG, JPEG, TIFF, BMP or DICOM)"
 
 
 def _describe_non_image(data: bytes) -> str:
-    head = data[:512].lstrip().lower()
-    if head.startswith(b"%pdf"):
+    head = data[:1024].lstrip()
+    lower = head.lower()
+    if lower.startswith(b"%pdf"):
         return "a PDF document"
-    if head.startswith(b"pk\x03\x04"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "a ZIP archive"
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip archive"
+    if lower.startswith((b"<!doctype html", b"<html")) or b"<html" in lower:
         return "an HTML page"
-    if head.startswith((b"<?xml", b"<svg")):
-        return "XML/SVG text"
+    if lower.startswith(b"<svg") or b"<svg" in lower:
+        return "an SVG drawing (XML text)"
+    if lower.startswith(b"<?xml"):
+        return "XML text"
+    sample = data[:1024]
     try:
-        data[:512].decode("utf-8")
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(sample) - 3:  # not just a character cut at the end of the sample
+            return ""
+        text = sample[: exc.start].decode("utf-8")
+    if text and all(char.isprintable() or char in "\t\n\r\f" for char in text):
         return "text"
-    except UnicodeDecodeError:
-        return ""
+    return ""
 
 
-def _pil_to_gray(image: Image.Image) -> np.ndarray:
+def _apply_orientation(image: Image.Image) -> None:
+    """Turn `image` upright as its EXIF orientation tag says (in place)."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:  # unreadable EXIF: there is no orientation to apply, keep the stored one
+        pass
+
+
+def _pil_to_gray(image: Image.Image, label: str) -> np.ndarray:
     """Convert any Pillow mode to 8-bit grayscale (16-bit scaled by 1/257, alpha composited on black)."""
     mode = image.mode
-    if mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+    if mode.startswith("I;16"):
+        return _scale_integer(np.asarray(image), 65535)
+    if mode == "I":
         arr = np.asarray(image)
-        return _scale_integer(arr, 65535 if mode != "I" or arr.max(initial=0) > 255 else 255)
+        return _scale_integer(arr, 65535 if arr.max(initial=0) > 255 else 255)
     if mode == "F":
-        return _array_to_gray(np.asarray(image, dtype=np.float32), "<float image>")
-    if mode in {"RGBA", "LA", "PA"} or (mode == "P" and "transparency" in image.info):
+        return _array_to_gray(np.asarray(image, dtype=np.float32), label)
+    if "transparency" in image.info and mode in {"P", "L", "RGB"}:
         image = image.convert("RGBA")
-        rgb = np.asarray(image, dtype=np.float32)
-        alpha = rgb[..., 3:4] / 255.0
-        image = Image.fromarray(np.round(rgb[..., :3] * alpha).astype(np.uint8), "RGB")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        alpha = image.getchannel("A")
+        gray = image.convert("RGBA").convert("L") if image.mode == "PA" else image.convert("L")
+        image = ImageChops.multiply(gray, alpha)  # composite on black: gray * alpha / 255
+    elif image.mode not in {"L", "1", "P"}:
+        image = image.convert("RGB")
     if image.mode != "L":
-        image = image.convert("RGB").convert("L")
+        image = image.convert("L")
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def _scale_integer(arr: np.ndarray, full_scale: int) -> np.ndarray:
+def _scale_integer(arr: np.ndarray, full_scale: float) -> np.ndarray:
     arr = arr.astype(np.float64)
     return np.clip(np.round(arr * (255.0 / full_scale)), 0, 255).astype(np.uint8)
 
 
+# --- arrays ------------------------------------------------------------------------------------------
+
+
 def _array_to_gray(arr: np.ndarray, label: str) -> np.ndarray:
     arr = np.asarray(arr)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageLoadError(label, f"unsupported array dtype {arr.dtype} (expected uint8, uint16 or float)")
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
+    alpha = None
     if arr.ndim == 3 and arr.shape[-1] == 4:
+        full = 65535.0 if arr.dtype == np.uint16 else 255.0
+        alpha = np.clip(arr[..., 3].astype(np.float64) / full, 0.0, 1.0)
         arr = arr[..., :3]
     if arr.ndim == 3 and arr.shape[-1] == 3:
-        if arr.dtype == np.uint8:
-            return np.asarray(Image.fromarray(arr, "RGB").convert("L"))
+        if arr.dtype == np.uint8 and alpha is None:
+            return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").convert("L"))
         arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     if arr.ndim != 2:
-        raise ImageLoadError(label, f"expected a 2-D or RGB image array, got shape {arr.shape}")
+        raise ImageLoadError(label, f"expected a 2-D, RGB or RGBA image array, got shape {arr.shape}")
+    if alpha is not None:
+        arr = arr * alpha
     if arr.dtype == np.uint8:
         return arr.copy()
     if arr.dtype == np.uint16:
         return _scale_integer(arr, 65535)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise ImageLoadError(label, f"unsupported array dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise ImageLoadError(label, "the array holds NaN or infinite values")
@@ -237,74 +338,192 @@ def _check_size(pixels: np.ndarray, label: str) -> np.ndarray:
         raise ImageLoadError(
             label, f"{width}x{height} pixels is too small for a radiograph (at least {MIN_SIDE} px a side)"
         )
-    if pixels.max(initial=0) == pixels.min(initial=0):
+    if pixels.max() == pixels.min():
         raise ImageLoadError(label, "the image is blank (every pixel has the same value)")
     return pixels
 
 
-def _decode_dicom(data: bytes, label: str) -> tuple[np.ndarray, str]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
+# --- DICOM -------------------------------------------------------------------------------------------
 
+
+def _decode_dicom(data: bytes, label: str) -> tuple[np.ndarray, str]:
+    """Decode a single-frame DICOM as displayed: modality LUT, VOI LUT or window, MONOCHROME1 inverted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every odd value; we decode or raise
+        ds = _read_dicom(data, label)
+        _check_dicom_geometry(ds, label)
+        arr = _dicom_pixel_array(ds, label)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            arr = apply_color_lut(arr, ds)
+        if arr.ndim == 3 and arr.shape[-1] == 3:
+            luminance = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            gray = _scale_integer(luminance, _dicom_full_scale(arr, ds))
+        elif arr.ndim == 2:
+            gray = _dicom_monochrome(arr, ds, photometric, label)
+        else:
+            raise ImageLoadError(label, f"unsupported DICOM pixel array of shape {arr.shape}")
+        return gray, str(ds.get("BodyPartExamined", "") or "")
+
+
+def _read_dicom(data: bytes, label: str):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    has_header = data[128:132] == b"DICM"
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=Path(label).suffix.lower() in _DICOM_SUFFIXES)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ImageLoadError(label, f"not a readable DICOM file ({exc})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise ImageLoadError(label, "the DICOM file holds no image (no PixelData)")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows * cols * frames > MAX_PIXELS:
-        raise ImageLoadError(label, f"{cols}x{rows}x{frames} pixels is more than allowed (refused)")
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        has_pixels = any(key in ds for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    except Exception as exc:  # pydicom raises many types on broken headers
+        raise ImageLoadError(label, f"not a readable DICOM file{_detail(exc)}") from None
+    if not has_pixels:
+        if has_header:
+            raise ImageLoadError(label, "the DICOM file holds no image (it has no PixelData element)")
+        raise ImageLoadError(label, "not a readable DICOM file: no DICOM header and no image (PixelData)")
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is None or "TransferSyntaxUID" not in file_meta:
+        # Files without the preamble have no file meta: the syntax is the one pydicom read them with.
+        implicit, little = ds.original_encoding
+        ds.file_meta = file_meta if file_meta is not None else FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return ds
+
+
+def _dicom_int(ds, keyword: str, default: int, label: str) -> int:
+    value = ds.get(keyword, default)
+    try:
+        return int(default if value is None or value == "" else value)
+    except (TypeError, ValueError):
+        raise ImageLoadError(label, f"the DICOM {keyword} value {str(value)[:40]!r} is not a number") from None
+
+
+def _check_dicom_geometry(ds, label: str) -> None:
+    """Refuse too many pixels (before decoding) and multi-frame files."""
+    rows, cols = _dicom_int(ds, "Rows", 0, label), _dicom_int(ds, "Columns", 0, label)
+    frames = _dicom_int(ds, "NumberOfFrames", 1, label)
+    samples = _dicom_int(ds, "SamplesPerPixel", 1, label)
+    if rows <= 0 or cols <= 0:
+        raise ImageLoadError(label, f"the DICOM image has {rows} rows and {cols} columns")
+    if rows * cols * max(frames, 1) > MAX_PIXELS:
+        frame_text = f" x {frames} frames" if frames > 1 else ""
+        raise _too_many_pixels(label, f"{cols}x{rows}{frame_text}")
     if frames > 1:
         raise ImageLoadError(
             label, f"multi-frame DICOM ({frames} frames) is not supported: export one frame per file"
         )
+    if samples not in (1, 3):
+        raise ImageLoadError(label, f"DICOM with {samples} samples per pixel is not supported")
+
+
+def _dicom_pixel_array(ds, label: str) -> np.ndarray:
+    from pydicom.pixels import get_decoder
+
+    syntax = ds.file_meta.TransferSyntaxUID
+    syntax_name = syntax.name or str(syntax) or "an unknown transfer syntax"
     try:
-        arr = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for missing codecs / broken data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        syntax_name = getattr(syntax, "name", str(syntax)) if syntax else "unknown transfer syntax"
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
         raise ImageLoadError(
-            label, f"cannot decode DICOM pixel data ({syntax_name}): {exc}"
+            label,
+            f"the pixel data is stored as {syntax_name}, which pydicom cannot decode: "
+            "convert the file to uncompressed DICOM or PNG",
         ) from None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3 and arr.shape[-1] == 3:
-        arr = _array_to_gray(arr if arr.dtype == np.uint8 else arr.astype(np.float64), label)
-        return arr, str(ds.get("BodyPartExamined", "") or "")
-    if arr.ndim != 2:
-        raise ImageLoadError(label, f"unsupported DICOM pixel array of shape {arr.shape}")
-    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-    gray = _dicom_display(values, ds, label)
+    if not decoder.is_available:
+        raise ImageLoadError(
+            label,
+            f"the pixel data is compressed as {syntax_name} and no installed decoder can read it: "
+            f"installing {_decoder_packages(syntax)} would let pydicom decode it",
+        )
+    try:
+        return np.asarray(ds.pixel_array)
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated data, a broken codestream, inconsistent group 0028 values
+        raise ImageLoadError(
+            label, f"the DICOM pixel data ({syntax_name}) is truncated or corrupt{_detail(exc)}"
+        ) from None
+
+
+def _decoder_packages(syntax) -> str:
+    """The pip packages that give pydicom a decoder for `syntax`, for the error message."""
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, RLETransferSyntaxes
+
+    if syntax in JPEG2000TransferSyntaxes:
+        return "`pylibjpeg pylibjpeg-openjpeg` or `python-gdcm`"
+    if syntax in JPEGLSTransferSyntaxes:
+        return "`pylibjpeg pylibjpeg-libjpeg`, `pyjpegls` or `python-gdcm`"
+    if syntax in RLETransferSyntaxes:
+        return "`pylibjpeg pylibjpeg-rle`"
+    return "`pylibjpeg pylibjpeg-libjpeg` or `python-gdcm`"
+
+
+def _dicom_full_scale(arr: np.ndarray, ds) -> float:
+    if arr.dtype == np.uint8:
+        return 255.0
+    try:
+        return float(2 ** int(ds.BitsStored) - 1)
+    except (AttributeError, TypeError, ValueError):
+        return 65535.0
+
+
+def _dicom_monochrome(arr: np.ndarray, ds, photometric: str, label: str) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    except Exception:  # a malformed rescale slope/intercept or modality LUT
+        raise ImageLoadError(label, "the DICOM rescale values (modality LUT) are invalid") from None
+    if not np.all(np.isfinite(values)):
+        raise ImageLoadError(label, "the DICOM pixel values hold NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        raise ImageLoadError(label, "the image is blank (every pixel has the same value)")
+    display = _dicom_voi(values, ds)
+    if display is None or display.max() <= display.min():  # no VOI, or one that hides the whole image
+        display = (values - low) / (high - low)
+    gray = np.clip(display, 0.0, 1.0) * 255.0
     if photometric == "MONOCHROME1":
         gray = 255.0 - gray
-    return np.clip(np.round(gray), 0, 255).astype(np.uint8), str(ds.get("BodyPartExamined", "") or "")
+    return np.round(gray).astype(np.uint8)
 
 
-def _dicom_display(values: np.ndarray, ds, label: str) -> np.ndarray:
-    """Map modality values to [0, 255]: the VOI LUT or the window when the file has one, else min-max.
+def _dicom_voi(values: np.ndarray, ds) -> np.ndarray | None:
+    """`values` through the file's VOI LUT (preferred) or window, scaled to [0, 1]; None if it has none.
 
-    The window follows DICOM PS3.3 C.11.2.1.2 (linear): centre c and width w map
-    [c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2] onto the display range.
+    pydicom applies the LUT or window (LINEAR, LINEAR_EXACT or SIGMOID, PS3.3 C.11.2); the output
+    range it maps onto is found by passing values beyond both ends through the same function. A
+    malformed VOI (bad descriptor, zero width) is skipped, like no VOI at all.
     """
-    from pydicom.pixels import apply_voi_lut
+    from pydicom.pixels import apply_voi, apply_windowing
 
-    if "VOILUTSequence" in ds:
-        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        if width >= 1:
-            lower = center - 0.5 - (width - 1) / 2
-            return np.clip((values - lower) / max(width - 1, 1e-6), 0.0, 1.0) * 255.0
-    low, high = float(values.min()), float(values.max())
-    if not np.isfinite(low) or not np.isfinite(high) or high <= low:
-        raise ImageLoadError(label, "the DICOM image is blank (every pixel has the same value)")
-    return (values - low) * (255.0 / (high - low))
+    try:
+        if ds.get("VOILUTSequence"):
+            entries, first, _ = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+            last = first + (entries or 65536) - 1
+            # pydicom indexes the LUT with integers; clip so that no index can wrap around
+            mapped = apply_voi(np.clip(np.rint(values), first - 1, last).astype(np.int64), ds)
+            ends = apply_voi(np.array([first - 1, last], dtype=np.int64), ds)
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            center, width = _first(ds.WindowCenter), abs(_first(ds.WindowWidth))
+            mapped = apply_windowing(values, ds)
+            ends = apply_windowing(np.array([center - 20 * width - 1, center + 20 * width + 1]), ds)
+        else:
+            return None
+    except Exception:
+        return None
+    low, high = float(ends[0]), float(ends[-1])
+    if not np.isfinite(low) or not np.isfinite(high) or high == low:
+        return None
+    return (np.asarray(mapped, dtype=np.float64) - low) / (high - low)
 
 
 def _first(value) -> float:
     try:
         return float(value[0])
-    except TypeError:
+    except (TypeError, IndexError):
         return float(value)

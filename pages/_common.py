@@ -1,0 +1,100 @@
+"""What the pages share: the one cached ensemble, cached study runs and reads, help texts.
+
+The ensemble is loaded once per server process by `load_models` (a `st.cache_resource`) and never
+mutated; study results are cached per upload and CAM method, so moving a slider or switching page
+does not recompute anything. No widget is created inside a cached function.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import streamlit as st
+
+from mura_core import charts
+
+LOG = logging.getLogger("mura_app")
+
+INSTALL_HELP = """\
+**How to install an ensemble**
+
+- Copy a folder written by `Ensemble.save` (for example a run folder from `train/`) into the
+  repository's `weights/` folder, so that `weights/manifest.json` and the member `.keras` files
+  sit side by side; or
+- point the app at another folder: `MURA_WEIGHTS=/path/to/ensemble streamlit run app.py`.
+
+Then reload this page. The **Dataset explorer** and **Evaluation** pages work without models.
+"""
+
+PRIVACY = """\
+- Uploaded images are processed in memory for the current session only; they are never written
+  to disk by this app.
+- No DICOM identifier (name, ID, dates, institution, ...) is kept, shown or exported: only the
+  pixels and the *Body Part Examined* attribute are read.
+- Downloads hold the file names as you gave them, the probabilities and the verdict. Rename
+  files before upload if their names could identify a patient.
+"""
+
+
+@st.cache_resource(show_spinner="Loading the models (once per server process)...", max_entries=2)
+def load_models(folder: str, stamp: str):
+    """Load and warm up the ensemble in `folder`; `stamp` changes when the weights are replaced."""
+    from mura_core.ensemble import load_ensemble
+
+    ensemble = load_ensemble(folder)
+    ensemble.warm_up()
+    return ensemble
+
+
+def get_ensemble():
+    """The installed ensemble, or (None, message) saying why it cannot be used.
+
+    Returns:
+        (ensemble or None, error message or "").
+    """
+    from mura_core.ensemble import EnsembleLoadError, weights_installed
+
+    folder = charts.weights_folder()
+    if not weights_installed(folder):
+        return None, f"No ensemble is installed: {folder / 'manifest.json'} does not exist."
+    try:
+        return load_models(str(folder), charts.folder_stamp(folder)), ""
+    except EnsembleLoadError as exc:
+        return None, f"The ensemble could not be loaded: {exc}"
+    except Exception as exc:  # never a traceback in the UI; the log keeps it
+        LOG.exception("loading the ensemble failed")
+        return None, f"The ensemble could not be loaded ({type(exc).__name__}: {exc})."
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_study(_ensemble, ensemble_key: str, files: tuple[tuple[str, bytes], ...], method: str):
+    """Predict and explain one study; cached on the ensemble key, the files' bytes and the method."""
+    return _ensemble.predict_study([data for _, data in files], explain=True, method=method,
+                                   names=[name for name, _ in files])
+
+
+@st.cache_data(ttl=600, max_entries=4, show_spinner="Indexing the dataset...")
+def index_root(root: str, format: str):
+    """`index_dataset(root, format)`, cached for ten minutes."""
+    from mura_core.datasets import index_dataset
+
+    return index_dataset(root, format=format)
+
+
+@st.cache_data(ttl=600, max_entries=4, show_spinner="Reading image sizes...")
+def image_sizes(paths: tuple[str, ...]) -> pd.DataFrame:
+    """Image sizes of `paths` (headers only), cached."""
+    return charts.image_sizes(paths)
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def thumbnail(path: str, side: int):
+    """A cached small grayscale copy of the image at `path`."""
+    return charts.thumbnail(path, side)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def read_report(path: str, stamp: float) -> dict:
+    """`charts.load_report(path)`, cached on the file's modification time."""
+    return charts.load_report(path)

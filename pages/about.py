@@ -1,0 +1,88 @@
+"""Model card: intended use, training data, metrics, limitations, privacy and how to install weights."""
+
+import streamlit as st
+
+from mura_core import charts
+from mura_core.ensemble import DISCLAIMER, EnsembleLoadError, read_manifest
+from pages._common import INSTALL_HELP, PRIVACY, read_report
+
+DEFAULT_INTENDED_USE = (
+    "Research and teaching: a second look at musculoskeletal radiographs of the upper extremity "
+    "(MURA's seven body parts), flagging studies as normal or abnormal and showing where the models "
+    "looked. Not for diagnosis, triage or any decision about a patient without a clinician's reading."
+)
+DEFAULT_LIMITATIONS = """\
+- One verdict per study (normal / abnormal); the models do not say what the abnormality is.
+- The threshold and the metrics hold for data like the evaluation data; other scanners, populations,
+  body parts or image processing can change them without warning.
+- Heatmaps show where a model looked, not where a lesion is; they can point at normal anatomy,
+  hardware or markers.
+- Body parts outside MURA's seven upper-extremity parts have not been validated.
+"""
+
+folder = charts.weights_folder()
+try:
+    manifest = read_manifest(folder)
+    manifest_error = ""
+except EnsembleLoadError as exc:
+    manifest, manifest_error = {}, str(exc)
+info = manifest.get("info") or {}
+
+st.title(info.get("title") or "Model card")
+st.info(DISCLAIMER, icon=":material/info:")
+
+st.header("Intended use")
+st.markdown(info.get("intended_use") or DEFAULT_INTENDED_USE)
+
+st.header("Models")
+if manifest:
+    threshold = float(manifest.get("threshold", 0.5))
+    st.markdown(f"An ensemble of {len(manifest['members'])} convolutional networks; the ensemble probability "
+                f"is the mean of the members' probabilities, and a study is called abnormal when the mean over "
+                f"its images reaches the threshold **{threshold:.2f}**. Installed from `{folder}`.")
+    st.dataframe(charts.members_frame(manifest), hide_index=True)
+else:
+    st.warning(f"No ensemble is installed. {manifest_error}", icon=":material/warning:")
+
+st.header("Training data, license and attribution")
+facts = {"Trained on": info.get("trained_on"), "License": info.get("license"),
+         "Attribution": info.get("attribution")}
+shown = {k: v for k, v in facts.items() if v}
+for key, value in shown.items():
+    st.markdown(f"**{key}:** {value}")
+if not shown:
+    st.caption("The installed weights do not describe their training data.")
+
+st.header("Metrics")
+report_path = folder / "report.json"
+report = None
+if report_path.is_file():
+    try:
+        report = read_report(str(report_path), report_path.stat().st_mtime)
+    except charts.ReportError as exc:
+        st.warning(f"{report_path} cannot be read: {exc}")
+if report:
+    data = report.get("data") or {}
+    st.caption(f"From {report_path.name}: {data.get('root', '?')} ({data.get('split', '?')} split, "
+               f"{data.get('n_images', '?')} images, {data.get('n_studies', '?')} studies); "
+               "95% bootstrap intervals in brackets. Details on the Evaluation page.")
+    for level in charts.report_levels(report):
+        table = charts.metrics_table(report, level)
+        if "ensemble" in table.index:
+            st.markdown(f"**{charts.LEVEL_LABELS[level]}, ensemble**")
+            st.dataframe(table.loc[["ensemble"]])
+elif not report_path.is_file():
+    st.caption("No evaluation report is installed with these weights.")
+
+st.header("Limitations")
+if info.get("limitations"):
+    st.markdown(info["limitations"])
+st.markdown(DEFAULT_LIMITATIONS)
+
+st.header("Privacy")
+st.markdown(PRIVACY)
+
+st.header("Installing other weights")
+st.markdown(INSTALL_HELP)
+st.markdown("A weights folder may also hold `samples/samples.csv` (columns `file, study, label, body_part, "
+            "attribution`) with the sample images, and the `report.json` written by `train.evaluate`.")

@@ -1,0 +1,124 @@
+"""Dataset explorer: counts, class balance, image sizes and a thumbnail browser for a dataset folder."""
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from mura_core import charts
+from mura_core.datasets import DatasetError
+from pages._common import image_sizes, index_root, thumbnail
+
+FORMATS = {"auto": "Detect", "mura": "MURA v1.1", "fracatlas": "FracAtlas", "folders": "Class folders"}
+THUMBS_PER_ROW = 6
+THUMB_SIDE = 160
+SIZE_SAMPLE = 500
+
+HOW_TO = """\
+Type the path of a dataset folder **on the machine running this app**. Three layouts are read:
+
+- **MURA v1.1**: the `MURA-v1.1` folder (or its parent), with `train/` and `valid/`, `XR_<PART>/patient<ID>/study<N>_<positive|negative>/` and the four CSV files;
+- **FracAtlas**: the folder holding `dataset.csv` and `images/`;
+- **class folders**: `ROOT/[train|val|test/]{normal,abnormal}/*.png` (also `fractured` / `not fractured`).
+"""
+
+
+def _thumbnail_grid(rows, caption_of) -> None:
+    for start in range(0, len(rows), THUMBS_PER_ROW):
+        for column, row in zip(st.columns(THUMBS_PER_ROW), rows[start:start + THUMBS_PER_ROW]):
+            picture = thumbnail(row["path"], THUMB_SIDE)
+            if picture is None:
+                column.caption(f"{Path(row['path']).name}: unreadable")
+            else:
+                column.image(picture, caption=caption_of(row), width="stretch")
+
+
+st.title("Dataset explorer")
+root_col, format_col = st.columns([4, 1])
+root = root_col.text_input("Dataset folder", placeholder="/data/MURA-v1.1  or  /data/fracatlas",
+                           help="A folder on the server running this app; nothing is uploaded.").strip()
+layout = format_col.selectbox("Layout", list(FORMATS), format_func=FORMATS.get)
+
+if not root:
+    st.info(HOW_TO, icon=":material/folder_open:")
+    samples, _ = charts.read_samples(charts.weights_folder())
+    st.subheader("Bundled sample images")
+    if samples.empty:
+        st.caption("No sample images are installed with the current weights.")
+    else:
+        st.caption(f"{len(samples)} image(s) in {samples['study'].nunique()} sample studies, used by "
+                   "**Try a sample study** on the Diagnose page.")
+        _thumbnail_grid(samples.to_dict("records"),
+                        lambda r: f"{r['study']} · {charts.label_text(r['label']) or 'unlabelled'}")
+        attributions = sorted({a for a in samples["attribution"] if a})
+        if attributions:
+            st.caption("Attribution: " + "; ".join(attributions))
+    st.stop()
+
+try:
+    index = index_root(root, layout)
+except (DatasetError, ValueError, OSError) as exc:
+    st.error(f"This folder cannot be indexed: {exc}", icon=":material/error:")
+    st.stop()
+
+table = index.table
+summary = charts.dataset_summary(table)
+st.caption(f"Layout: **{FORMATS.get(index.format, index.format)}** · {root}")
+cols = st.columns(5)
+cols[0].metric("Images", f"{summary['images']:,}")
+cols[1].metric("Studies", f"{summary['studies']:,}")
+cols[2].metric("Patients", f"{summary['patients']:,}" if summary["patients"] else "not recorded")
+cols[3].metric("Abnormal images", f"{summary['abnormal_images']:,}",
+               f"{summary['abnormal_images'] / max(summary['images'], 1):.1%} of images", delta_color="off")
+cols[4].metric("Abnormal studies", f"{summary['abnormal_studies']:,}",
+               f"{summary['abnormal_studies'] / max(summary['studies'], 1):.1%} of studies", delta_color="off")
+if index.format == "fracatlas":
+    st.caption("FracAtlas labels mean fractured (shown as abnormal) or not fractured (normal); it records "
+               "no patient ids, so images of one patient may appear more than once.")
+
+if index.problems:
+    with st.expander(f"{len(index.problems)} inconsistencies found while indexing", icon=":material/warning:"):
+        st.dataframe(charts.problems_frame(index.problems), hide_index=True)
+
+counts_tab, balance_tab, sizes_tab, browse_tab = st.tabs(
+    ["Counts", "Class balance", "Image sizes", "Browse images"])
+
+with counts_tab:
+    unit = st.segmented_control("Count", ["images", "studies"], default="images", required=True)
+    if index.format == "mura":
+        st.caption("MURA's distribution: images per body part in train and in valid, normal vs abnormal.")
+    st.plotly_chart(charts.counts_figure(table, unit))
+    counts = charts.count_frame(table, unit)
+    st.dataframe(counts.pivot_table(index=["split", "body_part"], columns="label_name", values="count",
+                                    fill_value=0), width="content")
+
+with balance_tab:
+    st.plotly_chart(charts.class_balance_figure(table))
+
+with sizes_tab:
+    paths = tuple(charts.sample_paths(table, SIZE_SAMPLE))
+    sizes = image_sizes(paths)
+    if sizes.empty:
+        st.caption("No image size could be read.")
+    else:
+        st.plotly_chart(charts.image_size_figure(sizes))
+        st.caption(f"Sizes read from the file headers of {len(sizes)} image(s) chosen at random "
+                   f"(at most {SIZE_SAMPLE}).")
+
+with browse_tab:
+    split_col, part_col, label_col, size_col = st.columns(4)
+    splits = split_col.multiselect("Split", summary["splits"], placeholder="all")
+    parts = part_col.multiselect("Body part", summary["body_parts"], format_func=charts.body_part_label,
+                                 placeholder="all")
+    labels = label_col.multiselect("Label", ["normal", "abnormal"], placeholder="all")
+    per_page = size_col.selectbox("Per page", [12, 24, 48], index=1)
+    chosen = charts.filter_table(table, splits, parts, labels)
+    pages = max(1, math.ceil(len(chosen) / per_page))
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
+    start = (int(page) - 1) * per_page
+    st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{min(start + per_page, len(chosen))}.")
+    _thumbnail_grid(
+        chosen.iloc[start:start + per_page].to_dict("records"),
+        lambda r: f"{charts.LABEL_NAMES.get(r['label'], '?')} · {charts.body_part_label(r['body_part']) or '-'}"
+                  f" · {Path(r['path']).name}",
+    )

@@ -1,0 +1,126 @@
+"""Evaluation: the installed (or an uploaded) report.json as tables and figures."""
+
+import streamlit as st
+
+from mura_core import charts
+from pages._common import read_report
+
+MISSING = "Not in this report."
+
+st.title("Evaluation")
+folder = charts.weights_folder()
+report_path = folder / "report.json"
+uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],
+                            help="Written by train.evaluate; by default the report next to the installed "
+                                 "weights is shown.")
+try:
+    if uploaded is not None:
+        report, origin = charts.load_report(uploaded.getvalue()), f"uploaded file {uploaded.name}"
+    elif report_path.is_file():
+        report, origin = read_report(str(report_path), report_path.stat().st_mtime), str(report_path)
+    else:
+        st.info(f"No evaluation report is installed ({report_path} does not exist). `train.evaluate` writes "
+                "it next to the ensemble; you can also upload one above.", icon=":material/info:")
+        st.stop()
+except charts.ReportError as exc:
+    st.error(f"This report cannot be shown: {exc}", icon=":material/error:")
+    st.stop()
+
+data = report.get("data") or {}
+threshold = report.get("threshold")
+st.caption(
+    f"Source: {origin} · created {report.get('created', '?')} · data: {data.get('root', '?')} "
+    f"({data.get('format', '?')}, split {data.get('split', '?')}, {data.get('n_images', '?')} images, "
+    f"{data.get('n_studies', '?')} studies)"
+    + (f" · decision threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else "")
+)
+levels = charts.report_levels(report)
+level = st.segmented_control("Level for the figures below", levels, default=levels[-1], required=True,
+                             format_func=charts.LEVEL_LABELS.get,
+                             help="MURA's headline results are at study level (mean of a study's images).")
+
+st.header("Models compared")
+st.caption("Values with 95% bootstrap intervals in brackets; sensitivity is also called recall, precision "
+           "is the positive predictive value. — marks a value that is undefined (e.g. a single class).")
+for lv in levels:
+    st.markdown(f"**{charts.LEVEL_LABELS[lv]}**")
+    st.dataframe(charts.metrics_table(report, lv))
+
+st.header("Study-level agreement")
+if "study" in levels:
+    st.caption("Cohen's kappa between the model's study verdicts and the reference labels, as reported for "
+               "MURA, and the AUC, each with its 95% bootstrap interval.")
+    st.plotly_chart(charts.ci_figure(report, "study", ("auc", "kappa")))
+else:
+    st.caption("Not in this report: no study-level results (the data had no study ids).")
+
+st.header("Per body part")
+per_part = (report.get("per_body_part") or {}).get(level) or {}
+if per_part:
+    model_col, metric_col = st.columns(2)
+    models = [m for m in charts.report_models(report, level) if m in per_part] or list(per_part)
+    model = model_col.selectbox("Model", models, index=len(models) - 1)
+    metric = metric_col.selectbox("Metric in the figure", list(charts.METRIC_LABELS),
+                                  format_func=charts.METRIC_LABELS.get)
+    st.plotly_chart(charts.per_body_part_figure(report, level, metric))
+    st.dataframe(charts.per_body_part_frame(report, level, model))
+else:
+    st.caption(MISSING)
+
+st.header("ROC curves")
+if (report.get("roc") or {}).get(level):
+    st.plotly_chart(charts.roc_figure(report, level))
+else:
+    st.caption(MISSING)
+
+st.header("Confusion matrices")
+results = report.get(f"{level}_level") or {}
+models = charts.report_models(report, level)
+if models:
+    for start in range(0, len(models), 3):
+        for column, model in zip(st.columns(3), models[start:start + 3]):
+            column.plotly_chart(charts.confusion_figure(results[model], model), key=f"cm-{level}-{model}")
+else:
+    st.caption(MISSING)
+
+st.header("Calibration")
+if (report.get("calibration") or {}).get(level):
+    st.caption("Points on the diagonal mean the probabilities can be read as frequencies; the Brier score "
+               "is the mean squared error of the probabilities (lower is better).")
+    st.plotly_chart(charts.calibration_figure(report, level))
+else:
+    st.caption(MISSING)
+
+st.header("Threshold explorer")
+table = charts.threshold_frame(report, level)
+if not table.empty:
+    operating = float(threshold) if isinstance(threshold, (int, float)) else 0.5
+    chosen = st.slider("Decision threshold (ensemble)", 0.0, 1.0, round(operating, 2), 0.01,
+                       help="What-if only: the app's verdicts always use the installed threshold.")
+    row = charts.threshold_at(table, chosen)
+    cols = st.columns(5)
+    cols[0].metric("Sensitivity", f"{row['sensitivity']:.3f}")
+    cols[1].metric("Specificity", f"{row['specificity']:.3f}")
+    cols[2].metric("Precision (PPV)", f"{row['precision']:.3f}")
+    cols[3].metric("F1", f"{row['f1']:.3f}")
+    cols[4].metric("Missed abnormal (FN)", f"{int(row['fn'])}", f"{int(row['fp'])} false alarms (FP)",
+                   delta_color="off")
+    st.plotly_chart(charts.threshold_figure(table, chosen, operating))
+else:
+    st.caption(f"{MISSING} (no threshold table at {charts.LEVEL_LABELS[level].lower()})")
+
+st.header("Training history")
+if report.get("history"):
+    st.plotly_chart(charts.history_figure(report))
+else:
+    st.caption(MISSING)
+
+st.header("Localization")
+if report.get("localization"):
+    st.caption("Pointing game: share of abnormal images whose heatmap peak falls inside an annotated box. "
+               "Mass in boxes: share of the heatmap inside the boxes; the box area share is what a "
+               "uniform heatmap would reach by chance.")
+    st.dataframe(charts.localization_frame(report))
+    st.plotly_chart(charts.localization_figure(report))
+else:
+    st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas)")

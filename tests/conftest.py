@@ -1,0 +1,163 @@
+"""Shared fixtures.
+
+- `fracatlas`: the real FracAtlas copy in ../shared/data (skips when absent).
+- `fake_report`: a schema-valid report.json dict built with `mura_core.metrics` from random predictions.
+- `tiny_weights`: a weights folder like the one the app installs: a two-member ensemble of tiny
+  untrained models (32-64 px), `samples/` with a few real radiographs, and `report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
+FRACATLAS_ATTRIBUTION = (
+    "FracAtlas, Abedeen et al., Scientific Data 10, 521 (2023), doi:10.6084/m9.figshare.22363012, CC BY 4.0"
+)
+TINY_MEMBERS = {"mobilenetv2_a": ("mobilenetv2", 64), "densenet121_b": ("densenet121", 32)}
+TINY_THRESHOLD = 0.45
+
+
+@pytest.fixture(scope="session")
+def fracatlas() -> Path:
+    """The shared FracAtlas folder (dataset.csv, images/, annotations.json)."""
+    if not (FRACATLAS / "dataset.csv").is_file():
+        pytest.skip("shared/data/fracatlas is not present")
+    return FRACATLAS
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-ready dicts, NaN as None."""
+    return json.loads(frame.to_json(orient="records"))
+
+
+def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_studies: int = 48) -> dict:
+    """A report.json dict with every section of the schema, from random but informative predictions."""
+    from mura_core.datasets import MURA_BODY_PARTS
+    from mura_core.metrics import (
+        aggregate_studies, calibration, localization_summary, metrics_with_ci, per_group_metrics,
+        roc_points, threshold_table,
+    )
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_studies):
+        label = int(rng.random() < 0.4)
+        part = MURA_BODY_PARTS[s % len(MURA_BODY_PARTS)]
+        for _ in range(int(rng.integers(1, 4))):
+            rows.append({"study": f"s{s}", "patient": f"p{s // 2}", "body_part": part, "label": label})
+    table = pd.DataFrame(rows)
+    for i, member in enumerate(members):
+        noise = rng.normal(0, 0.18 + 0.04 * i, len(table))
+        table[member] = np.clip(0.3 + 0.35 * table["label"] + noise, 0, 1)
+    models = [*members, "ensemble"]
+    table["ensemble"] = table[members].mean(axis=1)
+    studies = aggregate_studies(table, models)
+    levels = {"image": table, "study": studies}
+
+    def per_model(fn):
+        return {lv: {m: fn(frame["label"], frame[m]) for m in models} for lv, frame in levels.items()}
+
+    hits = rng.random((len(models), 30))
+    return {
+        "created": "2024-01-01T00:00:00",
+        "data": {"root": "/data/test", "format": "mura", "split": "valid",
+                 "n_images": len(table), "n_studies": len(studies)},
+        "threshold": threshold,
+        "members": list(members),
+        **{f"{lv}_level": {m: metrics_with_ci(frame["label"], frame[m], threshold, n_boot=50)
+                           for m in models} for lv, frame in levels.items()},
+        "per_body_part": {lv: {m: _records(per_group_metrics(frame, m, threshold=threshold).reset_index())
+                               for m in models} for lv, frame in levels.items()},
+        "roc": per_model(roc_points),
+        "calibration": per_model(calibration),
+        "threshold_table": {lv: _records(threshold_table(frame["label"], frame["ensemble"]))
+                            for lv, frame in levels.items()},
+        "localization": {m: localization_summary(
+            [{"hit": h < 0.6, "mass": h * 0.5, "box_area_fraction": 0.12} for h in hits[i]], n_boot=50)
+            for i, m in enumerate(models)},
+        "history": {m: {"epoch": [1, 2, 3, 4], "loss": [0.7, 0.6, 0.55, 0.5],
+                        "val_loss": [0.72, 0.65, 0.62, 0.63], "accuracy": [0.55, 0.62, 0.66, 0.7],
+                        "val_accuracy": [0.52, 0.6, 0.63, 0.62], "auc": [0.58, 0.66, 0.71, 0.75],
+                        "val_auc": [0.55, 0.63, 0.67, 0.66]} for m in members},
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_report() -> dict:
+    """A schema-valid report for the tiny ensemble's member names (do not mutate; copy it)."""
+    return build_report(list(TINY_MEMBERS), TINY_THRESHOLD)
+
+
+def _sample_sources() -> list[tuple[str, int, Path | None]]:
+    """(study, label, FracAtlas image or None) for the sample studies; synthetic images without FracAtlas."""
+    plan = [("demo-fractured-hand", 1), ("demo-fractured-hand", 1), ("demo-normal-hand", 0),
+            ("demo-one-unreadable-file", 0)]
+    if not (FRACATLAS / "dataset.csv").is_file():
+        return [(study, label, None) for study, label in plan]
+    table = pd.read_csv(FRACATLAS / "dataset.csv")
+    hands = table[(table["hand"] == 1) & (table["mixed"] == 0)]
+    fractured = list(hands.loc[hands["fractured"] == 1, "image_id"][:2])
+    normal = list(hands.loc[hands["fractured"] == 0, "image_id"][:2])
+    images = [*fractured, *normal]
+    return [(study, label, FRACATLAS / "images" / image) for (study, label), image in zip(plan, images)]
+
+
+def _synthetic_radiograph(path: Path, seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:200]
+    bone = np.exp(-(((xx - 100) / 22.0) ** 2)) * 180 + rng.normal(0, 6, xx.shape) + 30
+    Image.fromarray(np.clip(bone, 0, 255).astype(np.uint8)).save(path)
+
+
+def write_samples(folder: Path) -> None:
+    """Write `samples/` (images + samples.csv) into a weights folder; one study has a truncated file."""
+    samples = folder / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (study, label, source) in enumerate(_sample_sources()):
+        name = f"sample{i + 1}.jpg" if source is not None else f"sample{i + 1}.png"
+        if source is not None:
+            shutil.copyfile(source, samples / name)
+        else:
+            _synthetic_radiograph(samples / name, i)
+        rows.append({"file": name, "study": study, "label": label, "body_part": "XR_HAND",
+                     "attribution": FRACATLAS_ATTRIBUTION if source is not None else "synthetic test image"})
+    good = samples / rows[-1]["file"]
+    (samples / "truncated.jpg").write_bytes(good.read_bytes()[:600])
+    rows.append({**rows[-1], "file": "truncated.jpg"})
+    pd.DataFrame(rows).to_csv(samples / "samples.csv", index=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, fake_report) -> Path:
+    """A weights folder: tiny two-member ensemble (threshold 0.45), samples/ and report.json."""
+    import keras
+
+    from mura_core.ensemble import Ensemble
+    from mura_core.registry import create_model
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("weights") / "tiny"
+    members = {name: create_model(arch, input_size=size) for name, (arch, size) in TINY_MEMBERS.items()}
+    info = {
+        "title": "Tiny test ensemble",
+        "trained_on": "nothing (random weights, for tests)",
+        "license": "CC BY 4.0 (sample images)",
+        "attribution": FRACATLAS_ATTRIBUTION,
+        "intended_use": "Software tests only.",
+        "limitations": "Untrained: its outputs mean nothing.",
+    }
+    Ensemble(members, threshold=TINY_THRESHOLD, info=info,
+             architectures={name: arch for name, (arch, _) in TINY_MEMBERS.items()}).save(folder)
+    write_samples(folder)
+    (folder / "report.json").write_text(json.dumps(fake_report, allow_nan=False))
+    return folder

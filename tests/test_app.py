@@ -1,0 +1,378 @@
+"""The dashboard: one AppTest run per page (tiny ensemble from `tiny_weights`) and charts.py unit tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from mura_core import charts
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120
+
+
+def _app(monkeypatch, weights: Path) -> AppTest:
+    monkeypatch.setenv("MURA_WEIGHTS", str(weights))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+
+
+def _page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for kind in ("info", "warning", "error", "success") for e in getattr(at, kind)]
+    parts += [h.value for kind in ("title", "header", "subheader") for h in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _n_images(at: AppTest) -> int:
+    return sum(len(image.value) for image in at.image)
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+@pytest.fixture
+def count_studies(monkeypatch):
+    """Methods of the studies run through Ensemble.predict_study (warm-up left out)."""
+    from mura_core.ensemble import Ensemble
+
+    calls = []
+    original = Ensemble.predict_study
+
+    def counting(self, *args, **kwargs):
+        if "names" in kwargs:  # the app's study runs, not the warm-up
+            calls.append(kwargs.get("method"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ensemble, "predict_study", counting)
+    return calls
+
+
+# ------------------------------------------------------------------------------------ pages
+
+
+def test_diagnose_sample_study_with_heatmaps(monkeypatch, tiny_weights, count_studies):
+    at = _app(monkeypatch, tiny_weights)
+    assert not at.exception
+    assert "Upload the radiographs of one study" in _texts(at)
+
+    _button(at, "Try a sample study").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = _texts(at)
+    assert "Abnormal (ensemble" in text or "Normal (ensemble" in text
+    assert "threshold 0.45" in text
+    assert "not a diagnosis" in text
+    assert "Body part:** Hand" in text
+    assert _n_images(at) == 2 * 4  # two images x (original, fused map, two members)
+    assert len(at.get("plotly_chart")) == 1
+    assert {b.proto.label for b in at.get("download_button")} == {"Study result (JSON)", "Per-image table (CSV)"}
+    assert count_studies == ["gradcam"]
+
+    at.slider[0].set_value(0.7).run()  # opacity: redraw only
+    assert count_studies == ["gradcam"]
+    _page(at, "about")
+    _page(at, "diagnose")  # the study survives a page switch, from the cache
+    assert "ensemble" in _texts(at) and _n_images(at) == 8
+    assert count_studies == ["gradcam"]
+
+    method = next(s for s in at.selectbox if s.label == "Heatmap method")
+    method.set_value("layercam").run()
+    assert not at.exception
+    assert count_studies == ["gradcam", "layercam"]
+    assert "LayerCAM" in _texts(at)
+
+
+def test_diagnose_bad_file_is_a_warning(monkeypatch, tiny_weights):
+    at = _app(monkeypatch, tiny_weights)
+    at.selectbox(key="sample_pick").set_value("demo-one-unreadable-file")
+    _button(at, "Try a sample study").click().run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("truncated.jpg" in w for w in warnings), warnings
+    assert "ensemble" in _texts(at)
+    assert _n_images(at) == 4  # the readable image is still shown
+
+
+def test_no_weights(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path)
+    assert not at.exception
+    assert any("No ensemble is installed" in e.value for e in at.error)
+    assert "MURA_WEIGHTS" in _texts(at)
+    assert not at.button  # no sample study without models
+
+    text = _texts(_page(at, "dataset"))
+    assert "Dataset folder" in [t.label for t in at.text_input][0]
+    assert "No sample images are installed" in text
+    assert "No evaluation report is installed" in _texts(_page(at, "evaluation"))
+    assert "No ensemble is installed" in _texts(_page(at, "about"))
+
+
+def test_evaluation_page(monkeypatch, tiny_weights):
+    at = _page(_app(monkeypatch, tiny_weights), "evaluation")
+    headers = [h.value for h in at.header]
+    for header in ("Models compared", "Per body part", "ROC curves", "Confusion matrices", "Calibration",
+                   "Threshold explorer", "Training history", "Localization"):
+        assert header in headers
+    assert "Not in this report." not in _texts(at)
+    assert len(at.get("plotly_chart")) >= 10
+    assert {m.label for m in at.metric} >= {"Sensitivity", "Specificity", "Precision (PPV)"}
+    before = next(m for m in at.metric if m.label == "Sensitivity").value
+    at.slider[0].set_value(0.05).run()
+    assert not at.exception
+    assert float(next(m for m in at.metric if m.label == "Sensitivity").value) >= float(before)
+
+
+def test_evaluation_minimal_report(monkeypatch, tmp_path, fake_report):
+    minimal = {k: fake_report[k] for k in ("created", "data", "threshold", "members", "image_level")}
+    (tmp_path / "report.json").write_text(json.dumps(minimal))
+    at = _page(_app(monkeypatch, tmp_path), "evaluation")
+    text = _texts(at)
+    assert "Not in this report" in text
+    assert "Models compared" in [h.value for h in at.header]
+    assert len(at.get("plotly_chart")) == 3  # the confusion matrices of two members and the ensemble
+    (tmp_path / "report.json").write_text("{not json")
+    at = _page(_app(monkeypatch, tmp_path), "evaluation")
+    assert any("cannot be shown" in e.value for e in at.error)
+
+
+def test_model_card(monkeypatch, tiny_weights):
+    at = _page(_app(monkeypatch, tiny_weights), "about")
+    assert at.title[0].value == "Tiny test ensemble"
+    text = _texts(at)
+    for needle in ("Software tests only.", "FracAtlas", "Untrained", "never written", "MURA_WEIGHTS",
+                   "not a diagnosis"):
+        assert needle in text
+    assert len(at.dataframe) >= 2  # members + metrics
+
+
+def _folder_dataset(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("normal", "abnormal"):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 255, (40 + 8 * i, 48), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{cls}{i}.png")
+    (root / "train" / "stray.png").write_bytes((root / "train" / "normal" / "normal0.png").read_bytes())
+    return root
+
+
+def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
+    at = _page(_app(monkeypatch, tiny_weights), "dataset")
+    assert "Bundled sample images" in [s.value for s in at.subheader]
+    assert _n_images(at) >= 4  # the samples' thumbnails
+
+    root = _folder_dataset(tmp_path / "folders")
+    at.text_input[0].input(str(root)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "12" and metrics["Abnormal images"] == "6"
+    assert len(at.expander) == 1  # the stray image outside a class folder
+    assert len(at.get("plotly_chart")) == 3
+    assert _n_images(at) == 12
+
+    at.multiselect[2].set_value(["abnormal"]).run()
+    assert _n_images(at) == 6
+
+    at.text_input[0].input(str(tmp_path / "missing")).run()
+    assert any("cannot be indexed" in e.value for e in at.error)
+
+
+def test_dataset_explorer_fracatlas(monkeypatch, tmp_path, fracatlas):
+    at = _page(_app(monkeypatch, tmp_path), "dataset")
+    at.text_input[0].input(str(fracatlas)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Images"].replace(",", "")) > 1000
+    assert "FracAtlas" in _texts(at)
+    assert _n_images(at) == 24
+
+
+# ------------------------------------------------------------------------------- charts.py
+
+
+def test_verdict_text():
+    assert charts.verdict_text(0.73, 0.45) == "Abnormal (ensemble 0.73 ≥ threshold 0.45)"
+    assert charts.verdict_text(0.2, 0.45) == "Normal (ensemble 0.20 < threshold 0.45)"
+    assert charts.verdict_text(0.4999, 0.5) == "Normal (ensemble 0.4999 < threshold 0.5000)"
+    assert charts.verdict_text(0.5, 0.5).startswith("Abnormal (ensemble 0.50 ≥")
+    assert charts.verdict_text(None, 0.5).startswith("No verdict")
+
+
+def test_body_part_detection():
+    assert charts.detect_body_part(["a.png"], ["WRIST"]) == ("XR_WRIST", "DICOM BodyPartExamined")
+    assert charts.detect_body_part(["XR_ELBOW_1.png", "xr_elbow_2.png"]) == ("XR_ELBOW", "file names")
+    code, source = charts.detect_body_part(["XR_HAND_1.png", "XR_HAND_2.png", "XR_WRIST.png"])
+    assert code == "XR_HAND" and "disagree" in source
+    assert charts.detect_body_part(["scan.png"], [""]) == ("", "")
+    assert charts.normalize_body_part("KNEE") == "KNEE"
+    assert charts.normalize_body_part("upper arm") == "XR_HUMERUS"
+    assert charts.body_part_label("XR_FOREARM") == "Forearm"
+    assert charts.body_part_label(charts.OTHER_BODY_PART) == "Other/unknown"
+    assert len(charts.BODY_PART_CHOICES) == 9
+
+
+def test_member_probability_figure():
+    fig = charts.member_probability_figure({"a": 0.2, "b": 0.8}, 0.5, 0.45)
+    assert list(fig.data[0].y) == ["a", "b", "Ensemble (mean)"]
+    assert fig.layout.shapes[0].x0 == 0.45
+    assert "threshold 0.45" in fig.layout.annotations[0].text
+
+
+def _study(ok=True):
+    from mura_core.ensemble import ImageResult, StudyResult
+
+    gray = np.tile(np.arange(64, dtype=np.uint8), (48, 1))
+    heat = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    image = ImageResult("XR_WRIST_a.png", {"m1": 0.6, "m2": 0.8}, 0.7, gray,
+                        {"m1": heat, "m2": heat, "ensemble": heat})
+    bad = ImageResult("b.png", error="not an image: the content looks like text")
+    return StudyResult([image, bad], ["m1", "m2"], 0.45, 0.7, {"m1": 0.6, "m2": 0.8}, "abnormal", "gradcam")
+
+
+def test_heatmap_panels_and_exports():
+    result = _study()
+    panels = charts.heatmap_panels(result.images[0], 0.5, result.members)
+    assert [c.split(" ·")[0] for c, _ in panels] == ["Original", "Ensemble (fused map)", "m1", "m2"]
+    assert panels[0][1].shape == (48, 64) and panels[1][1].shape == (48, 64, 3)
+
+    exported = json.loads(charts.study_json(result, "XR_WRIST", "file names"))
+    assert exported["verdict"] == "abnormal" and exported["study_body_part"] == "Wrist"
+    assert exported["verdict_text"] == "Abnormal (ensemble 0.70 ≥ threshold 0.45)"
+    assert exported["images"][1]["error"].startswith("not an image")
+    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error"}
+    table = charts.study_table(result, "")
+    assert list(table["image"]) == ["XR_WRIST_a.png", "b.png"]
+    assert set(table["study_body_part"]) == {"unknown"}
+
+
+def _index_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "path": [f"/x/{i}.png" for i in range(6)],
+        "split": ["train", "train", "train", "valid", "valid", ""],
+        "body_part": ["XR_HAND", "XR_HAND", "XR_WRIST", "XR_HAND", "XR_WRIST", ""],
+        "patient": ["p1", "p1", "p2", "p3", "p3", ""],
+        "study": ["s1", "s1", "s2", "s3", "s4", "s5"],
+        "label": [1, 1, 0, 0, 1, 0],
+        "dataset": "test",
+    })
+
+
+def test_dataset_helpers():
+    table = _index_table()
+    summary = charts.dataset_summary(table)
+    assert summary == {"images": 6, "studies": 5, "patients": 3, "abnormal_images": 3, "abnormal_studies": 2,
+                       "splits": ["train", "valid"], "body_parts": ["XR_HAND", "XR_WRIST"]}
+    images = charts.count_frame(table, "images")
+    hand = images[(images.split == "train") & (images.body_part == "XR_HAND")]
+    assert hand["count"].tolist() == [2] and hand["label_name"].tolist() == ["abnormal"]
+    studies = charts.count_frame(table, "studies")
+    assert studies.loc[(studies.split == "train") & (studies.body_part == "XR_HAND"), "count"].item() == 1
+    assert "(no split)" in set(images["split"])
+    with pytest.raises(ValueError):
+        charts.count_frame(table, "patients")
+
+    fig = charts.counts_figure(table, "studies")
+    assert {t.name for t in fig.data} == {"normal", "abnormal"}
+    balance = charts.class_balance_figure(table)
+    assert sum(len(t.y) for t in balance.data) >= 4
+    assert len(charts.filter_table(table, ["train"], ["XR_HAND"], ["abnormal"])) == 2
+    assert len(charts.filter_table(table, [], None, [])) == 6
+    assert len(charts.sample_paths(table, 3)) == 3 and charts.sample_paths(table, 3) == charts.sample_paths(table, 3)
+    problems = [SimpleNamespace(path="/x", reason="bad")]
+    assert charts.problems_frame(problems).to_dict("records") == [{"path": "/x", "reason": "bad"}]
+
+
+def test_image_files_helpers(tmp_path):
+    Image.fromarray(np.full((80, 120), 90, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_text("not an image")
+    sizes = charts.image_sizes([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    assert sizes[["width", "height"]].values.tolist() == [[120, 80]]
+    assert charts.image_size_figure(sizes).data
+    thumb = charts.thumbnail(str(tmp_path / "a.png"), 60)
+    assert thumb.shape == (40, 60) and thumb.dtype == np.uint8
+    assert charts.thumbnail(str(tmp_path / "b.png")) is None
+
+
+def test_samples(tiny_weights, tmp_path):
+    samples, problems = charts.read_samples(tiny_weights)
+    assert problems == [] and samples["path"].map(lambda p: Path(p).is_file()).all()
+    studies = charts.sample_studies(samples)
+    assert list(studies["study"]) == ["demo-fractured-hand", "demo-normal-hand", "demo-one-unreadable-file"]
+    assert studies["description"][0] == "demo-fractured-hand (Hand, 2 images, reference: abnormal)"
+
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "samples.csv").write_text("file,study\ngone.png,s1\n../up.png,s1\n")
+    samples, problems = charts.read_samples(tmp_path)
+    assert samples.empty and len(problems) == 2
+    assert charts.read_samples(tmp_path / "nowhere")[0].empty
+    assert charts.label_text("1") == "abnormal" and charts.label_text("normal") == "normal"
+    assert charts.label_text("?") == ""
+
+
+def test_report_helpers(fake_report, tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(fake_report))
+    report = charts.load_report(path)
+    assert charts.load_report(path.read_bytes()) == report
+    for bad in (b"[1, 2]", b"{", b'{"created": "x"}'):
+        with pytest.raises(charts.ReportError):
+            charts.load_report(bad)
+
+    assert charts.report_levels(report) == ["image", "study"]
+    models = charts.report_models(report, "study")
+    assert models == [*report["members"], "ensemble"]
+    table = charts.metrics_table(report, "study")
+    assert list(table.index) == models
+    assert table.loc["ensemble", "AUC"].count("(") == 1 and "–" in table.loc["ensemble", "AUC"]
+    assert charts.format_ci(None) == "—" and charts.format_ci(0.5, [0.4, 0.6]) == "0.500 (0.400–0.600)"
+    assert charts.format_ci(float("nan"), [None, None]) == "—"
+
+    assert len(charts.ci_figure(report, "study").data) == 2
+    part = charts.per_body_part_frame(report, "image", "ensemble")
+    assert "All" in part.index and "Wrist" in part.index and "AUC" in part.columns
+    assert charts.per_body_part_frame(report, "nowhere", "ensemble").empty
+    assert len(charts.per_body_part_figure(report, "image", "f1").data) == len(models)
+    assert len(charts.roc_figure(report, "image").data) == len(models) + 1
+    entry = report["image_level"]["ensemble"]
+    cm = charts.confusion_figure(entry, "ensemble")
+    assert np.array(cm.data[0].z).sum() == entry["n"]
+    assert cm.data[0].z[1][1] == entry["tp"] and cm.data[0].z[0][1] == entry["fp"]
+    assert len(charts.calibration_figure(report, "study").data) == len(models) + 1
+
+    frame = charts.threshold_frame(report, "image")
+    row = charts.threshold_at(frame, 0.333)
+    assert row["threshold"] == pytest.approx(0.33)
+    assert charts.threshold_frame({}, "image").empty
+    fig = charts.threshold_figure(frame, 0.3, 0.45)
+    assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"} and len(fig.layout.shapes) == 2
+
+    assert len(charts.history_figure(report).data) == 4 * len(report["members"])
+    loc = charts.localization_frame(report)
+    assert list(loc.index) == models and "(" in loc.iloc[0]["pointing game (hit rate)"]
+    assert len(charts.localization_figure(report).data) == 3
+
+
+def test_members_frame_and_stamp(tiny_weights, tmp_path):
+    from mura_core.ensemble import read_manifest
+
+    frame = charts.members_frame(read_manifest(tiny_weights))
+    assert list(frame["member"]) == ["mobilenetv2_a", "densenet121_b"]
+    assert frame["input size (px)"].tolist() == [64, 32]
+    assert charts.folder_stamp(tiny_weights) != charts.folder_stamp(tmp_path)
+    assert charts.folder_stamp(tmp_path).endswith(":missing")

@@ -1,0 +1,80 @@
+"""Assemble trained runs into an ensemble folder (manifest + members), choosing its threshold.
+
+    python -m train.build_ensemble --runs runs/densenet169_m1 runs/resnet101_m1 ... --out weights/ \
+        [--sensitivity 0.8] [--title "..."] [--trained-on "..."]
+
+The threshold is chosen on the runs' shared validation predictions (mean of the members, as the
+ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
+Never choose it on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from mura_core import metrics  # noqa: E402
+from mura_core.ensemble import Ensemble  # noqa: E402
+
+
+def validation_predictions(runs: list[Path]) -> pd.DataFrame:
+    """The runs' validation predictions side by side (inner join on path) with their mean."""
+    merged = None
+    for run in runs:
+        frame = pd.read_csv(run / "val_predictions.csv")[["path", "label", "probability"]]
+        frame = frame.rename(columns={"probability": run.name})
+        merged = frame if merged is None else merged.merge(frame.drop(columns="label"), on="path")
+    if merged is None or merged.empty:
+        raise ValueError("the runs share no validation images; train them on the same split and seed")
+    merged["ensemble"] = merged[[r.name for r in runs]].mean(axis=1)
+    return merged
+
+
+def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) -> Ensemble:
+    """Load each run's best checkpoint, choose the threshold, save the ensemble and its histories."""
+    members, architectures = {}, {}
+    for run in runs:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        members[run.name] = keras.saving.load_model(run / "best.keras", compile=False, safe_mode=True)
+        architectures[run.name] = config["model"]
+    val = validation_predictions(runs)
+    threshold = 0.5
+    if sensitivity:
+        threshold = metrics.threshold_for_sensitivity(val["label"], val["ensemble"], sensitivity)
+    val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
+    info = {**info, "threshold_rule": f"highest threshold with validation sensitivity >= {sensitivity}"
+            if sensitivity else "0.5", "validation": val_metrics,
+            "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
+    ensemble = Ensemble(members, threshold, info, architectures)
+    ensemble.save(out, overwrite=True)
+    for run in runs:
+        shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")
+    return ensemble
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="run folders written by train.train")
+    parser.add_argument("--out", required=True, help="ensemble folder to write (e.g. weights/)")
+    parser.add_argument("--sensitivity", type=float, help="choose the threshold for this validation sensitivity")
+    parser.add_argument("--info", help="JSON or YAML file of manifest info (title, trained_on, license, ...)")
+    args = parser.parse_args(argv)
+    info = yaml.safe_load(Path(args.info).read_text()) if args.info else {}
+    ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info)
+    print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
+                      "validation": ensemble.info["validation"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

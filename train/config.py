@@ -1,0 +1,142 @@
+"""Training configuration: a YAML file plus `key=value` overrides into one frozen dataclass.
+
+Unknown keys are rejected (with the list of valid ones), and the resolved config is saved next to
+every checkpoint (`config.yaml` in the run folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One dataset to train on: its root, layout (`auto`, `mura`, `fracatlas`, `folders`), split file."""
+
+    root: str
+    format: str = "auto"
+    split_file: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Defaults are the MURA method's."""
+
+    name: str = "run"
+    model: str = "densenet169"
+    weights: str | None = "imagenet"  # "imagenet", None (random init) or a weights file
+    input_size: int | None = None  # None: the registry spec's (320 for the method's models)
+    data: tuple[DataSource, ...] = ()
+    train_split: str = "train"
+    val_split: str | None = None  # None: hold out val_fraction of train, grouped by patient
+    val_fraction: float = 0.1
+    batch_size: int = 8
+    epochs: int = 20
+    learning_rate: float = 1e-4
+    augment: bool = True
+    rotation_degrees: float = 20.0
+    shift: float = 0.2
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    oversample_abnormal: int = 1  # 2: abnormal images duplicated (the "_m2" variants)
+    class_weights: bool = True
+    dense_units: int = 512
+    dropout: float = 0.5
+    early_stopping_patience: int = 5
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.1
+    monitor: str = "val_auc"
+    threshold_sensitivity: float | None = None  # choose the threshold on validation for this recall
+    steps_per_epoch: int | None = None  # limit (smoke tests); None = the whole training set
+    validation_steps: int | None = None
+    cache_dir: str | None = None  # preprocessed image cache (see mura_core.pipeline.build_cache)
+    mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
+    jit_compile: bool = False
+    seed: int = 0
+    out_dir: str = "runs"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Turn a command-line string into the type of the field's current value."""
+    if not isinstance(value, str):
+        return value
+    parsed = yaml.safe_load(value) if value != "" else None
+    if current is None or parsed is None:
+        return parsed
+    if isinstance(current, bool):
+        if not isinstance(parsed, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return parsed
+    if isinstance(current, (int, float)) and not isinstance(parsed, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if isinstance(current, float):
+        return float(parsed)
+    if isinstance(current, str):
+        return value
+    return parsed
+
+
+def _data_sources(value: Any) -> tuple[DataSource, ...]:
+    if value in (None, "", []):
+        return ()
+    if isinstance(value, (str, dict)):
+        value = [value]
+    sources = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"root": item}
+        unknown = set(item) - {f.name for f in fields(DataSource)}
+        if unknown:
+            raise ValueError(f"data: unknown keys {sorted(unknown)}; valid: root, format, split_file")
+        sources.append(DataSource(**item))
+    return tuple(sources)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config and apply `key=value` overrides.
+
+    Args:
+        path: YAML file (a mapping of TrainConfig fields); None for the defaults.
+        overrides: strings like `epochs=3` or `data=/path/to/MURA-v1.1`; values parsed as YAML.
+
+    Raises:
+        ValueError: an unknown key, a malformed override or a value of the wrong type.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config must be a mapping of keys to values")
+        values.update(loaded)
+    defaults = TrainConfig()
+    valid = {f.name for f in fields(TrainConfig)}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = _coerce(raw, getattr(defaults, key.strip(), None), key)
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(valid))}")
+    if "data" in values:
+        values["data"] = _data_sources(values["data"])
+    return TrainConfig(**values)
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+

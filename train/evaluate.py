@@ -1,0 +1,118 @@
+"""Evaluate an ensemble on a dataset split and write the report.
+
+    python -m train.evaluate --weights FOLDER --data ROOT [--format auto] [--split valid] \
+        [--split-file FILE] --out FOLDER
+
+Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSVs, ROC and confusion
+plots, image- and study-level, with bootstrap 95% confidence intervals. On FracAtlas it also scores
+Grad-CAM localization against the fracture boxes (pointing game, heatmap mass inside boxes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mura_core import metrics  # noqa: E402
+from mura_core.datasets import index_dataset, load_fracatlas_boxes  # noqa: E402
+from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
+from mura_core.reports import build_report, write_report  # noqa: E402
+
+log = logging.getLogger("evaluate")
+
+
+def localization(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, batch: int = 8) -> dict:
+    """Pointing game and mass-in-boxes of every member's Grad-CAM and the fused map, per image with boxes."""
+    rows = rows[rows["label"] == 1]
+    rows = rows[[bool(boxes.get(Path(p).name)) for p in rows["path"]]]
+    records: dict[str, list[dict]] = {name: [] for name in [*ensemble.names, "ensemble"]}
+    paths = rows["path"].tolist()
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        result = ensemble.predict_study(chunk, explain=True)
+        for path, image in zip(chunk, result.images):
+            if not image.ok:
+                continue
+            image_boxes = boxes[Path(path).name]
+            box_area = metrics.boxes_to_mask(image.image.shape, image_boxes).mean()
+            for name, heat in image.heatmaps.items():
+                records[name].append({"hit": metrics.pointing_game(heat, image_boxes),
+                                      "mass": metrics.mass_in_boxes(heat, image_boxes),
+                                      "box_area_fraction": float(box_area)})
+    return {name: metrics.localization_summary(recs) for name, recs in records.items()}
+
+
+def _histories(weights: Path) -> dict:
+    """Training histories bundled beside the weights (history_<member>.csv), if any."""
+    out = {}
+    for path in sorted(weights.glob("history_*.csv")):
+        frame = pd.read_csv(path)
+        if "epoch" not in frame:
+            frame.insert(0, "epoch", np.arange(len(frame)))
+        out[path.stem.removeprefix("history_")] = {c: frame[c].astype(float).tolist() for c in frame}
+    return out
+
+
+def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split: str | None = None,
+             split_file: str | None = None, n_boot: int = 1000, localize: bool = True) -> dict:
+    """Predict `split` of the dataset at `data` with the ensemble in `weights` and write the report."""
+    ensemble = load_ensemble(weights)
+    index = index_dataset(data, fmt, split_file)
+    table = index.table
+    if split is not None:
+        table = table[table["split"] == split]
+        if table.empty:
+            raise ValueError(f"no rows with split {split!r} in {data}")
+    log.info("evaluating %d images (%d abnormal) from %s", len(table), int(table["label"].sum()), data)
+    predictions = ensemble.predict_files(table["path"].tolist())
+    failed = predictions[predictions["error"] != ""]
+    for _, row in failed.iterrows():
+        log.warning("could not read %s: %s", row["path"], row["error"])
+    merged = table.drop(columns=["body_part"]).merge(predictions.drop(columns=["body_part"]), on="path")
+    merged.insert(2, "body_part", table.set_index("path").loc[merged["path"], "body_part"].to_numpy())
+    merged = merged[merged["error"] == ""].reset_index(drop=True)
+    loc = None
+    if localize and index.format == "fracatlas":
+        loc = localization(ensemble, merged, load_fracatlas_boxes(data))
+    weights_dir = Path(weights or os.environ.get("MURA_WEIGHTS") or "weights")
+    report = build_report(
+        merged, ensemble.names, ensemble.threshold,
+        data={"root": str(data), "format": index.format, "split": split or "all",
+              "unreadable_images": int(len(failed))},
+        n_boot=n_boot, localization=loc, history=_histories(weights_dir) or None,
+    )
+    write_report(report, merged, out)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or weights/)")
+    parser.add_argument("--data", required=True, help="dataset root")
+    parser.add_argument("--format", default="auto", choices=["auto", "mura", "fracatlas", "folders"])
+    parser.add_argument("--split", help="only rows of this split (MURA: valid)")
+    parser.add_argument("--split-file", help="CSV path_key,split that assigns splits")
+    parser.add_argument("--out", required=True, help="folder for report.json and plots")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--no-localization", action="store_true", help="skip the Grad-CAM vs boxes scores")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    report = evaluate(args.weights, args.data, args.out, args.format, args.split, args.split_file,
+                      args.n_boot, not args.no_localization)
+    summary = {m: {k: report["image_level"][m][k] for k in ("auc", "accuracy", "recall", "specificity")}
+               for m in report["image_level"]}
+    print(json.dumps({"image_level": summary, "threshold": report["threshold"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Train one ensemble member.
+
+    python -m train.train --config train/configs/densenet169_m1.yaml data=/data/MURA-v1.1 [key=value ...]
+
+A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best checkpoint
+`best.keras` (by `monitor`), `history.csv` and `history.png`, the validation predictions and
+`val_metrics.json`. An interrupted run resumes from `backup/` when started again with the same
+config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
+TF_CONFIG is set (MultiWorkerMirroredStrategy), with mixed precision on GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mura_core import metrics  # noqa: E402
+from mura_core.datasets import DatasetIndex, combine, index_dataset, split_by_patient  # noqa: E402
+from mura_core.pipeline import Augmentation, build_cache, make_dataset, oversample  # noqa: E402
+from mura_core.registry import create_model, get_spec  # noqa: E402
+from mura_core.reports import plot_history  # noqa: E402
+
+from .config import TrainConfig, load_config, save_config  # noqa: E402
+
+log = logging.getLogger("train")
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetIndex]:
+    """Index the config's datasets and return (train rows, validation rows, the whole index)."""
+    if not config.data:
+        raise ValueError("no training data: set data=/path/to/dataset (or a `data:` list in the YAML)")
+    indexes = [index_dataset(s.root, s.format, s.split_file) for s in config.data]
+    index = indexes[0] if len(indexes) == 1 else combine(indexes)
+    for problem in index.problems[:20]:
+        log.warning("data problem: %s: %s", problem.path, problem.reason)
+    if len(index.problems) > 20:
+        log.warning("... and %d more data problems", len(index.problems) - 20)
+    table = index.table
+    train = table[table["split"] == config.train_split]
+    if train.empty:
+        splits = sorted(table["split"].unique())
+        raise ValueError(f"no rows with split {config.train_split!r}; the data has splits {splits}")
+    if config.val_split is not None:
+        val = table[table["split"] == config.val_split]
+        if val.empty:
+            raise ValueError(f"no rows with split {config.val_split!r} for validation")
+    else:
+        train, val = split_by_patient(train, config.val_fraction, seed=config.seed)
+    return train.reset_index(drop=True), val.reset_index(drop=True), index
+
+
+def _compile(model: keras.Model, config: TrainConfig) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+        ],
+        jit_compile=config.jit_compile,
+    )
+
+
+def _best_so_far(history_csv, monitor: str) -> float | None:
+    if not history_csv.exists():
+        return None
+    history = pd.read_csv(history_csv)
+    return float(history[monitor].max()) if monitor in history and len(history) else None
+
+
+def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
+    """Train one member as `config` says; returns the validation metrics of the best checkpoint."""
+    keras.utils.set_random_seed(config.seed)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, history_csv, best_path = run_dir / "backup", run_dir / "history.csv", run_dir / "best.keras"
+    resuming = backup_dir.exists()
+    if not resuming:
+        history_csv.unlink(missing_ok=True)
+    save_config(config, run_dir / "config.yaml")
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = choose_strategy()
+    size = int(config.input_size or get_spec(config.model).input_size)
+
+    train_rows, val_rows, _ = load_data(config)
+    train_rows = oversample(train_rows, config.oversample_abnormal)
+    weights = metrics.class_weights(train_rows["label"]) if config.class_weights else None
+    log.info("train: %d images (%d abnormal), validation: %d images (%d abnormal), class weights %s",
+             len(train_rows), int(train_rows["label"].sum()), len(val_rows), int(val_rows["label"].sum()),
+             weights)
+    cache = None
+    if config.cache_dir:
+        all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
+        cache = build_cache(all_paths, size, config.cache_dir)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    augmentation = Augmentation(config.rotation_degrees, config.shift, config.zoom,
+                                config.horizontal_flip) if config.augment else None
+    train_ds = make_dataset(train_rows, size, global_batch, True, augmentation, config.seed, cache)
+    val_ds = make_dataset(val_rows, size, global_batch, False, cache=cache)
+    if config.steps_per_epoch:
+        train_ds = train_ds.repeat()
+
+    with strategy.scope():
+        model = create_model(config.model, config.weights, size, config.dense_units, config.dropout)
+        _compile(model, config)
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=config.monitor, mode="max",
+                                        save_best_only=True,
+                                        initial_value_threshold=_best_so_far(history_csv, config.monitor)),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=config.monitor, mode="max", factor=config.reduce_lr_factor,
+                                          patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1),
+        keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max",
+                                      patience=config.early_stopping_patience, verbose=1),
+        *(extra_callbacks or []),
+    ]
+    started = time.time()
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+              validation_steps=config.validation_steps, class_weight=weights, callbacks=callbacks, verbose=2)
+    elapsed = time.time() - started
+    history = pd.read_csv(history_csv)
+    plot_history(history, run_dir / "history.png", title=config.name)
+    if not best_path.exists():  # e.g. the monitored metric never improved on a resumed run's best
+        model.save(best_path)
+    result = evaluate_on_validation(config, best_path, val_rows, size, cache)
+    result["train_seconds_this_session"] = round(elapsed, 1)
+    result["epochs_run"] = len(history)
+    (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return result
+
+
+def evaluate_on_validation(config: TrainConfig, best_path, val_rows: pd.DataFrame, size: int, cache) -> dict:
+    """Predict the validation rows with the best checkpoint, save them, choose the threshold."""
+    model = keras.saving.load_model(best_path, compile=False, safe_mode=True)
+    probs = model.predict(make_dataset(val_rows, size, config.batch_size, False, cache=cache), verbose=0)[:, 0]
+    if len(probs) != len(val_rows):  # undecodable images were dropped by the pipeline
+        raise RuntimeError("some validation images could not be decoded; see the warnings above")
+    frame = val_rows.assign(probability=probs)
+    frame.to_csv(config.run_dir / "val_predictions.csv", index=False)
+    threshold = 0.5
+    if config.threshold_sensitivity:
+        threshold = metrics.threshold_for_sensitivity(frame["label"], probs, config.threshold_sensitivity)
+    return {"threshold": threshold, "image_level": metrics.binary_metrics(frame["label"], probs, threshold)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (train/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 data=/data/MURA-v1.1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run(config)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
