@@ -122,7 +122,11 @@ def read_samples(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
 
 
 def sample_studies(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample study: study, n_images, label, body_part, attribution, description."""
+    """One row per sample study: study, n_images, label, body_part, attribution, description.
+
+    The description names the study, its body part and image count, not its label (a teaching
+    demo should not give the answer away before the models do).
+    """
     if samples.empty:
         return pd.DataFrame(columns=["study", "n_images", "label", "body_part", "attribution", "description"])
     grouped = samples.groupby("study", sort=False).agg(
@@ -131,13 +135,9 @@ def sample_studies(samples: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     descriptions = []
     for row in grouped.itertuples(index=False):
-        parts = [row.study]
         part = body_part_label(normalize_body_part(row.body_part)) if row.body_part else ""
-        details = [d for d in (part, f"{row.n_images} image{'s' if row.n_images != 1 else ''}") if d]
-        label = label_text(row.label)
-        if label:
-            details.append(f"reference: {label}")
-        descriptions.append(f"{parts[0]} ({', '.join(details)})")
+        count = f"{row.n_images} image{'s' if row.n_images != 1 else ''}"
+        descriptions.append(f"{row.study} ({', '.join(d for d in (part, count) if d)})")
     grouped["description"] = descriptions
     return grouped
 
@@ -205,6 +205,13 @@ def detect_body_part(names: Sequence[str], dicom_parts: Sequence[str] = ()) -> t
     if len(counts) > 1:
         source += " (the images disagree; most frequent shown)"
     return code, source
+
+
+def resolve_body_part(choice: str, detected: str, detected_source: str) -> tuple[str, str]:
+    """The study's body part and where it comes from: the user's choice unless it is 'auto'."""
+    if choice == AUTO_BODY_PART:
+        return detected, detected_source
+    return choice, "chosen by the user"
 
 
 # ------------------------------------------------------------------------------------- verdict
@@ -362,6 +369,18 @@ def count_frame(table: pd.DataFrame, unit: str = "images") -> pd.DataFrame:
     return counts.rename("count").reset_index()
 
 
+def count_table(table: pd.DataFrame, unit: str = "images") -> pd.DataFrame:
+    """`count_frame` as a table: one row per split and body part, a column per label and a total."""
+    counts = count_frame(table, unit)
+    counts["body_part"] = counts["body_part"].map(lambda p: body_part_label(p) if p != "(unknown)" else p)
+    wide = counts.pivot_table(index=["split", "body_part"], columns="label_name", values="count",
+                              fill_value=0, aggfunc="sum")
+    wide = wide.reindex(columns=[c for c in ("normal", "abnormal", "unknown") if c in wide.columns])
+    wide["total"] = wide.sum(axis=1)
+    wide.columns.name = None
+    return wide.rename_axis(index=["split", "body part"])
+
+
 def counts_figure(table: pd.DataFrame, unit: str = "images") -> go.Figure:
     """Bars of image (or study) counts per body part, normal vs abnormal, one panel per split.
 
@@ -369,6 +388,7 @@ def counts_figure(table: pd.DataFrame, unit: str = "images") -> go.Figure:
     in valid, normal and abnormal side by side.
     """
     counts = count_frame(table, unit)
+    counts["body_part"] = counts["body_part"].map(lambda p: body_part_label(p) if p != "(unknown)" else p)
     fig = px.bar(
         counts, x="body_part", y="count", color="label_name", facet_col="split", barmode="group",
         text="count", color_discrete_map=LABEL_COLORS,
@@ -558,23 +578,43 @@ def format_ci(value: Any, ci: Sequence[Any] | None = None, digits: int = 3) -> s
 
 
 def metrics_table(report: Mapping[str, Any], level: str = "image",
-                  metrics: Sequence[str] = tuple(METRIC_LABELS)) -> pd.DataFrame:
-    """Member comparison: one row per model, value and 95% interval as text per metric.
+                  metrics: Sequence[str] = tuple(METRIC_LABELS),
+                  models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Models side by side: one row per metric, one column per model, value and 95% interval as text.
+
+    Args:
+        report: a report.json dict.
+        level: "image" or "study".
+        metrics: metric keys, in row order (labelled by `METRIC_LABELS`).
+        models: the models to show (default: every model at that level).
 
     Returns:
-        DataFrame indexed by model with columns n, abnormal and one per metric (labelled by
-        `METRIC_LABELS`), or an empty frame when the level is absent.
+        DataFrame of strings indexed by metric ("images"/"studies" and "abnormal" first); empty
+        when the level is absent.
     """
     results = report.get(f"{level}_level") or {}
-    rows = {}
-    for model in report_models(report, level):
+    columns = {}
+    for model in models if models is not None else report_models(report, level):
         entry = results[model]
         ci = entry.get("ci") or {}
-        row = {"n": entry.get("n"), "abnormal": entry.get("positives")}
-        row.update({METRIC_LABELS[m]: format_ci(entry.get(m), ci.get(m)) for m in metrics})
-        rows[model] = row
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "model"
+        column = {"images" if level == "image" else "studies": str(entry.get("n", "—")),
+                  "abnormal": str(entry.get("positives", "—"))}
+        column.update({METRIC_LABELS[m]: format_ci(entry.get(m), ci.get(m)) for m in metrics})
+        columns[model] = column
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
+    return frame
+
+
+def model_card_metrics(report: Mapping[str, Any], model: str = "ensemble") -> pd.DataFrame:
+    """One model's metrics with intervals, one column per level with results (row "n": cases)."""
+    columns = {}
+    for level in report_levels(report):
+        if model in report[f"{level}_level"]:
+            column = metrics_table(report, level, models=[model])[model]
+            columns[LEVEL_LABELS[level]] = column.rename(index={"images": "n", "studies": "n"})
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
     return frame
 
 
@@ -667,10 +707,11 @@ def roc_figure(report: Mapping[str, Any], level: str = "image") -> go.Figure:
             hovertemplate="1 - specificity %{x:.3f}, sensitivity %{y:.3f}<extra></extra>",
         ))
     fig.update_layout(title=f"ROC curves ({LEVEL_LABELS.get(level, level).lower()})",
-                      xaxis=dict(title="1 - specificity (false positive rate)", range=[0, 1]),
+                      xaxis=dict(title="1 - specificity (false positive rate)", range=[0, 1],
+                                 constrain="domain"),
                       yaxis=dict(title="sensitivity (true positive rate)", range=[0, 1.01],
-                                 scaleanchor="x", scaleratio=1),
-                      height=520, legend=dict(x=0.45, y=0.05))
+                                 scaleanchor="x", scaleratio=1, constrain="domain"),
+                      height=520, legend=dict(x=1.02, y=0.02, xanchor="left", yanchor="bottom"))
     return fig
 
 
@@ -736,9 +777,10 @@ def threshold_figure(frame: pd.DataFrame, chosen: float, operating: float | None
         if column in frame:
             fig.add_trace(go.Scatter(x=frame["threshold"], y=frame[column], mode="lines", name=column,
                                      line=dict(color=color, width=2)))
-    fig.add_vline(x=chosen, line_color=ENSEMBLE_COLOR, annotation_text=f"chosen {chosen:.2f}",
-                  annotation_position="top left")
-    if operating is not None:
+    same = operating is not None and abs(chosen - operating) < 0.005
+    label = f"chosen = operating {chosen:.2f}" if same else f"chosen {chosen:.2f}"
+    fig.add_vline(x=chosen, line_color=ENSEMBLE_COLOR, annotation_text=label, annotation_position="top left")
+    if operating is not None and not same:
         fig.add_vline(x=operating, line_dash="dash", line_color=THRESHOLD_COLOR,
                       annotation_text=f"operating {operating:.2f}", annotation_position="top right",
                       annotation_font_color=THRESHOLD_COLOR)

@@ -111,7 +111,9 @@ def _make_visualizer(method: str, model: keras.Model):
 def normalize_heatmap(cam: np.ndarray) -> np.ndarray:
     """Scale a map to [0, 1] (min-max, as tf-keras-vis does); a constant map becomes all zeros."""
     cam = np.asarray(cam, dtype=np.float32)
-    low, high = float(cam.min(initial=0.0)), float(cam.max(initial=0.0))
+    if cam.size == 0:
+        return cam
+    low, high = float(cam.min()), float(cam.max())
     if not np.isfinite(high - low) or high - low <= 1e-12:
         return np.zeros_like(cam, dtype=np.float32)
     return (cam - low) / (high - low)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,6 @@ _RASTER_SIGNATURES = {
     b"MM\x00+": "TIFF",
     b"BM": "BMP",
     b"GIF8": "GIF",
-    b"RIFF": "WEBP",
     b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
     b"\xff\x4f\xff\x51": "JPEG 2000",
 }
@@ -47,6 +47,10 @@ _RASTER_SIGNATURES = {
 _FIRST_FRAME_FORMATS = {"GIF", "PNG", "WEBP", "MPO"}
 # Messages of these exception types are written for people; others (TypeError, KeyError, ...) are not.
 _READABLE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, SyntaxError, NotImplementedError)
+_INTERNAL_TEXT = re.compile(
+    r"object has no attribute|NoneType|object is not|positional argument|keyword argument|Traceback|"
+    r"\w+(Error|Exception):|<class "
+)
 
 
 class ImageLoadError(ValueError):
@@ -129,14 +133,18 @@ def load_image_info(source: ImageSource, name: str | None = None) -> LoadedImage
         raise ImageLoadError(label, reason) from exc
 
 
-def _detail(exc: BaseException) -> str:
-    """' (what the decoder said)' when its message is meant for people, else ''."""
+def _detail(exc: BaseException, limit: int = 240) -> str:
+    """' (what the decoder said)' when its message is meant for people, else ''.
+
+    pydicom lists one line per decoder plugin; lines that read like a Python dump are left out.
+    """
     if not isinstance(exc, _READABLE_ERRORS):
         return ""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = "; ".join(line for line in lines if not _INTERNAL_TEXT.search(line)).replace(":;", ":")
     if not text:
         return ""
-    return f" ({text[:157]}...)" if len(text) > 160 else f" ({text})"
+    return f" ({text[: limit - 3]}...)" if len(text) > limit else f" ({text})"
 
 
 def _read_bytes(source: ImageSource, label: str) -> bytes:
@@ -168,6 +176,8 @@ def _raster_kind(data: bytes) -> str:
     for signature, kind in _RASTER_SIGNATURES.items():
         if data.startswith(signature):
             return kind
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
     return ""
 
 
@@ -284,7 +294,7 @@ def _pil_to_gray(image: Image.Image, label: str) -> np.ndarray:
         return _array_to_gray(np.asarray(image, dtype=np.float32), label)
     if "transparency" in image.info and mode in {"P", "L", "RGB"}:
         image = image.convert("RGBA")
-    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+    if image.mode in {"RGBA", "LA", "PA"}:
         alpha = image.getchannel("A")
         gray = image.convert("RGBA").convert("L") if image.mode == "PA" else image.convert("L")
         image = ImageChops.multiply(gray, alpha)  # composite on black: gray * alpha / 255
@@ -304,32 +314,28 @@ def _scale_integer(arr: np.ndarray, full_scale: float) -> np.ndarray:
 
 
 def _array_to_gray(arr: np.ndarray, label: str) -> np.ndarray:
+    """uint8 as is, uint16 scaled by 1/257, other numbers taken as [0, 255]; RGB(A) to luminance."""
     arr = np.asarray(arr)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ImageLoadError(label, f"unsupported array dtype {arr.dtype} (expected uint8, uint16 or float)")
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    alpha = None
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        full = 65535.0 if arr.dtype == np.uint16 else 255.0
-        alpha = np.clip(arr[..., 3].astype(np.float64) / full, 0.0, 1.0)
-        arr = arr[..., :3]
-    if arr.ndim == 3 and arr.shape[-1] == 3:
-        if arr.dtype == np.uint8 and alpha is None:
-            return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").convert("L"))
-        arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    if arr.ndim != 2:
-        raise ImageLoadError(label, f"expected a 2-D, RGB or RGBA image array, got shape {arr.shape}")
-    if alpha is not None:
-        arr = arr * alpha
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.uint8 and arr.ndim == 2:
         return arr.copy()
-    if arr.dtype == np.uint16:
-        return _scale_integer(arr, 65535)
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[-1] == 3:  # as Pillow converts RGB files
+        return np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGB").convert("L"))
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+        raise ImageLoadError(label, f"expected a 2-D, RGB or RGBA image array, got shape {arr.shape}")
+    full_scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+    values = arr.astype(np.float64)
+    if not np.all(np.isfinite(values)):
         raise ImageLoadError(label, "the array holds NaN or infinite values")
-    return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if values.ndim == 3:
+        gray = values[..., :3] @ np.array([0.299, 0.587, 0.114])
+        if values.shape[-1] == 4:  # composite on black, like RGBA files
+            gray *= np.clip(values[..., 3] / full_scale, 0.0, 1.0)
+        values = gray
+    return np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
 
 
 def _check_size(pixels: np.ndarray, label: str) -> np.ndarray:
@@ -380,7 +386,7 @@ def _read_dicom(data: bytes, label: str):
     except Exception as exc:  # pydicom raises many types on broken headers
         raise ImageLoadError(label, f"not a readable DICOM file{_detail(exc)}") from None
     if not has_pixels:
-        if has_header:
+        if has_header or any(key in ds for key in ("SOPClassUID", "Modality", "StudyInstanceUID")):
             raise ImageLoadError(label, "the DICOM file holds no image (it has no PixelData element)")
         raise ImageLoadError(label, "not a readable DICOM file: no DICOM header and no image (PixelData)")
     file_meta = getattr(ds, "file_meta", None)
@@ -399,7 +405,9 @@ def _dicom_int(ds, keyword: str, default: int, label: str) -> int:
     try:
         return int(default if value is None or value == "" else value)
     except (TypeError, ValueError):
-        raise ImageLoadError(label, f"the DICOM {keyword} value {str(value)[:40]!r} is not a number") from None
+        raise ImageLoadError(
+            label, f"the DICOM {keyword} value {str(value)[:40]!r} is not a number"
+        ) from None
 
 
 def _check_dicom_geometry(ds, label: str) -> None:
@@ -408,7 +416,9 @@ def _check_dicom_geometry(ds, label: str) -> None:
     frames = _dicom_int(ds, "NumberOfFrames", 1, label)
     samples = _dicom_int(ds, "SamplesPerPixel", 1, label)
     if rows <= 0 or cols <= 0:
-        raise ImageLoadError(label, f"the DICOM image has {rows} rows and {cols} columns")
+        raise ImageLoadError(
+            label, "the DICOM file has pixel data but no image size (Rows/Columns missing or 0)"
+        )
     if rows * cols * max(frames, 1) > MAX_PIXELS:
         frame_text = f" x {frames} frames" if frames > 1 else ""
         raise _too_many_pixels(label, f"{cols}x{rows}{frame_text}")
@@ -444,9 +454,11 @@ def _dicom_pixel_array(ds, label: str) -> np.ndarray:
     except MemoryError:
         raise
     except Exception as exc:  # truncated data, a broken codestream, inconsistent group 0028 values
-        raise ImageLoadError(
-            label, f"the DICOM pixel data ({syntax_name}) is truncated or corrupt{_detail(exc)}"
-        ) from None
+        reason = f"the DICOM pixel data ({syntax_name}) is truncated or corrupt{_detail(exc)}"
+        if syntax.is_compressed and decoder.missing_dependencies:
+            # e.g. 12-bit JPEG, which Pillow cannot decode but pylibjpeg and GDCM can
+            reason += f"; if the file opens elsewhere, installing {_decoder_packages(syntax)} may help"
+        raise ImageLoadError(label, reason) from None
 
 
 def _decoder_packages(syntax) -> str:

@@ -189,7 +189,7 @@ def cache_failures(folder: str | os.PathLike, size: int) -> set[str]:
     return set(json.loads((Path(folder) / f"index_{size}.json").read_text())["failed"])
 
 
-def open_cache(folder: str | os.PathLike, size: int, paths: list[str]) -> "_CacheView":
+def open_cache(folder: str | os.PathLike, size: int, paths: list[str]) -> _CacheView:
     """A read-only view of a cache built by `build_cache`, indexed in the order of `paths`."""
     folder = Path(folder)
     index = json.loads((folder / f"index_{size}.json").read_text())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -71,7 +71,7 @@ def build_report(
     image = _level(predictions, models, threshold, n_boot, seed, cluster)
     studies = metrics.aggregate_studies(predictions, models)
     report: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {**(data or {}), "n_images": int(len(predictions)), "n_studies": int(len(studies))},
         "threshold": float(threshold),
         "members": list(members),

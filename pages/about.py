@@ -63,14 +63,10 @@ if report_path.is_file():
         st.warning(f"{report_path} cannot be read: {exc}")
 if report:
     data = report.get("data") or {}
-    st.caption(f"From {report_path.name}: {data.get('root', '?')} ({data.get('split', '?')} split, "
-               f"{data.get('n_images', '?')} images, {data.get('n_studies', '?')} studies); "
-               "95% bootstrap intervals in brackets. Details on the Evaluation page.")
-    for level in charts.report_levels(report):
-        table = charts.metrics_table(report, level)
-        if "ensemble" in table.index:
-            st.markdown(f"**{charts.LEVEL_LABELS[level]}, ensemble**")
-            st.dataframe(table.loc[["ensemble"]])
+    st.caption(f"The ensemble on {data.get('root', '?')} ({data.get('split', '?')} split, "
+               f"{data.get('n_images', '?')} images, {data.get('n_studies', '?')} studies), from "
+               f"{report_path.name}; 95% bootstrap intervals in brackets. Details on the Evaluation page.")
+    st.dataframe(charts.model_card_metrics(report, "ensemble"), width="content")
 elif not report_path.is_file():
     st.caption("No evaluation report is installed with these weights.")
 

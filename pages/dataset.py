@@ -67,11 +67,14 @@ st.caption(f"Layout: **{FORMATS.get(index.format, index.format)}** · {root}")
 cols = st.columns(5)
 cols[0].metric("Images", f"{summary['images']:,}")
 cols[1].metric("Studies", f"{summary['studies']:,}")
-cols[2].metric("Patients", f"{summary['patients']:,}" if summary["patients"] else "not recorded")
+cols[2].metric("Patients", f"{summary['patients']:,}" if summary["patients"] else "—",
+               help=None if summary["patients"] else "This dataset records no patient ids.")
 cols[3].metric("Abnormal images", f"{summary['abnormal_images']:,}",
-               f"{summary['abnormal_images'] / max(summary['images'], 1):.1%} of images", delta_color="off")
+               f"{summary['abnormal_images'] / max(summary['images'], 1):.1%} of images", delta_color="off",
+               delta_arrow="off")
 cols[4].metric("Abnormal studies", f"{summary['abnormal_studies']:,}",
-               f"{summary['abnormal_studies'] / max(summary['studies'], 1):.1%} of studies", delta_color="off")
+               f"{summary['abnormal_studies'] / max(summary['studies'], 1):.1%} of studies", delta_color="off",
+               delta_arrow="off")
 if index.format == "fracatlas":
     st.caption("FracAtlas labels mean fractured (shown as abnormal) or not fractured (normal); it records "
                "no patient ids, so images of one patient may appear more than once.")
@@ -88,9 +91,7 @@ with counts_tab:
     if index.format == "mura":
         st.caption("MURA's distribution: images per body part in train and in valid, normal vs abnormal.")
     st.plotly_chart(charts.counts_figure(table, unit))
-    counts = charts.count_frame(table, unit)
-    st.dataframe(counts.pivot_table(index=["split", "body_part"], columns="label_name", values="count",
-                                    fill_value=0), width="content")
+    st.dataframe(charts.count_table(table, unit), width="content")
 
 with balance_tab:
     st.plotly_chart(charts.class_balance_figure(table))
@@ -116,7 +117,10 @@ with browse_tab:
     pages = max(1, math.ceil(len(chosen) / per_page))
     page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
     start = (int(page) - 1) * per_page
-    st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{min(start + per_page, len(chosen))}.")
+    if chosen.empty:
+        st.caption("No image matches these filters.")
+    else:
+        st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{min(start + per_page, len(chosen))}.")
     _thumbnail_grid(
         chosen.iloc[start:start + per_page].to_dict("records"),
         lambda r: f"{charts.LABEL_NAMES.get(r['label'], '?')} · {charts.body_part_label(r['body_part']) or '-'}"

@@ -103,12 +103,8 @@ with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} model
 
 detected, detected_source = charts.detect_body_part(names, [r.body_part for r in result.images])
 if not detected and sample_rows is not None and len(sample_rows):
-    detected = charts.normalize_body_part(sample_rows["body_part"].iloc[0])
-    detected_source = "sample list" if detected else ""
-if body_choice == charts.AUTO_BODY_PART:
-    body_part, body_part_source = detected, detected_source
-else:
-    body_part, body_part_source = body_choice, "chosen by the user"
+    detected, detected_source = charts.normalize_body_part(sample_rows["body_part"].iloc[0]), "sample list"
+body_part, body_part_source = charts.resolve_body_part(body_choice, detected, detected_source)
 
 st.divider()
 if origin == "sample" and sample_rows is not None:
@@ -126,7 +122,7 @@ if result.probability is None:
 verdict = charts.verdict_text(result.probability, result.threshold)
 n_read = sum(r.ok for r in result.images)
 with st.container(border=True):
-    verdict_col, facts_col = st.columns([3, 2], gap="large")
+    verdict_col, facts_col = st.columns([5, 3], gap="large")
     color = "red" if result.verdict == "abnormal" else "blue"
     verdict_col.markdown(f"### :{color}[{verdict}]")
     verdict_col.caption(
@@ -145,15 +141,17 @@ if body_part and body_part not in MURA_BODY_PARTS:
     st.warning("The method was developed on MURA's seven upper-extremity body parts; for this body part "
                "the output has not been validated.", icon=":material/warning:")
 
-chart_col, table_col = st.columns([3, 2], gap="large")
+chart_col, table_col = st.columns(2, gap="large")
 chart_col.plotly_chart(charts.member_probability_figure(result.member_probabilities, result.probability,
                                                         result.threshold))
 with table_col:
     st.markdown("**Per image**")
-    frame = result.to_frame().drop(columns=["body_part", "error"])
+    frame = result.to_frame()
     st.dataframe(frame[frame["ensemble"].notna()], hide_index=True,
+                 column_order=["image", "ensemble", "verdict", *result.members],
                  column_config={m: st.column_config.NumberColumn(format="%.3f")
                                 for m in [*result.members, "ensemble"]})
+    st.caption("Per-image verdicts use the same threshold; the study verdict above is what counts.")
 
 st.subheader("Where the models looked")
 st.caption(

@@ -35,9 +35,11 @@ st.caption(
     + (f" · decision threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else "")
 )
 levels = charts.report_levels(report)
-level = st.segmented_control("Level for the figures below", levels, default=levels[-1], required=True,
-                             format_func=charts.LEVEL_LABELS.get,
-                             help="MURA's headline results are at study level (mean of a study's images).")
+level = st.sidebar.segmented_control("Level of the figures", levels, default=levels[-1], required=True,
+                                     format_func=charts.LEVEL_LABELS.get,
+                                     help="MURA's headline results are at study level (a study's score is "
+                                          "the mean over its images).")
+st.caption(f"Figures below: **{charts.LEVEL_LABELS[level].lower()}** (change it in the sidebar).")
 
 st.header("Models compared")
 st.caption("Values with 95% bootstrap intervals in brackets; sensitivity is also called recall, precision "
@@ -63,7 +65,9 @@ if per_part:
     metric = metric_col.selectbox("Metric in the figure", list(charts.METRIC_LABELS),
                                   format_func=charts.METRIC_LABELS.get)
     st.plotly_chart(charts.per_body_part_figure(report, level, metric))
-    st.dataframe(charts.per_body_part_frame(report, level, model))
+    st.dataframe(charts.per_body_part_frame(report, level, model),
+                 column_config={label: st.column_config.NumberColumn(format="%.3f")
+                                for label in charts.METRIC_LABELS.values()})
 else:
     st.caption(MISSING)
 
@@ -92,8 +96,11 @@ else:
     st.caption(MISSING)
 
 st.header("Threshold explorer")
-table = charts.threshold_frame(report, level)
+table_level = level if not charts.threshold_frame(report, level).empty else "image"
+table = charts.threshold_frame(report, table_level)
 if not table.empty:
+    if table_level != level:
+        st.caption(f"This report has the threshold table at {charts.LEVEL_LABELS[table_level].lower()} only.")
     operating = float(threshold) if isinstance(threshold, (int, float)) else 0.5
     chosen = st.slider("Decision threshold (ensemble)", 0.0, 1.0, round(operating, 2), 0.01,
                        help="What-if only: the app's verdicts always use the installed threshold.")
@@ -104,10 +111,10 @@ if not table.empty:
     cols[2].metric("Precision (PPV)", f"{row['precision']:.3f}")
     cols[3].metric("F1", f"{row['f1']:.3f}")
     cols[4].metric("Missed abnormal (FN)", f"{int(row['fn'])}", f"{int(row['fp'])} false alarms (FP)",
-                   delta_color="off")
+                   delta_color="off", delta_arrow="off")
     st.plotly_chart(charts.threshold_figure(table, chosen, operating))
 else:
-    st.caption(f"{MISSING} (no threshold table at {charts.LEVEL_LABELS[level].lower()})")
+    st.caption(MISSING)
 
 st.header("Training history")
 if report.get("history"):

@@ -41,8 +41,13 @@ def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_st
     """A report.json dict with every section of the schema, from random but informative predictions."""
     from mura_core.datasets import MURA_BODY_PARTS
     from mura_core.metrics import (
-        aggregate_studies, calibration, localization_summary, metrics_with_ci, per_group_metrics,
-        roc_points, threshold_table,
+        aggregate_studies,
+        calibration,
+        localization_summary,
+        metrics_with_ci,
+        per_group_metrics,
+        roc_points,
+        threshold_table,
     )
 
     rng = np.random.default_rng(seed)

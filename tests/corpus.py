@@ -2,8 +2,9 @@
 
 `GOOD` holds one radiograph in every form the loader must read: each must decode to the base pixels within
 its tolerance. `BAD` holds files the loader must refuse with one clear `ImageLoadError`; each lists words
-of which at least one must appear in the reason. `COMPRESSED_DICOM` holds DICOM files whose outcome
-depends on the installed pydicom decoders. `fuzz_seeds` gives small valid files for the fuzzer to mutate.
+of which at least one must appear in the reason. `COMPRESSED_DICOM` and `MISLABELLED_DICOM` hold
+DICOM files whose outcome depends on the installed pydicom decoders. `fuzz_seeds` gives small valid
+files for the fuzzer to mutate.
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    MPEG2MPML,
+    UID,
+    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
-    MPEG2MPML,
-    UID,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     RLELossless,
     generate_uid,
 )
@@ -113,8 +113,8 @@ def _palette_png(base: np.ndarray, path: Path) -> None:
 
 
 def _cmyk(base: np.ndarray, path: Path) -> None:
-    image = Image.fromarray(base, "L").convert("CMYK")
-    image.save(path, quality=95) if path.suffix == ".jpg" else image.save(path)
+    options = {"quality": 95} if path.suffix == ".jpg" else {}
+    Image.fromarray(base, "L").convert("CMYK").save(path, **options)
 
 
 def _tiff(base: np.ndarray, path: Path) -> None:
@@ -127,6 +127,14 @@ def _tiff16(base: np.ndarray, path: Path) -> None:
 
 def _bmp(base: np.ndarray, path: Path) -> None:
     Image.fromarray(base, "L").save(path)
+
+
+def _gif(base: np.ndarray, path: Path) -> None:
+    Image.fromarray(base, "L").save(path)
+
+
+def _webp(base: np.ndarray, path: Path) -> None:
+    Image.fromarray(base, "L").save(path, lossless=True)
 
 
 def _jpeg(base: np.ndarray, path: Path) -> None:
@@ -272,8 +280,7 @@ def _dcm_j2k_lossless(base: np.ndarray, path: Path) -> None:
 
 
 def _dcm_jpeg_ls(base: np.ndarray, path: Path) -> None:
-    # No JPEG-LS encoder here: the frame is a plain JPEG, so a JPEG-LS decoder, where one is
-    # installed, finds it corrupt; without one the loader must say what to install.
+    # No JPEG-LS encoder here: the frame is a baseline JPEG (see MISLABELLED_DICOM).
     _save_dicom(encapsulated_dicom(base, JPEGLSLossless, _jpeg_frame(base)), path)
 
 
@@ -297,6 +304,7 @@ GOOD: dict[str, GoodCase] = {
     "tiff": GoodCase("base.tif", _tiff, "lossless"),
     "tiff16": GoodCase("base16.tiff", _tiff16, "lossless"),
     "bmp": GoodCase("base.bmp", _bmp, "lossless"),
+    "gif": GoodCase("base.gif", _gif, "lossless"),
     "jpeg": GoodCase("base.jpg", _jpeg, "jpeg"),
     "jpeg_exif6": GoodCase("exif_rotated.jpg", _jpeg_exif6, "jpeg"),
     "png_large": GoodCase("large.png", _large_png, "large"),
@@ -313,13 +321,18 @@ GOOD: dict[str, GoodCase] = {
     "dcm_no_preamble": GoodCase("no_preamble.dcm", _dcm_no_preamble, "lossless"),
 }
 
+if features.check("webp"):
+    GOOD["webp"] = GoodCase("base.webp", _webp, "lossless")
+
 # Compressed DICOM the installed pydicom decoders may or may not read: (writer, tolerance).
 COMPRESSED_DICOM: dict[str, tuple[str, Writer, str]] = {
     "dcm_jpeg_baseline": ("jpeg_baseline.dcm", _dcm_jpeg_baseline, "jpeg"),
     "dcm_j2k_lossless": ("j2k_lossless.dcm", _dcm_j2k_lossless, "lossless"),
 }
-# Compressed DICOM whose data the syntax's decoder cannot read: (file name, writer, syntax).
-UNREADABLE_DICOM: dict[str, tuple[str, Writer, UID]] = {
+# A baseline JPEG frame filed under another syntax, for want of an encoder: a decoder for that syntax
+# may be missing (the loader must say what to install), find the frame corrupt, or read it (libjpeg
+# reads every JPEG process). (file name, writer, syntax)
+MISLABELLED_DICOM: dict[str, tuple[str, Writer, UID]] = {
     "dcm_jpeg_ls": ("jpeg_ls.dcm", _dcm_jpeg_ls, JPEGLSLossless),
     "dcm_jpeg_lossless": ("jpeg_lossless.dcm", _dcm_jpeg_lossless, JPEGLosslessSV1),
     "dcm_mpeg2": ("mpeg2.dcm", _dcm_mpeg2, MPEG2MPML),
@@ -344,8 +357,11 @@ def bomb_png(width: int, height: int) -> bytes:
     """A tiny, well-formed PNG whose header claims `width` x `height` 8-bit gray pixels."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -412,6 +428,7 @@ _PDF = (
 _HTML = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>Not found</body></html>\n"
 _SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"></svg>\n'
 
+BOMB_WORDS = ("too many pixels", "more than")
 BAD: dict[str, BadCase] = {
     "empty": BadCase("empty.png", _bytes_writer(b""), ("empty",)),
     "text": BadCase("text.png", _bytes_writer(b"patient: 123\nthis is not an image\n" * 5), ("text",)),
@@ -424,10 +441,10 @@ BAD: dict[str, BadCase] = {
     "truncated_dcm": BadCase("truncated.dcm", _truncated(_dcm16), ("truncated", "corrupt")),
     "random_dcm": BadCase("random.dcm", _random_dcm, ("not a readable DICOM",)),
     "dcm_no_pixels": BadCase("no_pixels.dcm", _dcm_no_pixels, ("no image", "PixelData")),
-    "bomb_png": BadCase("bomb.png", _bytes_writer(bomb_png(100_000, 100_000)), ("too many pixels", "more than")),
-    "bomb_png_64mp": BadCase("bomb64.png", _bytes_writer(bomb_png(8000, 8000)), ("too many pixels", "more than")),
-    "bomb_jpeg": BadCase("bomb.jpg", _bomb_jpeg, ("too many pixels", "more than")),
-    "bomb_dcm": BadCase("bomb.dcm", _dcm_bomb, ("too many pixels", "more than")),
+    "bomb_png": BadCase("bomb.png", _bytes_writer(bomb_png(100_000, 100_000)), BOMB_WORDS),
+    "bomb_png_64mp": BadCase("bomb64.png", _bytes_writer(bomb_png(8000, 8000)), BOMB_WORDS),
+    "bomb_jpeg": BadCase("bomb.jpg", _bomb_jpeg, BOMB_WORDS),
+    "bomb_dcm": BadCase("bomb.dcm", _dcm_bomb, BOMB_WORDS),
     "small": BadCase("small.png", _small_png, ("too small",)),
     "multiframe_dcm": BadCase("multiframe.dcm", _dcm_multiframe, ("one frame per file",)),
     "multipage_tiff": BadCase("multipage.tif", _multipage_tiff, ("one image per file",)),
@@ -440,7 +457,7 @@ def write_corpus(folder: Path) -> dict[str, Path]:
     base = base_radiograph()
     writers = {key: (case.file_name, case.write) for key, case in {**GOOD, **BAD}.items()}
     writers.update({key: (file_name, write) for key, (file_name, write, _) in COMPRESSED_DICOM.items()})
-    writers.update({key: (file_name, write) for key, (file_name, write, _) in UNREADABLE_DICOM.items()})
+    writers.update({key: (file_name, write) for key, (file_name, write, _) in MISLABELLED_DICOM.items()})
     paths = {}
     for key, (file_name, write) in writers.items():
         paths[key] = folder / file_name

@@ -220,6 +220,8 @@ def test_body_part_detection():
     code, source = charts.detect_body_part(["XR_HAND_1.png", "XR_HAND_2.png", "XR_WRIST.png"])
     assert code == "XR_HAND" and "disagree" in source
     assert charts.detect_body_part(["scan.png"], [""]) == ("", "")
+    assert charts.resolve_body_part("auto", "XR_HAND", "file names") == ("XR_HAND", "file names")
+    assert charts.resolve_body_part("OTHER", "XR_HAND", "file names") == ("OTHER", "chosen by the user")
     assert charts.normalize_body_part("KNEE") == "KNEE"
     assert charts.normalize_body_part("upper arm") == "XR_HUMERUS"
     assert charts.body_part_label("XR_FOREARM") == "Forearm"
@@ -284,6 +286,8 @@ def test_dataset_helpers():
     studies = charts.count_frame(table, "studies")
     assert studies.loc[(studies.split == "train") & (studies.body_part == "XR_HAND"), "count"].item() == 1
     assert "(no split)" in set(images["split"])
+    wide = charts.count_table(table, "images")
+    assert wide.loc[("train", "Hand")].to_dict() == {"normal": 0, "abnormal": 2, "total": 2}
     with pytest.raises(ValueError):
         charts.count_frame(table, "patients")
 
@@ -314,7 +318,7 @@ def test_samples(tiny_weights, tmp_path):
     assert problems == [] and samples["path"].map(lambda p: Path(p).is_file()).all()
     studies = charts.sample_studies(samples)
     assert list(studies["study"]) == ["demo-fractured-hand", "demo-normal-hand", "demo-one-unreadable-file"]
-    assert studies["description"][0] == "demo-fractured-hand (Hand, 2 images, reference: abnormal)"
+    assert studies["description"][0] == "demo-fractured-hand (Hand, 2 images)"
 
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "samples.csv").write_text("file,study\ngone.png,s1\n../up.png,s1\n")
@@ -338,8 +342,11 @@ def test_report_helpers(fake_report, tmp_path):
     models = charts.report_models(report, "study")
     assert models == [*report["members"], "ensemble"]
     table = charts.metrics_table(report, "study")
-    assert list(table.index) == models
-    assert table.loc["ensemble", "AUC"].count("(") == 1 and "–" in table.loc["ensemble", "AUC"]
+    assert list(table.columns) == models
+    assert list(table.index[:3]) == ["studies", "abnormal", "AUC"]
+    assert table.loc["AUC", "ensemble"].count("(") == 1 and "–" in table.loc["AUC", "ensemble"]
+    card = charts.model_card_metrics(report)
+    assert list(card.columns) == ["Image level", "Study level"] and card.loc["n", "Study level"] == "48"
     assert charts.format_ci(None) == "—" and charts.format_ci(0.5, [0.4, 0.6]) == "0.500 (0.400–0.600)"
     assert charts.format_ci(float("nan"), [None, None]) == "—"
 
@@ -361,6 +368,7 @@ def test_report_helpers(fake_report, tmp_path):
     assert charts.threshold_frame({}, "image").empty
     fig = charts.threshold_figure(frame, 0.3, 0.45)
     assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"} and len(fig.layout.shapes) == 2
+    assert len(charts.threshold_figure(frame, 0.45, 0.45).layout.shapes) == 1
 
     assert len(charts.history_figure(report).data) == 4 * len(report["members"])
     loc = charts.localization_frame(report)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import keras
 import pandas as pd
@@ -78,7 +77,7 @@ def test_train_ensemble_evaluate_predict(mura_root, tmp_path):
     # CLI predict on a folder plus a broken file: one row per input, exit status 1, error named.
     study_dir = image.parent
     broken = tmp_path / "broken.png"
-    broken.write_text("not an image")
+    broken.write_text("this is a text file that was given an image extension\n")
     out_csv = tmp_path / "pred.csv"
     status = cli.main(["predict", "--weights", str(weights), "--out", str(out_csv), str(study_dir), str(broken)])
     assert status == 1

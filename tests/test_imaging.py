@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
+import pydicom.data
 import pytest
-from PIL import ImageFile
+from PIL import Image, ImageFile
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -17,13 +20,24 @@ from tests.corpus import (
     BAD,
     COMPRESSED_DICOM,
     GOOD,
-    UNREADABLE_DICOM,
+    MISLABELLED_DICOM,
     base_radiograph,
     dicom_dataset,
     write_corpus,
 )
 
 MODEL_SIZE = 64
+# Real-world DICOM files that ship inside the pydicom wheel (nothing is downloaded).
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+MR_SMALL_FORMS = [
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_padded.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+]
 # Words that show a message is a Python dump rather than a reason written for people.
 INTERNAL_MARKERS = ("Traceback", "Error:", "Exception", "object has no attribute", "<class", "NoneType")
 
@@ -91,8 +105,6 @@ def test_bytes_give_the_same_pixels_as_the_path(case, corpus):
 
 @pytest.mark.parametrize("case", sorted(COMPRESSED_DICOM))
 def test_compressed_dicom_agrees_or_says_what_to_install(case, corpus, base):
-    import pydicom
-
     path = corpus[case]
     syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
     if decoder_available(syntax):
@@ -104,23 +116,28 @@ def test_compressed_dicom_agrees_or_says_what_to_install(case, corpus, base):
         assert "pylibjpeg" in caught.value.reason or "gdcm" in caught.value.reason
 
 
-@pytest.mark.parametrize("case", sorted(UNREADABLE_DICOM))
-def test_undecodable_dicom_names_the_transfer_syntax(case, corpus):
-    path, syntax = corpus[case], UNREADABLE_DICOM[case][2]
-    with pytest.raises(ImageLoadError) as caught:
-        load_image(path)
-    if decoder_available(syntax):  # the frame is not of this syntax: the decoder finds it corrupt
-        assert_clear_error(caught.value, str(path), ("corrupt",))
-    else:
+@pytest.mark.parametrize("case", sorted(MISLABELLED_DICOM))
+def test_other_compressed_dicom_loads_or_names_the_transfer_syntax(case, corpus, base):
+    path, syntax = corpus[case], MISLABELLED_DICOM[case][2]
+    if not decoder_available(syntax):
+        with pytest.raises(ImageLoadError) as caught:
+            load_image(path)
         assert_clear_error(caught.value, str(path), (syntax.name,))
         assert "pydicom cannot decode" in caught.value.reason or "pylibjpeg" in caught.value.reason
+        return
+    try:
+        pixels = load_image(path)
+    except ImageLoadError as error:  # the decoder finds the frame is not of its syntax
+        assert_clear_error(error, str(path), ("corrupt",))
+    else:
+        assert_agrees(pixels, base, "jpeg")
 
 
 def test_missing_decoder_message_says_what_to_install(corpus):
+    if decoder_available(MISLABELLED_DICOM["dcm_jpeg_ls"][2]):
+        pytest.skip("a JPEG-LS decoder is installed")
     with pytest.raises(ImageLoadError) as caught:
         load_image(corpus["dcm_jpeg_ls"])
-    if decoder_available(UNREADABLE_DICOM["dcm_jpeg_ls"][2]):
-        pytest.skip("a JPEG-LS decoder is installed")
     assert "JPEG-LS Lossless" in caught.value.reason
     assert "pylibjpeg pylibjpeg-libjpeg" in caught.value.reason and "python-gdcm" in caught.value.reason
 
@@ -210,6 +227,14 @@ def test_dicom_window_that_hides_everything_falls_back_to_the_full_range(base, t
     np.testing.assert_array_equal(load_image(tmp_path / "offscale.dcm"), base)
 
 
+def test_alpha_is_composited_on_black_in_files_and_arrays(base, tmp_path):
+    rgba = np.stack([base] * 3 + [np.full_like(base, 128)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    expected = base * (128 / 255)
+    assert np.abs(load_image(tmp_path / "half.png") - expected).max() <= 1
+    assert np.abs(load_image(rgba) - expected).max() <= 1
+
+
 @pytest.mark.parametrize(
     "convert",
     [
@@ -221,6 +246,11 @@ def test_dicom_window_that_hides_everything_falls_back_to_the_full_range(base, t
         pytest.param(lambda b: np.stack([b] * 3, axis=-1), id="rgb"),
         pytest.param(lambda b: np.stack([b] * 3 + [np.full_like(b, 255)], axis=-1), id="rgba"),
         pytest.param(lambda b: np.stack([b] * 3, axis=-1).astype(np.float64), id="rgb-float"),
+        pytest.param(lambda b: np.stack([b] * 3, axis=-1).astype(np.uint16) * 257, id="rgb-uint16"),
+        pytest.param(
+            lambda b: np.stack([b] * 3 + [np.full_like(b, 255)], axis=-1).astype(np.uint16) * 257,
+            id="rgba-uint16",
+        ),
     ],
 )
 def test_arrays_are_accepted(convert, base):
@@ -246,3 +276,35 @@ def test_bad_arrays_get_a_clear_error(array, words):
     with pytest.raises(ImageLoadError) as caught:
         load_image(array)
     assert_clear_error(caught.value, "<array>", (words,))
+
+
+@pytest.mark.parametrize("file_name", MR_SMALL_FORMS)
+def test_pydicom_samples_of_one_image_agree(file_name):
+    path, reference = PYDICOM_FILES / file_name, PYDICOM_FILES / "MR_small.dcm"
+    if not (path.is_file() and reference.is_file()):
+        pytest.skip("pydicom's bundled test files are not installed")
+    syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    if decoder_available(syntax):
+        np.testing.assert_array_equal(load_image(path), load_image(reference))
+    else:
+        with pytest.raises(ImageLoadError) as caught:
+            load_image(path)
+        assert_clear_error(caught.value, str(path), (syntax.name,))
+
+
+def test_every_pydicom_sample_loads_or_gets_a_clear_error():
+    paths = sorted(PYDICOM_FILES.glob("*.dcm"))
+    if not paths:
+        pytest.skip("pydicom's bundled test files are not installed")
+    loaded = 0
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing but the result or the error comes out
+            try:
+                pixels = load_image(path)
+            except ImageLoadError as error:
+                assert_clear_error(error, str(path))
+                continue
+        assert pixels.dtype == np.uint8 and pixels.ndim == 2 and min(pixels.shape) >= MIN_SIDE
+        loaded += 1
+    assert loaded >= 20

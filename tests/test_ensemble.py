@@ -1,0 +1,160 @@
+"""Ensemble: study prediction, Grad-CAM, manifest with checksums, safe loading, concurrent use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+import pytest
+from tf_keras_vis.gradcam import Gradcam
+
+from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
+from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay
+from mura_core.registry import create_model
+from tests.mura_tree import FRACATLAS, fracatlas_images
+
+pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [str(p) for p, _ in fracatlas_images(2, 2)]
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    keras.utils.set_random_seed(3)
+    members = {"mnv2": create_model("mobilenetv2", input_size=64, dense_units=8),
+               "dn121": create_model("densenet121", input_size=32, dense_units=8)}
+    return Ensemble(members, threshold=0.5, info={"title": "tiny"})
+
+
+@pytest.fixture(scope="module")
+def saved(ensemble, tmp_path_factory):
+    return ensemble.save(tmp_path_factory.mktemp("ens") / "weights")
+
+
+def test_predict_study_mean_of_members_and_images(ensemble, images):
+    result = ensemble.predict_study(images)
+    for image in result.images:
+        assert image.ensemble == pytest.approx(np.mean(list(image.probabilities.values())))
+    assert result.probability == pytest.approx(np.mean([r.ensemble for r in result.images]))
+    assert result.verdict == ("abnormal" if result.probability >= 0.5 else "normal")
+    assert set(result.to_frame().columns) >= {"image", "mnv2", "dn121", "ensemble", "verdict", "error"}
+    json.dumps(result.to_dict())
+
+
+def test_bad_file_reported_rest_predicted(ensemble, images, tmp_path):
+    bad = tmp_path / "scan.png"
+    bad.write_bytes(b"")
+    result = ensemble.predict_study([images[0], bad, images[1]])
+    assert [r.ok for r in result.images] == [True, False, True]
+    assert "empty" in result.images[1].error and result.errors[0].startswith("scan.png")
+    assert result.probability is not None
+
+
+def test_explain_gives_heatmaps_and_same_probabilities(ensemble, images):
+    plain = ensemble.predict_study(images)
+    explained = ensemble.predict_study(images, explain=True)
+    for a, b in zip(plain.images, explained.images):
+        assert a.ensemble == pytest.approx(b.ensemble, abs=1e-5)
+        assert set(b.heatmaps) == {"mnv2", "dn121", "ensemble"}
+        for heat in b.heatmaps.values():
+            assert heat.shape == b.image.shape and heat.dtype == np.float32
+            assert 0.0 <= heat.min() and heat.max() <= 1.0
+        rgb = overlay(b.image, b.heatmaps["ensemble"], alpha=0.5)
+        assert rgb.shape == (*b.image.shape, 3) and rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "layercam"])
+def test_alternative_cam_methods(ensemble, images, method):
+    result = ensemble.predict_study(images[:1], explain=True, method=method)
+    assert result.cam_method == method
+    assert result.images[0].heatmaps["ensemble"].max() <= 1.0
+
+
+def test_compiled_gradcam_equals_tf_keras_vis(images):
+    keras.utils.set_random_seed(5)
+    model = create_model("densenet121", input_size=64, dense_units=8)
+    explainer = CamExplainer(model, "relu")
+    from mura_core.preprocessing import load_for_model
+
+    batch = np.stack([load_for_model(p, 64) for p in images]).astype(np.float32)
+    _, ours = explainer._gradcam_fn(batch)
+    reference = Gradcam(model, clone=False)(lambda out: out[:, 0], batch, penultimate_layer="relu",
+                                            seek_penultimate_conv_layer=False, expand_cam=False,
+                                            normalize_cam=False)
+    np.testing.assert_allclose(ours.numpy(), np.asarray(reference), rtol=1e-4, atol=1e-7)
+
+
+def test_fuse_is_mean_of_maps():
+    a, b = np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)
+    a[0, 0] = 1.0
+    fused = fuse_heatmaps([a, b])
+    assert fused.max() == pytest.approx(1.0) and fused[0, 0] == pytest.approx(1.0)
+    assert fused[1, 1] == pytest.approx(0.0)
+
+
+def test_save_load_round_trip(ensemble, saved, images):
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert {m["architecture"] for m in manifest["members"]} == {"mobilenetv2", "densenet121"}
+    assert all(len(m["sha256"]) == 64 for m in manifest["members"])
+    loaded = load_ensemble(saved)
+    assert loaded.names == ensemble.names and loaded.info == {"title": "tiny"}
+    a, b = ensemble.predict_study(images), loaded.predict_study(images)
+    np.testing.assert_allclose([r.ensemble for r in a.images], [r.ensemble for r in b.images], atol=1e-6)
+
+
+def _broken_copy(saved, tmp_path, change):
+    folder = tmp_path / "broken"
+    shutil.copytree(saved, folder)
+    change(folder, json.loads((folder / "manifest.json").read_text()))
+    return folder
+
+
+def _truncate(folder, manifest):
+    path = folder / manifest["members"][0]["file"]
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _mismatch(folder, manifest):
+    manifest["members"][0]["architecture"] = "densenet121"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _wrong_size(folder, manifest):
+    manifest["members"][0]["input_size"] = 320
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _corrupt_unchecked(folder, manifest):
+    path = folder / manifest["members"][1]["file"]
+    path.write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    manifest["members"][1]["sha256"] = __import__("mura_core.ensemble").ensemble.sha256_file(path)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change,words", [
+    (lambda f, m: (f / m["members"][0]["file"]).unlink(), "missing"),
+    (_truncate, "checksum"),
+    (_mismatch, "holds a 'mobilenetv2' model"),
+    (_wrong_size, "does not match"),
+    (_corrupt_unchecked, "cannot load"),
+    (lambda f, m: (f / "manifest.json").write_text("{"), "unreadable manifest"),
+])
+def test_broken_weights_name_the_file(saved, tmp_path, change, words):
+    folder = _broken_copy(saved, tmp_path, change)
+    with pytest.raises(EnsembleLoadError) as err:
+        load_ensemble(folder)
+    assert words in str(err.value) and str(folder) in str(err.value)
+
+
+def test_concurrent_studies_are_not_mixed(ensemble, images):
+    studies = [[images[i % 4], images[(i + 1) % 4]] for i in range(8)]
+    serial = [ensemble.predict_study(s).probability for s in studies]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda s: ensemble.predict_study(s, explain=True).probability, studies))
+    np.testing.assert_allclose(parallel, serial, atol=1e-5)

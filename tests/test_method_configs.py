@@ -1,0 +1,41 @@
+"""Each of the four method configs starts training (a few steps) on a tiny MURA tree on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.mura_tree import FRACATLAS, make_mura_tree
+from train import train as train_module
+from train.config import load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train" / "configs").glob("*_m[12].yaml"))
+
+
+def test_the_four_method_configs_exist():
+    assert [c.stem for c in CONFIGS] == ["densenet169_m1", "densenet169_m2", "resnet101_m1", "resnet101_m2"]
+
+
+def test_unknown_key_rejected():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        load_config(CONFIGS[0], ["learning_rat=0.1"])
+
+
+@pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.stem)
+def test_method_config_trains_a_few_steps(config_path, tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "mura_tiny"
+    if not root.exists():
+        make_mura_tree(root, {"train": 8, "valid": 2}, images_per_study=1)
+    out = tmp_path_factory.mktemp("runs")
+    # ImageNet weights cannot be downloaded here and 320 px is a GPU job: same architecture, 64 px.
+    config = load_config(config_path, [f"data={root}", "weights=", "input_size=64", "epochs=1",
+                                       "steps_per_epoch=2", "batch_size=2", "val_fraction=0.25",
+                                       f"out_dir={out}"])
+    result = train_module.run(config)
+    assert (config.run_dir / "best.keras").exists()
+    history = pd.read_csv(config.run_dir / "history.csv")
+    assert len(history) == 1 and {"loss", "val_auc"} <= set(history.columns)
+    assert result["image_level"]["n"] > 0

@@ -1,0 +1,54 @@
+"""Model registry: flat models, scaling inside the model, named layers, save/load round trip."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from mura_core.preprocessing import ImageScaling
+from mura_core.registry import create_model, get_spec, list_models
+
+
+def test_unknown_name_lists_known_models():
+    with pytest.raises(KeyError) as err:
+        get_spec("vgg16")
+    for name in ("densenet169", "resnet101", "mobilenetv2", "efficientnetb0"):
+        assert name in str(err.value)
+
+
+def test_method_specs():
+    assert get_spec("densenet169").input_size == 320 and get_spec("densenet169").scaling == "torch"
+    assert get_spec("resnet101").input_size == 320 and get_spec("resnet101").scaling == "caffe"
+    assert {"densenet169", "resnet101"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnetb0", "densenet121", "resnet50"])
+def test_flat_model_with_named_layers(name):
+    model = create_model(name, input_size=32, dense_units=8)
+    assert model.name == name
+    assert model.input_shape == (None, 32, 32, 3)
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers), "backbone must not be nested"
+    for layer in ("scaling", get_spec(name).gradcam_layer, "head_pool", "head_dense", "probability"):
+        model.get_layer(layer)
+    probs = model.predict(np.full((2, 32, 32, 3), 128, np.float32), verbose=0)
+    assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_keras_round_trip_and_weights_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = create_model("mobilenetv2", input_size=48, dense_units=8)
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3)).astype(np.float32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6)
+    rebuilt = create_model("mobilenetv2", weights=path, input_size=48, dense_units=8)
+    np.testing.assert_allclose(model.predict(x, verbose=0), rebuilt.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,module", [("torch", "densenet"), ("caffe", "resnet"), ("tf", "mobilenet_v2")])
+def test_scaling_matches_keras_preprocess_input(mode, module):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = getattr(keras.applications, module).preprocess_input(x.copy())
+    np.testing.assert_allclose(ImageScaling(mode)(x), expected, rtol=1e-5, atol=1e-3)
