@@ -109,21 +109,22 @@ class Ensemble:
         threshold: decision threshold on the ensemble probability.
         info: what to record in the manifest (training data, metrics, ...).
         architectures: member name -> registry name, when a model's `name` is not its architecture.
+        jit_compile: compile prediction and Grad-CAM with XLA.
     """
 
     def __init__(self, members: Mapping[str, keras.Model], threshold: float = 0.5,
                  info: Mapping[str, Any] | None = None,
-                 architectures: Mapping[str, str] | None = None):
+                 architectures: Mapping[str, str] | None = None, jit_compile: bool = False):
         if not members:
             raise ValueError("An ensemble needs at least one member")
         self.members = dict(members)
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self.architectures = {n: (architectures or {}).get(n, m.name) for n, m in self.members.items()}
-        for name, arch in self.architectures.items():
+        for arch in self.architectures.values():
             get_spec(arch)  # raises for an unknown architecture
         self._explainers = {
-            name: CamExplainer(model, get_spec(self.architectures[name]).gradcam_layer)
+            name: CamExplainer(model, get_spec(self.architectures[name]).gradcam_layer, jit_compile)
             for name, model in self.members.items()
         }
         self._lock = threading.Lock()  # one study at a time through the shared models
@@ -316,7 +317,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True) -> Ensemble:
+def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
+                  jit_compile: bool = False) -> Ensemble:
     """Load an ensemble written by `Ensemble.save`.
 
     Each member file's sha256 is checked against the manifest before it is opened, models load
@@ -326,6 +328,7 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True) 
     Args:
         folder: the ensemble folder; default `$MURA_WEIGHTS` or the repository's `weights/`.
         verify: check sha256 checksums.
+        jit_compile: compile prediction and Grad-CAM with XLA.
 
     Raises:
         EnsembleLoadError: naming the file and what is wrong with it.
@@ -358,7 +361,8 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True) 
             raise EnsembleLoadError(
                 f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
         members[name], architectures[name] = model, arch
-    return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures)
+    return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures,
+                    jit_compile)
 
 
 def weights_installed(folder: str | os.PathLike | None = None) -> bool:
