@@ -12,8 +12,9 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -472,6 +473,12 @@ def image_size_figure(sizes: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def common_sizes(sizes: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The `n` most frequent image sizes: columns size ("W x H") and images."""
+    counts = sizes.groupby(["width", "height"]).size().sort_values(ascending=False).head(n)
+    return pd.DataFrame({"size (W x H)": [f"{w} x {h}" for w, h in counts.index], "images": counts.values})
+
+
 def filter_table(table: pd.DataFrame, splits: Sequence[str] | None = None,
                  body_parts: Sequence[str] | None = None,
                  labels: Sequence[str] | None = None) -> pd.DataFrame:
@@ -794,7 +801,7 @@ def history_figure(report: Mapping[str, Any]) -> go.Figure:
     """Training curves per member: loss, then AUC (or accuracy), training solid and validation dashed."""
     history = report.get("history") or {}
     second = "auc" if any("auc" in h for h in history.values()) else "accuracy"
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", second.upper() if second == "auc" else second])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", "AUC" if second == "auc" else second])
     for i, (member, curves) in enumerate(history.items()):
         epochs = curves.get("epoch") or list(range(1, len(curves.get("loss", [])) + 1))
         color = MEMBER_COLORS[i % len(MEMBER_COLORS)]

@@ -70,15 +70,24 @@ def _index(args) -> int:
 
 
 def collect_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand files and folders (recursively) into image paths; missing paths are returned as errors."""
-    from .datasets import IMAGE_EXTENSIONS
+    """Expand files and folders (recursively) into image paths; missing paths are returned as errors.
+
+    In folders, files with a supported image ending are taken, and files without an ending when they
+    are DICOM (PACS exports often have none); other files are ignored. Files named directly are
+    always taken (and reported if unreadable).
+    """
+    from .imaging import SUPPORTED_EXTENSIONS, is_dicom_file
+
+    def wanted(p: Path) -> bool:
+        if not p.is_file() or p.name.startswith("."):
+            return False
+        return p.suffix.lower() in SUPPORTED_EXTENSIONS or (not p.suffix and is_dicom_file(p))
 
     files, missing = [], []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if wanted(p))
             if not found:
                 missing.append((raw, "folder holds no image files"))
             files += [str(p) for p in found]

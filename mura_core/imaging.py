@@ -28,6 +28,18 @@ MIN_SIDE = 32
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
+SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2",
+                                  ".dcm", ".dicom"})
+"""File name endings the folder searches pick up (DICOM files without an ending are found by content)."""
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether a file starts like DICOM Part 10 (128-byte preamble, then 'DICM')."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 # Pillow may only open these (JPEG includes MPO): its other plugins (TGA, PCX, ...) have weak
 # signatures and would turn random bytes into "images".
 _RASTER_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "JPEG2000")

@@ -67,7 +67,7 @@ def get_ensemble():
         return None, f"The ensemble could not be loaded ({type(exc).__name__}: {exc})."
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=8, ttl=3600, show_spinner=False)
 def run_study(_ensemble, ensemble_key: str, files: tuple[tuple[str, bytes], ...], method: str):
     """Predict and explain one study; cached on the ensemble key, the files' bytes and the method."""
     return _ensemble.predict_study([data for _, data in files], explain=True, method=method,
@@ -88,7 +88,7 @@ def image_sizes(paths: tuple[str, ...]) -> pd.DataFrame:
     return charts.image_sizes(paths)
 
 
-@st.cache_data(max_entries=4000, show_spinner=False)
+@st.cache_data(max_entries=1000, show_spinner=False)
 def thumbnail(path: str, side: int):
     """A cached small grayscale copy of the image at `path`."""
     return charts.thumbnail(path, side)

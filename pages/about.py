@@ -37,9 +37,10 @@ st.markdown(info.get("intended_use") or DEFAULT_INTENDED_USE)
 st.header("Models")
 if manifest:
     threshold = float(manifest.get("threshold", 0.5))
-    st.markdown(f"An ensemble of {len(manifest['members'])} convolutional networks; the ensemble probability "
-                f"is the mean of the members' probabilities, and a study is called abnormal when the mean over "
-                f"its images reaches the threshold **{threshold:.2f}**. Installed from `{folder}`.")
+    st.markdown(f"An ensemble of {len(manifest['members'])} convolutional networks; the ensemble "
+                "probability is the mean of the members' probabilities, and a study is called abnormal when "
+                f"the mean over its images reaches the threshold **{threshold:.2f}**. "
+                f"Installed from `{folder}`.")
     st.dataframe(charts.members_frame(manifest), hide_index=True)
 else:
     st.warning(f"No ensemble is installed. {manifest_error}", icon=":material/warning:")

@@ -17,7 +17,8 @@ SIZE_SAMPLE = 500
 HOW_TO = """\
 Type the path of a dataset folder **on the machine running this app**. Three layouts are read:
 
-- **MURA v1.1**: the `MURA-v1.1` folder (or its parent), with `train/` and `valid/`, `XR_<PART>/patient<ID>/study<N>_<positive|negative>/` and the four CSV files;
+- **MURA v1.1**: the `MURA-v1.1` folder (or its parent), with `train/` and `valid/`,
+  `XR_<PART>/patient<ID>/study<N>_<positive|negative>/` and the four CSV files;
 - **FracAtlas**: the folder holding `dataset.csv` and `images/`;
 - **class folders**: `ROOT/[train|val|test/]{normal,abnormal}/*.png` (also `fractured` / `not fractured`).
 """
@@ -69,18 +70,17 @@ cols[0].metric("Images", f"{summary['images']:,}")
 cols[1].metric("Studies", f"{summary['studies']:,}")
 cols[2].metric("Patients", f"{summary['patients']:,}" if summary["patients"] else "—",
                help=None if summary["patients"] else "This dataset records no patient ids.")
-cols[3].metric("Abnormal images", f"{summary['abnormal_images']:,}",
-               f"{summary['abnormal_images'] / max(summary['images'], 1):.1%} of images", delta_color="off",
-               delta_arrow="off")
-cols[4].metric("Abnormal studies", f"{summary['abnormal_studies']:,}",
-               f"{summary['abnormal_studies'] / max(summary['studies'], 1):.1%} of studies", delta_color="off",
-               delta_arrow="off")
+for column, unit in ((cols[3], "images"), (cols[4], "studies")):
+    abnormal, total = summary[f"abnormal_{unit}"], max(summary[unit], 1)
+    column.metric(f"Abnormal {unit}", f"{abnormal:,}", f"{abnormal / total:.1%} of {unit}", delta_color="off",
+                  delta_arrow="off")
 if index.format == "fracatlas":
     st.caption("FracAtlas labels mean fractured (shown as abnormal) or not fractured (normal); it records "
                "no patient ids, so images of one patient may appear more than once.")
 
 if index.problems:
-    with st.expander(f"{len(index.problems)} inconsistencies found while indexing", icon=":material/warning:"):
+    with st.expander(f"{len(index.problems)} inconsistencies found while indexing",
+                     icon=":material/warning:"):
         st.dataframe(charts.problems_frame(index.problems), hide_index=True)
 
 counts_tab, balance_tab, sizes_tab, browse_tab = st.tabs(
@@ -102,7 +102,10 @@ with sizes_tab:
     if sizes.empty:
         st.caption("No image size could be read.")
     else:
-        st.plotly_chart(charts.image_size_figure(sizes))
+        figure_col, table_col = st.columns([3, 1], gap="large")
+        figure_col.plotly_chart(charts.image_size_figure(sizes))
+        table_col.markdown("**Most common sizes**")
+        table_col.dataframe(charts.common_sizes(sizes), hide_index=True)
         st.caption(f"Sizes read from the file headers of {len(sizes)} image(s) chosen at random "
                    f"(at most {SIZE_SAMPLE}).")
 
@@ -115,14 +118,15 @@ with browse_tab:
     per_page = size_col.selectbox("Per page", [12, 24, 48], index=1)
     chosen = charts.filter_table(table, splits, parts, labels)
     pages = max(1, math.ceil(len(chosen) / per_page))
-    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
+    page = st.columns(4)[0].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
     start = (int(page) - 1) * per_page
     if chosen.empty:
         st.caption("No image matches these filters.")
     else:
-        st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{min(start + per_page, len(chosen))}.")
+        end = min(start + per_page, len(chosen))
+        st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{end}.")
     _thumbnail_grid(
         chosen.iloc[start:start + per_page].to_dict("records"),
-        lambda r: f"{charts.LABEL_NAMES.get(r['label'], '?')} · {charts.body_part_label(r['body_part']) or '-'}"
-                  f" · {Path(r['path']).name}",
+        lambda r: " · ".join((charts.LABEL_NAMES.get(r["label"], "?"),
+                              charts.body_part_label(r["body_part"]) or "-", Path(r["path"]).name)),
     )

@@ -69,7 +69,8 @@ with sample_col:
 part_col, method_col, alpha_col = st.columns(3, gap="large")
 body_choice = part_col.selectbox(
     "Body part", charts.BODY_PART_CHOICES,
-    format_func=lambda c: "Detect from the images" if c == charts.AUTO_BODY_PART else charts.body_part_label(c),
+    format_func=lambda c: ("Detect from the images" if c == charts.AUTO_BODY_PART
+                           else charts.body_part_label(c)),
     help="Taken from the DICOM attribute Body Part Examined or from MURA-style file names (XR_WRIST...) "
          "unless you choose it. It is recorded with the result; the models do not use it.",
 )
@@ -90,7 +91,9 @@ if not files:
     st.stop()
 
 origin = st.session_state.get("study_origin")
-sample_rows = samples[samples["study"] == st.session_state.get("sample_study")] if origin == "sample" else None
+sample_rows = None
+if origin == "sample":
+    sample_rows = samples[samples["study"] == st.session_state.get("sample_study")]
 names = [name for name, _ in files]
 with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} models and computing "
                 f"{CAM_METHODS[method]} heatmaps..."):
@@ -110,7 +113,8 @@ st.divider()
 if origin == "sample" and sample_rows is not None:
     st.caption(f"Showing sample study **{st.session_state.sample_study}** ({len(files)} image(s)).")
 else:
-    st.caption(f"Showing the uploaded study: {len(files)} file(s).")
+    listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    st.caption(f"Showing the uploaded study: {listed}.")
 
 for image in result.images:
     if not image.ok:
@@ -163,7 +167,8 @@ for number, image in enumerate([r for r in result.images if r.ok], start=1):
     st.markdown(f"**Image {number}: {image.name}** - ensemble probability {image.ensemble:.3f}")
     panels = charts.heatmap_panels(image, alpha, result.members)
     for start in range(0, len(panels), PANELS_PER_ROW):
-        for column, (caption, picture) in zip(st.columns(PANELS_PER_ROW), panels[start:start + PANELS_PER_ROW]):
+        row = panels[start:start + PANELS_PER_ROW]
+        for column, (caption, picture) in zip(st.columns(PANELS_PER_ROW), row):
             column.image(picture, caption=caption, width="stretch")
 
 if origin == "sample" and sample_rows is not None:

@@ -65,6 +65,7 @@ if per_part:
     metric = metric_col.selectbox("Metric in the figure", list(charts.METRIC_LABELS),
                                   format_func=charts.METRIC_LABELS.get)
     st.plotly_chart(charts.per_body_part_figure(report, level, metric))
+    st.markdown(f"**{model}**, every metric ({charts.LEVEL_LABELS[level].lower()})")
     st.dataframe(charts.per_body_part_frame(report, level, model),
                  column_config={label: st.column_config.NumberColumn(format="%.3f")
                                 for label in charts.METRIC_LABELS.values()})

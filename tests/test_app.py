@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,7 +80,8 @@ def test_diagnose_sample_study_with_heatmaps(monkeypatch, tiny_weights, count_st
     assert "Body part:** Hand" in text
     assert _n_images(at) == 2 * 4  # two images x (original, fused map, two members)
     assert len(at.get("plotly_chart")) == 1
-    assert {b.proto.label for b in at.get("download_button")} == {"Study result (JSON)", "Per-image table (CSV)"}
+    downloads = {b.proto.label for b in at.get("download_button")}
+    assert downloads == {"Study result (JSON)", "Per-image table (CSV)"}
     assert count_studies == ["gradcam"]
 
     at.slider[0].set_value(0.7).run()  # opacity: redraw only
@@ -119,6 +121,25 @@ def test_no_weights(monkeypatch, tmp_path):
     assert "No sample images are installed" in text
     assert "No evaluation report is installed" in _texts(_page(at, "evaluation"))
     assert "No ensemble is installed" in _texts(_page(at, "about"))
+
+
+def test_broken_weights_are_explained(monkeypatch, tmp_path):
+    manifest = {"format": "mura_core.ensemble/1", "threshold": 0.5,
+                "members": [{"name": "a", "architecture": "mobilenetv2", "file": "a.keras", "input_size": 64}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    at = _app(monkeypatch, tmp_path)
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("a.keras" in e and "missing" in e for e in errors), errors
+    assert "MURA_WEIGHTS" in _texts(at)
+
+
+def test_streamlit_config():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == 50
+    assert config["server"]["enableXsrfProtection"] is True
+    assert config["client"]["showErrorDetails"] is False
+    assert config["browser"]["gatherUsageStats"] is False
 
 
 def test_evaluation_page(monkeypatch, tiny_weights):
@@ -297,7 +318,8 @@ def test_dataset_helpers():
     assert sum(len(t.y) for t in balance.data) >= 4
     assert len(charts.filter_table(table, ["train"], ["XR_HAND"], ["abnormal"])) == 2
     assert len(charts.filter_table(table, [], None, [])) == 6
-    assert len(charts.sample_paths(table, 3)) == 3 and charts.sample_paths(table, 3) == charts.sample_paths(table, 3)
+    assert len(charts.sample_paths(table, 3)) == 3
+    assert charts.sample_paths(table, 3) == charts.sample_paths(table, 3)  # reproducible
     problems = [SimpleNamespace(path="/x", reason="bad")]
     assert charts.problems_frame(problems).to_dict("records") == [{"path": "/x", "reason": "bad"}]
 
@@ -308,6 +330,7 @@ def test_image_files_helpers(tmp_path):
     sizes = charts.image_sizes([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
     assert sizes[["width", "height"]].values.tolist() == [[120, 80]]
     assert charts.image_size_figure(sizes).data
+    assert charts.common_sizes(sizes).to_dict("records") == [{"size (W x H)": "120 x 80", "images": 1}]
     thumb = charts.thumbnail(str(tmp_path / "a.png"), 60)
     assert thumb.shape == (40, 60) and thumb.dtype == np.uint8
     assert charts.thumbnail(str(tmp_path / "b.png")) is None
@@ -367,7 +390,8 @@ def test_report_helpers(fake_report, tmp_path):
     assert row["threshold"] == pytest.approx(0.33)
     assert charts.threshold_frame({}, "image").empty
     fig = charts.threshold_figure(frame, 0.3, 0.45)
-    assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"} and len(fig.layout.shapes) == 2
+    assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"}
+    assert len(fig.layout.shapes) == 2
     assert len(charts.threshold_figure(frame, 0.45, 0.45).layout.shapes) == 1
 
     assert len(charts.history_figure(report).data) == 4 * len(report["members"])

@@ -22,7 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
 START_TIMEOUT = 90
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
+                                reason=f"{CHROMIUM} is not installed (apt-get install chromium)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 STUDY_TIMEOUT_MS = 180_000
 
@@ -61,7 +62,7 @@ def server(tiny_weights, tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process, log)
-        yield url
+        yield url, log
     finally:
         process.terminate()
         try:
@@ -73,7 +74,8 @@ def server(tiny_weights, tmp_path):
 
 def _settle(page) -> None:
     """Wait until Streamlit has finished running the script."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=STUDY_TIMEOUT_MS)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
+                           timeout=STUDY_TIMEOUT_MS)
     page.wait_for_timeout(500)
 
 
@@ -87,60 +89,84 @@ def _shoot(page, path: Path) -> None:
     page.set_viewport_size(size)
 
 
-def test_dashboard_in_chromium(server, tmp_path):
+def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
+    """Diagnose with a sample study and with uploaded files, then every other page, with screenshots."""
+    page.goto(url, wait_until="domcontentloaded")
+    button = page.get_by_role("button", name="Try a sample study")
+    button.wait_for(timeout=STUDY_TIMEOUT_MS)
+    _settle(page)
+    _shoot(page, shots / "1-diagnose-empty.png")
+
+    button.click()
+    verdict = page.get_by_text("(ensemble ").first
+    verdict.wait_for(timeout=STUDY_TIMEOUT_MS)
+    _settle(page)
+    assert "threshold 0.45" in verdict.inner_text()
+    images = page.locator("[data-testid='stImage'] img")
+    images.nth(7).wait_for(timeout=30_000)
+    assert images.count() == 8
+    images.last.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")]"
+        ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+    assert page.locator(".js-plotly-plot").count() >= 1
+    assert page.get_by_text("not a diagnosis").count() >= 1
+    _shoot(page, shots / "2-diagnose-sample.png")
+
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in upload])
+    page.get_by_text("Showing the uploaded study").wait_for(timeout=STUDY_TIMEOUT_MS)
+    _settle(page)
+    warning = page.locator("[data-testid='stAlert']").filter(has_text="was not used")
+    assert "notes.png" in warning.first.inner_text()
+    assert "(ensemble " in page.get_by_text("(ensemble ").first.inner_text()
+    _shoot(page, shots / "2b-diagnose-upload.png")
+
+    page.goto(f"{url}/dataset", wait_until="domcontentloaded")
+    page.get_by_text("Bundled sample images").wait_for(timeout=60_000)
+    _settle(page)
+    _shoot(page, shots / "3-dataset-samples.png")
+    if FRACATLAS.is_dir():
+        field = page.get_by_role("textbox", name="Dataset folder")
+        field.fill(str(FRACATLAS))
+        field.press("Enter")
+        page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
+        _settle(page)
+        _shoot(page, shots / "4-dataset-fracatlas.png")
+        for number, tab in enumerate(("Class balance", "Image sizes", "Browse images")):
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(800)
+            _shoot(page, shots / f"4{'abc'[number]}-dataset-{tab.split()[-1].lower()}.png")
+
+    page.goto(f"{url}/evaluation", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Localization").wait_for(timeout=60_000)
+    _settle(page)
+    assert page.locator(".js-plotly-plot").count() >= 10
+    _shoot(page, shots / "5-evaluation.png")
+
+    page.goto(f"{url}/about", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Privacy").wait_for(timeout=60_000)
+    _settle(page)
+    _shoot(page, shots / "6-model-card.png")
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_dashboard_in_chromium(server, tiny_weights, tmp_path):
+    url, log = server
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a radiograph")
+    upload = [tiny_weights / "samples" / "sample3.jpg", notes]
     shots = Path(os.environ.get("MURA_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
-
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server, wait_until="domcontentloaded")
-            button = page.get_by_role("button", name="Try a sample study")
-            button.wait_for(timeout=STUDY_TIMEOUT_MS)
-            _settle(page)
-            _shoot(page, shots / "1-diagnose-empty.png")
-
-            button.click()
-            verdict = page.get_by_text("(ensemble ").first
-            verdict.wait_for(timeout=STUDY_TIMEOUT_MS)
-            _settle(page)
-            assert "threshold 0.45" in verdict.inner_text()
-            images = page.locator("[data-testid='stImage'] img")
-            assert images.count() == 8
-            images.last.scroll_into_view_if_needed()
-            page.wait_for_function(
-                "() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")]"
-                ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
-            assert page.locator(".js-plotly-plot").count() >= 1
-            assert page.get_by_text("not a diagnosis").count() >= 1
-            _shoot(page, shots / "2-diagnose-sample.png")
-
-            page.goto(f"{server}/dataset", wait_until="domcontentloaded")
-            page.get_by_text("Bundled sample images").wait_for(timeout=60_000)
-            _settle(page)
-            _shoot(page, shots / "3-dataset-samples.png")
-            if FRACATLAS.is_dir():
-                field = page.get_by_role("textbox", name="Dataset folder")
-                field.fill(str(FRACATLAS))
-                field.press("Enter")
-                page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
-                _settle(page)
-                _shoot(page, shots / "4-dataset-fracatlas.png")
-
-            page.goto(f"{server}/evaluation", wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Localization").wait_for(timeout=60_000)
-            _settle(page)
-            assert page.locator(".js-plotly-plot").count() >= 10
-            _shoot(page, shots / "5-evaluation.png")
-
-            page.goto(f"{server}/about", wait_until="domcontentloaded")
-            page.get_by_role("heading", name="Privacy").wait_for(timeout=60_000)
-            _settle(page)
-            _shoot(page, shots / "6-model-card.png")
-            assert page.get_by_text("Traceback").count() == 0
+            _walk_through(page, url, shots, upload)
+        except Exception as exc:
+            page.screenshot(path=shots / "failure.png")
+            raise AssertionError(f"{exc}\n(screenshot: {shots / 'failure.png'})\n"
+                                 f"streamlit log:\n{log.read_text()[-4000:]}") from exc
         finally:
             browser.close()
-
-    taken = sorted(p.name for p in shots.glob("*.png"))
-    assert {"2-diagnose-sample.png", "5-evaluation.png", "6-model-card.png"} <= set(taken)
+    taken = {p.name for p in shots.glob("*.png")}
+    assert {"2-diagnose-sample.png", "5-evaluation.png", "6-model-card.png"} <= taken
