@@ -112,7 +112,10 @@ def read_samples(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     paths = []
     for name in table["file"]:
         path = samples / name
-        if Path(name).name != name or not path.is_file():
+        if Path(name).name != name:
+            problems.append(f"{name}: sample files must lie in {samples}; skipped")
+            paths.append(None)
+        elif not path.is_file():
             problems.append(f"{path}: listed in samples.csv but missing")
             paths.append(None)
         else:

@@ -124,8 +124,8 @@ def test_no_weights(monkeypatch, tmp_path):
 
 
 def test_broken_weights_are_explained(monkeypatch, tmp_path):
-    manifest = {"format": "mura_core.ensemble/1", "threshold": 0.5,
-                "members": [{"name": "a", "architecture": "mobilenetv2", "file": "a.keras", "input_size": 64}]}
+    member = {"name": "a", "architecture": "mobilenetv2", "file": "a.keras", "input_size": 64}
+    manifest = {"format": "mura_core.ensemble/1", "threshold": 0.5, "members": [member]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     at = _app(monkeypatch, tmp_path)
     assert not at.exception
@@ -212,6 +212,24 @@ def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
 
     at.text_input[0].input(str(tmp_path / "missing")).run()
     assert any("cannot be indexed" in e.value for e in at.error)
+
+
+def test_dataset_explorer_mura(monkeypatch, tmp_path):
+    rng = np.random.default_rng(1)
+    studies = [("train", "XR_WRIST", "patient00001", "study1_positive", 2),
+               ("train", "XR_HAND", "patient00002", "study1_negative", 1),
+               ("valid", "XR_WRIST", "patient00003", "study1_negative", 1)]
+    for split, part, patient, study, n in studies:
+        folder = tmp_path / "MURA-v1.1" / split / part / patient / study
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8)).save(folder / f"image{i + 1}.png")
+    at = _page(_app(monkeypatch, tmp_path / "no-weights"), "dataset")
+    at.text_input[0].input(str(tmp_path)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Images"], metrics["Studies"], metrics["Patients"]) == ("4", "3", "3")
+    assert "MURA's distribution" in _texts(at)
 
 
 def test_dataset_explorer_fracatlas(monkeypatch, tmp_path, fracatlas):

@@ -48,6 +48,7 @@ class TrainConfig:
     class_weights: bool = True
     dense_units: int = 512
     dropout: float = 0.5
+    bn_momentum: float | None = None  # None: the backbone's; 0.9 helps training from scratch
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1

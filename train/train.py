@@ -126,7 +126,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         train_ds = train_ds.repeat()
 
     with strategy.scope():
-        model = create_model(config.model, config.weights, size, config.dense_units, config.dropout)
+        model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
+                             config.bn_momentum)
         _compile(model, config)
 
     callbacks = [

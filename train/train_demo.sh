@@ -11,3 +11,4 @@ python -m train.build_ensemble --runs runs/demo_mobilenetv2 runs/demo_efficientn
   --sensitivity 0.8 --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report
+python -m train.model_card --weights weights --report weights/report/report.json --out weights/MODEL_CARD.md
