@@ -32,7 +32,7 @@ def test_method_config_trains_a_few_steps(config_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     # ImageNet weights cannot be downloaded here and 320 px is a GPU job: same architecture, 64 px.
     config = load_config(config_path, [f"data={root}", "weights=", "input_size=64", "epochs=1",
-                                       "steps_per_epoch=2", "batch_size=2", "val_fraction=0.25",
+                                       "steps_per_epoch=1", "validation_steps=1", "batch_size=2", "val_fraction=0.25",
                                        f"out_dir={out}"])
     result = train_module.run(config)
     assert (config.run_dir / "best.keras").exists()
