@@ -93,14 +93,14 @@ def _decode(path: bytes, size: int) -> tuple[np.ndarray, bool]:
 def decode_dataset(paths: list[str], size: int) -> tf.data.Dataset:
     """Dataset of (image uint8 (S, S, 1), ok bool) decoded in parallel from file paths."""
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=object).astype(str))
+    return ds.map(lambda path: _load(path, size), num_parallel_calls=AUTOTUNE, deterministic=True)
 
-    def load(path):
-        image, ok = tf.numpy_function(lambda p: _decode(p, size), [path], [tf.uint8, tf.bool])
-        image.set_shape((size, size, 1))
-        ok.set_shape(())
-        return image, ok
 
-    return ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+def _load(path: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    image, ok = tf.numpy_function(lambda p: _decode(p, size), [path], [tf.uint8, tf.bool])
+    image.set_shape((size, size, 1))
+    ok.set_shape(())
+    return image, ok
 
 
 def make_dataset(
@@ -146,9 +146,7 @@ def make_dataset(
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
 
         def load(path, label):
-            image, ok = tf.numpy_function(lambda p: _decode(p, size), [path], [tf.uint8, tf.bool])
-            image.set_shape((size, size, 1))
-            ok.set_shape(())
+            image, ok = _load(path, size)
             return image, label, ok
 
         ds = ds.map(load, num_parallel_calls=AUTOTUNE).filter(_decoded).map(_drop_flag)
