@@ -73,6 +73,14 @@ def weights_folder() -> Path:
     return Path(os.environ.get("MURA_WEIGHTS") or DEFAULT_WEIGHTS)
 
 
+def report_path(folder: str | os.PathLike) -> Path:
+    """The evaluation report installed with an ensemble: `report.json` or `report/report.json`."""
+    for candidate in (Path(folder) / "report.json", Path(folder) / "report" / "report.json"):
+        if candidate.is_file():
+            return candidate
+    return Path(folder) / "report" / "report.json"
+
+
 def folder_stamp(folder: str | os.PathLike) -> str:
     """A key that changes when the ensemble in `folder` is replaced (manifest path + mtime)."""
     manifest = Path(folder) / "manifest.json"

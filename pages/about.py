@@ -55,7 +55,7 @@ if not shown:
     st.caption("The installed weights do not describe their training data.")
 
 st.header("Metrics")
-report_path = folder / "report.json"
+report_path = charts.report_path(folder)
 report = None
 if report_path.is_file():
     try:

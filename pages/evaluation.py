@@ -9,7 +9,7 @@ MISSING = "Not in this report."
 
 st.title("Evaluation")
 folder = charts.weights_folder()
-report_path = folder / "report.json"
+report_path = charts.report_path(folder)
 uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],
                             help="Written by train.evaluate; by default the report next to the installed "
                                  "weights is shown.")

@@ -426,3 +426,12 @@ def test_members_frame_and_stamp(tiny_weights, tmp_path):
     assert frame["input size (px)"].tolist() == [64, 32]
     assert charts.folder_stamp(tiny_weights) != charts.folder_stamp(tmp_path)
     assert charts.folder_stamp(tmp_path).endswith(":missing")
+
+
+def test_report_path_finds_both_layouts(tmp_path):
+    assert charts.report_path(tmp_path) == tmp_path / "report" / "report.json"
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.json").write_text("{}")
+    assert charts.report_path(tmp_path) == tmp_path / "report" / "report.json"
+    (tmp_path / "report.json").write_text("{}")
+    assert charts.report_path(tmp_path) == tmp_path / "report.json"
