@@ -70,7 +70,8 @@ def test_bad_files_each_get_one_clear_error(ensemble, corpus):
 def test_cli_over_the_corpus(ensemble, corpus, tmp_path):
     weights = ensemble.save(tmp_path / "weights")
     out = tmp_path / "predictions.csv"
-    status = cli.main(["predict", "--weights", str(weights), "--out", str(out), str(next(iter(corpus.values())).parent)])
+    folder = next(iter(corpus.values())).parent
+    status = cli.main(["predict", "--weights", str(weights), "--out", str(out), str(folder)])
     assert status == 1
     rows = pd.read_csv(out, keep_default_na=False)
     by_name = {row["path"].rsplit("/", 1)[-1]: row for _, row in rows.iterrows()}

@@ -23,10 +23,9 @@ def _metric_rows(level: dict) -> list[str]:
     rows = ["| model | AUC (95% CI) | sensitivity (95% CI) | specificity (95% CI) | accuracy | F1 | kappa |",
             "|---|---|---|---|---|---|---|"]
     for model, m in level.items():
-        ci = m.get("ci", {})
 
-        def with_ci(name):
-            low, high = ci.get(name, (None, None))
+        def with_ci(name, m=m):
+            low, high = m.get("ci", {}).get(name, (None, None))
             return f"{_fmt(m.get(name))} ({_fmt(low)}–{_fmt(high)})"
 
         rows.append(f"| {model} | {with_ci('auc')} | {with_ci('recall')} | {with_ci('specificity')} | "
@@ -69,7 +68,8 @@ def model_card(manifest: dict, report: dict) -> str:
         lines += ["", "Grad-CAM localization on fractured test images with boxes (pointing game: the heatmap's "
                   "maximum inside a fracture box; mass: share of the heatmap inside boxes; chance: the boxes' "
                   "share of the image):", "",
-                  "| heatmap | n | pointing game (95% CI) | mass in boxes | chance (box area) |", "|---|---|---|---|---|"]
+                  "| heatmap | n | pointing game (95% CI) | mass in boxes | chance (box area) |",
+                  "|---|---|---|---|---|"]
         for model, loc in report["localization"].items():
             low, high = loc.get("pointing_game_ci") or (None, None)
             lines.append(f"| {model} | {loc['n']} | {_fmt(loc['pointing_game'])} ({_fmt(low)}–{_fmt(high)}) | "
