@@ -33,6 +33,8 @@ MURA_STUDIES = [
     ("train", "XR_HUMERUS", "patient00007", "study1_negative", 2),
     ("valid", "XR_WRIST", "patient11001", "study1_positive", 1),
     ("valid", "XR_WRIST", "patient11002", "study1_negative", 2),
+    # As in real MURA: one patient, one body part, study1 both negative and positive (two study folders).
+    ("valid", "XR_WRIST", "patient11002", "study1_positive", 1),
 ]
 
 
@@ -69,17 +71,17 @@ def test_mura_counts_labels_and_ids(mura_root: Path) -> None:
     assert index.format == "mura"
     assert index.problems == []
     assert tuple(table.columns) == COLUMNS
-    assert len(table) == 15
+    assert len(table) == 16
     assert (table["split"] == "train").sum() == 12
     assert table.groupby("split")["study"].nunique().to_dict() == {
         "train": 9,
-        "valid": 2,
+        "valid": 3,
     }
     assert table.groupby("split")["patient"].nunique().to_dict() == {
         "train": 7,
         "valid": 2,
     }
-    assert table["label"].sum() == 6
+    assert table["label"].sum() == 7
     assert set(table["dataset"]) == {"mura"}
 
     row = table[
@@ -137,7 +139,7 @@ def test_mura_problems_are_reported(mura_root: Path) -> None:
     )
     assert "no images" in reasons["train/XR_HAND/patient00099/study1_positive"]
     # The folder-name label is kept, the missing file is not indexed.
-    assert len(index.table) == 15
+    assert len(index.table) == 16
     assert set(
         index.table.loc[index.table["patient"] == "mura:patient00002", "label"]
     ) == {0}
