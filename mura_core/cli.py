@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _index(args) -> int:
-    from .datasets import DatasetError, index_dataset
+    from .datasets import DatasetError, index_dataset, summarize
 
     try:
         index = index_dataset(args.root, args.format, args.split_file)
@@ -63,7 +63,10 @@ def _index(args) -> int:
     table = index.table
     print(f"{args.root}: {index.format} layout, {len(table)} images, {table['study'].nunique()} studies, "
           f"{table['patient'][table['patient'] != ''].nunique()} patients -> {args.out}")
-    print(table.groupby(["split", "label"]).size().rename("images").to_string())
+    per_split, per_part = summarize(table)
+    print(per_split.to_string())
+    print("images per body part:")
+    print(per_part.to_string())
     for problem in index.problems:
         print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
     return EXIT_OK

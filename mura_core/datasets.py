@@ -634,6 +634,33 @@ def combine(indexes: Sequence[DatasetIndex]) -> DatasetIndex:
     return DatasetIndex(table=table, problems=problems, format="combined")
 
 
+def summarize(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Counts to check an index against a dataset's published figures.
+
+    Args:
+        table: An index table (columns of ``COLUMNS``).
+
+    Returns:
+        ``(per_split, per_body_part)``: per split, the images, distinct study ids,
+        distinct patient ids (0 where the layout has none), normal and abnormal
+        images; and the images per body part (rows) and split (columns). A missing
+        split shows as ``"-"``.
+    """
+    data = table.assign(split=table["split"].replace("", "-"))
+    patients = data["patient"].where(data["patient"] != "")
+    per_split = pd.DataFrame({
+        "images": data.groupby("split").size(),
+        "studies": data.groupby("split")["study"].nunique(),
+        "patients": patients.groupby(data["split"]).nunique(),
+        "normal": (data["label"] == 0).groupby(data["split"]).sum(),
+        "abnormal": (data["label"] == 1).groupby(data["split"]).sum(),
+    })
+    per_part = data.pivot_table(index="body_part", columns="split", values="path",
+                                aggfunc="count", fill_value=0)
+    per_part.columns.name = None
+    return per_split, per_part
+
+
 def split_by_patient(
     table: pd.DataFrame, fraction: float, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -15,6 +15,7 @@ from mura_core.datasets import (
     load_fracatlas_boxes,
     parse_mura_path,
     split_by_patient,
+    summarize,
     write_split_file,
 )
 
@@ -95,6 +96,14 @@ def test_mura_counts_labels_and_ids(mura_root: Path) -> None:
     # One patient, two body parts: one patient id, two study ids.
     p1 = table[table["patient"] == "mura:patient00001"]
     assert p1["study"].nunique() == 2
+
+
+def test_summarize_counts_per_split_and_body_part(mura_root: Path) -> None:
+    per_split, per_part = summarize(index_dataset(mura_root).table)
+    assert per_split.loc["valid"].to_dict() == {"images": 4, "studies": 3, "patients": 2, "normal": 2, "abnormal": 2}
+    assert per_split.loc["train"].to_dict() == {"images": 12, "studies": 9, "patients": 7, "normal": 7, "abnormal": 5}
+    assert per_part.loc["XR_WRIST"].to_dict() == {"train": 1, "valid": 4}
+    assert per_part.loc["XR_SHOULDER"].to_dict() == {"train": 4, "valid": 0}
 
 
 def test_mura_root_as_mura_folder_and_tree_walk(mura_root: Path) -> None:
