@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Train the bundled demo ensemble on FracAtlas on CPU, install it in weights/, evaluate it on the test split.
 # Run from the repository root; about 2 hours on 2 cores. Re-running resumes an interrupted member.
+# Stage 1 trains each member from scratch (runs/demo_<member>); stage 2 continues from stage 1's best
+# checkpoint at a lower learning rate (runs/stage2/demo_<member>), and stage 2's runs are installed.
 set -euo pipefail
 for member in mobilenetv2 efficientnetb0; do
   if [ ! -f "runs/demo_$member/val_metrics.json" ]; then
     python -m train.train --config "train/configs/demo_fracatlas_$member.yaml"
   fi
+  if [ ! -f "runs/stage2/demo_$member/val_metrics.json" ]; then
+    python -m train.train --config "train/configs/demo_fracatlas_${member}_stage2.yaml"
+  fi
 done
-python -m train.build_ensemble --runs runs/demo_mobilenetv2 runs/demo_efficientnetb0 \
+python -m train.build_ensemble --runs runs/stage2/demo_mobilenetv2 runs/stage2/demo_efficientnetb0 \
   --sensitivity 0.8 --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report
