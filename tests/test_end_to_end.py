@@ -73,6 +73,8 @@ def test_train_ensemble_evaluate_predict(mura_root, tmp_path):
     for file in ("report.json", "predictions.csv", "roc_image.png", "confusion_image.png",
                  "per_body_part_image.csv", "comparison_study.csv"):
         assert (report_dir / file).exists(), file
+    written = pd.read_csv(report_dir / "predictions.csv")
+    assert len(written) == 12 and all((mura_root / p).is_file() for p in written["path"])  # relative to ROOT
 
     # CLI predict on a folder plus a broken file: one row per input, exit status 1, error named.
     study_dir = image.parent

@@ -6,6 +6,7 @@
 Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSVs, ROC and confusion
 plots, image- and study-level, with bootstrap 95% confidence intervals. On FracAtlas it also scores
 Grad-CAM localization against the fracture boxes (pointing game, heatmap mass inside boxes).
+Paths in `predictions.csv` are relative to ROOT, so a report can be shared without the machine's layout.
 """
 
 from __future__ import annotations
@@ -90,8 +91,16 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
               "unreadable_images": int(len(failed))},
         n_boot=n_boot, localization=loc, history=_histories(weights_dir) or None,
     )
-    write_report(report, merged, out)
+    write_report(report, merged.assign(path=merged["path"].map(lambda p: _relative_to(p, data))), out)
     return report
+
+
+def _relative_to(path: str, root: str) -> str:
+    """`path` relative to the dataset root, or unchanged when it lies elsewhere."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return path
 
 
 def main(argv: list[str] | None = None) -> int:

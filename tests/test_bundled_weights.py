@@ -1,0 +1,79 @@
+"""The ensemble bundled in weights/: intact, small, documented with the numbers train.evaluate measured.
+
+These tests read the committed files; the CLI test runs the real models on the bundled samples and
+checks that they reproduce the probabilities the evaluation report recorded for the same images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mura_core import cli, get_spec
+from mura_core.ensemble import load_ensemble, read_manifest
+from train.model_card import model_card
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights"
+REPORT = WEIGHTS / "report" / "report.json"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return read_manifest(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return json.loads(REPORT.read_text())
+
+
+def test_weights_folder_stays_under_30_mb():
+    size = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
+    assert size <= 30e6, f"weights/ holds {size / 1e6:.1f} MB"
+
+
+def test_bundled_ensemble_loads_verified(manifest):
+    ensemble = load_ensemble()  # checks every member's sha256 against the manifest
+    families = {get_spec(m["architecture"]).family for m in manifest["members"]}
+    assert len(ensemble.names) >= 2 and len(families) >= 2
+    assert ensemble.threshold == pytest.approx(manifest["threshold"])
+
+
+def test_threshold_was_chosen_on_validation_for_sensitivity(manifest, report):
+    validation = manifest["info"]["validation"]
+    assert validation["recall"] >= 0.8
+    assert validation["threshold"] == pytest.approx(manifest["threshold"])
+    assert report["threshold"] == pytest.approx(manifest["threshold"])
+    assert report["data"]["split"] == "test"
+
+
+def test_samples_cover_both_classes_with_attribution():
+    samples = pd.read_csv(WEIGHTS / "samples" / "samples.csv")
+    assert 2 <= len(samples) <= 12
+    assert set(samples["label"]) == {0, 1}
+    assert samples["attribution"].str.contains("FracAtlas").all()
+    assert all((WEIGHTS / "samples" / name).is_file() for name in samples["file"])
+
+
+def test_model_card_and_readme_carry_the_measured_numbers(manifest, report):
+    card = (WEIGHTS / "MODEL_CARD.md").read_text()
+    assert card.strip() == model_card(manifest, report).strip(), "regenerate with python -m train.model_card"
+    ensemble_row = next(line for line in card.splitlines() if line.startswith("| ensemble |"))
+    assert ensemble_row in (ROOT / "README.md").read_text()
+
+
+def test_cli_default_weights_reproduce_the_report(tmp_path, report):
+    out = tmp_path / "samples.csv"
+    assert cli.main(["predict", "--out", str(out), str(WEIGHTS / "samples")]) == 0
+    rows = pd.read_csv(out)
+    assert rows["error"].isna().all()
+    recorded = pd.read_csv(WEIGHTS / "report" / "predictions.csv")
+    recorded = recorded.set_index(recorded["path"].map(lambda p: Path(p).name))
+    names = rows["path"].map(lambda p: Path(p).name)
+    assert names.isin(recorded.index).all(), "the samples come from the evaluated test split"
+    np.testing.assert_allclose(rows["ensemble"], recorded.loc[names, "ensemble"], atol=1e-4)
