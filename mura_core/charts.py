@@ -795,12 +795,12 @@ def threshold_figure(frame: pd.DataFrame, chosen: float, operating: float | None
         if column in frame:
             fig.add_trace(go.Scatter(x=frame["threshold"], y=frame[column], mode="lines", name=column,
                                      line=dict(color=color, width=2)))
-    same = operating is not None and abs(chosen - operating) < 0.005
-    label = f"chosen = operating {chosen:.2f}" if same else f"chosen {chosen:.2f}"
+    same = operating is not None and abs(chosen - operating) < 5e-4
+    label = f"chosen = operating {chosen:.3f}" if same else f"chosen {chosen:.3f}"
     fig.add_vline(x=chosen, line_color=ENSEMBLE_COLOR, annotation_text=label, annotation_position="top left")
     if operating is not None and not same:
         fig.add_vline(x=operating, line_dash="dash", line_color=THRESHOLD_COLOR,
-                      annotation_text=f"operating {operating:.2f}", annotation_position="top right",
+                      annotation_text=f"operating {operating:.3f}", annotation_position="top right",
                       annotation_font_color=THRESHOLD_COLOR)
     fig.update_layout(title="Trade-off against the decision threshold (ensemble)",
                       xaxis=dict(title="threshold", range=[0, 1]),

@@ -79,8 +79,7 @@ def build_report(
         "per_body_part": {"image": image["per_body_part"]},
         "roc": {"image": image["roc"]},
         "calibration": {"image": image["calibration"]},
-        "threshold_table": {"image": json.loads(metrics.threshold_table(
-            predictions["label"], predictions["ensemble"]).to_json(orient="records"))},
+        "threshold_table": {"image": _threshold_records(predictions, threshold)},
     }
     if len(studies) < len(predictions):
         study_groups = studies["patient"] if "patient" in studies and studies["patient"].astype(bool).any() else None
@@ -88,11 +87,20 @@ def build_report(
         report["study_level"] = study["metrics"]
         report["per_body_part"]["study"] = study["per_body_part"]
         report["roc"]["study"] = study["roc"]
+        report["calibration"]["study"] = study["calibration"]
+        report["threshold_table"]["study"] = _threshold_records(studies, threshold)
     if localization:
         report["localization"] = localization
     if history:
         report["history"] = history
     return report
+
+
+def _threshold_records(frame: pd.DataFrame, threshold: float) -> list[dict]:
+    """The ensemble's threshold table on a 0.01 grid plus the operating threshold itself."""
+    grid = np.union1d(np.linspace(0.0, 1.0, 101), [float(threshold)])
+    table = metrics.threshold_table(frame["label"], frame["ensemble"], grid)
+    return json.loads(table.to_json(orient="records"))
 
 
 def _cluster_ids(predictions: pd.DataFrame) -> pd.Series | None:

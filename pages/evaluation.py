@@ -103,8 +103,11 @@ if not table.empty:
     if table_level != level:
         st.caption(f"This report has the threshold table at {charts.LEVEL_LABELS[table_level].lower()} only.")
     operating = float(threshold) if isinstance(threshold, (int, float)) else 0.5
-    chosen = st.slider("Decision threshold (ensemble)", 0.0, 1.0, round(operating, 2), 0.01,
-                       help="What-if only: the app's verdicts always use the installed threshold.")
+    options = table["threshold"].tolist()
+    chosen = st.select_slider("Decision threshold (ensemble)", options,
+                              value=charts.threshold_at(table, operating)["threshold"],
+                              format_func=lambda t: f"{t:.3f}",
+                              help="What-if only: the app's verdicts always use the installed threshold.")
     row = charts.threshold_at(table, chosen)
     cols = st.columns(5)
     cols[0].metric("Sensitivity", f"{row['sensitivity']:.3f}")

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 - `fracatlas`: the real FracAtlas copy in ../shared/data (skips when absent).
-- `fake_report`: a schema-valid report.json dict built with `mura_core.metrics` from random predictions.
+- `fake_report`: a report.json dict built by `mura_core.reports` from random predictions.
 - `tiny_weights`: a weights folder like the one the app installs: a two-member ensemble of tiny
   untrained models (32-64 px), `samples/` with a few real radiographs, and `report.json`.
 """
@@ -32,66 +32,40 @@ def fracatlas() -> Path:
     return FRACATLAS
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as JSON-ready dicts, NaN as None."""
-    return json.loads(frame.to_json(orient="records"))
-
-
 def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_studies: int = 48) -> dict:
-    """A report.json dict with every section of the schema, from random but informative predictions."""
+    """A report.json dict with every section, built by `mura_core.reports` from random but informative
+    predictions (plus made-up localization and training history, which need a real run)."""
     from mura_core.datasets import MURA_BODY_PARTS
-    from mura_core.metrics import (
-        aggregate_studies,
-        calibration,
-        localization_summary,
-        metrics_with_ci,
-        per_group_metrics,
-        roc_points,
-        threshold_table,
-    )
+    from mura_core.metrics import localization_summary
+    from mura_core.reports import build_report as report_from_predictions
 
     rng = np.random.default_rng(seed)
     rows = []
     for s in range(n_studies):
         label = int(rng.random() < 0.4)
         part = MURA_BODY_PARTS[s % len(MURA_BODY_PARTS)]
-        for _ in range(int(rng.integers(1, 4))):
-            rows.append({"study": f"s{s}", "patient": f"p{s // 2}", "body_part": part, "label": label})
+        for k in range(int(rng.integers(1, 4))):
+            rows.append({"path": f"s{s}/image{k}.png", "study": f"s{s}", "patient": f"p{s // 2}",
+                         "body_part": part, "label": label})
     table = pd.DataFrame(rows)
     for i, member in enumerate(members):
         noise = rng.normal(0, 0.18 + 0.04 * i, len(table))
         table[member] = np.clip(0.3 + 0.35 * table["label"] + noise, 0, 1)
     models = [*members, "ensemble"]
     table["ensemble"] = table[members].mean(axis=1)
-    studies = aggregate_studies(table, models)
-    levels = {"image": table, "study": studies}
-
-    def per_model(fn):
-        return {lv: {m: fn(frame["label"], frame[m]) for m in models} for lv, frame in levels.items()}
-
     hits = rng.random((len(models), 30))
-    return {
-        "created": "2024-01-01T00:00:00",
-        "data": {"root": "/data/test", "format": "mura", "split": "valid",
-                 "n_images": len(table), "n_studies": len(studies)},
-        "threshold": threshold,
-        "members": list(members),
-        **{f"{lv}_level": {m: metrics_with_ci(frame["label"], frame[m], threshold, n_boot=50)
-                           for m in models} for lv, frame in levels.items()},
-        "per_body_part": {lv: {m: _records(per_group_metrics(frame, m, threshold=threshold).reset_index())
-                               for m in models} for lv, frame in levels.items()},
-        "roc": per_model(roc_points),
-        "calibration": per_model(calibration),
-        "threshold_table": {lv: _records(threshold_table(frame["label"], frame["ensemble"]))
-                            for lv, frame in levels.items()},
-        "localization": {m: localization_summary(
-            [{"hit": h < 0.6, "mass": h * 0.5, "box_area_fraction": 0.12} for h in hits[i]], n_boot=50)
-            for i, m in enumerate(models)},
-        "history": {m: {"epoch": [1, 2, 3, 4], "loss": [0.7, 0.6, 0.55, 0.5],
-                        "val_loss": [0.72, 0.65, 0.62, 0.63], "accuracy": [0.55, 0.62, 0.66, 0.7],
-                        "val_accuracy": [0.52, 0.6, 0.63, 0.62], "auc": [0.58, 0.66, 0.71, 0.75],
-                        "val_auc": [0.55, 0.63, 0.67, 0.66]} for m in members},
-    }
+    localization = {m: localization_summary(
+        [{"hit": h < 0.6, "mass": h * 0.5, "box_area_fraction": 0.12} for h in hits[i]], n_boot=50)
+        for i, m in enumerate(models)}
+    history = {m: {"epoch": [1, 2, 3, 4], "loss": [0.7, 0.6, 0.55, 0.5],
+                   "val_loss": [0.72, 0.65, 0.62, 0.63], "accuracy": [0.55, 0.62, 0.66, 0.7],
+                   "val_accuracy": [0.52, 0.6, 0.63, 0.62], "auc": [0.58, 0.66, 0.71, 0.75],
+                   "val_auc": [0.55, 0.63, 0.67, 0.66]} for m in members}
+    report = report_from_predictions(table, members, threshold,
+                                     data={"root": "/data/test", "format": "mura", "split": "valid"},
+                                     n_boot=50, localization=localization, history=history)
+    report["created"] = "2024-01-01T00:00:00"
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from mura_core import charts
+from tests.conftest import TINY_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -142,7 +143,7 @@ def test_streamlit_config():
     assert config["browser"]["gatherUsageStats"] is False
 
 
-def test_evaluation_page(monkeypatch, tiny_weights):
+def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
     at = _page(_app(monkeypatch, tiny_weights), "evaluation")
     headers = [h.value for h in at.header]
     for header in ("Models compared", "Per body part", "ROC curves", "Confusion matrices", "Calibration",
@@ -151,8 +152,15 @@ def test_evaluation_page(monkeypatch, tiny_weights):
     assert "Not in this report." not in _texts(at)
     assert len(at.get("plotly_chart")) >= 10
     assert {m.label for m in at.metric} >= {"Sensitivity", "Specificity", "Precision (PPV)"}
+    # The explorer opens at the installed threshold, where it agrees with the report's ensemble row.
+    explorer = at.select_slider[0]
+    assert explorer.value == pytest.approx(TINY_THRESHOLD)
+    ensemble = fake_report["study_level"]["ensemble"]  # the page shows study level when the report has it
     before = next(m for m in at.metric if m.label == "Sensitivity").value
-    at.slider[0].set_value(0.05).run()
+    assert float(before) == pytest.approx(ensemble["recall"], abs=5e-4)
+    specificity = next(m for m in at.metric if m.label == "Specificity").value
+    assert float(specificity) == pytest.approx(ensemble["specificity"], abs=5e-4)
+    explorer.set_value(0.05).run()
     assert not at.exception
     assert float(next(m for m in at.metric if m.label == "Sensitivity").value) >= float(before)
 
