@@ -187,7 +187,7 @@ class Ensemble:
             if progress is not None:
                 progress(min(start + batch_size, len(paths)), len(paths))
         columns = ["path", *self.names, "ensemble", "body_part", "error"]
-        return pd.DataFrame(rows).reindex(columns=columns)
+        return pd.DataFrame(rows, columns=columns)
 
     def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
                       method: str = "gradcam", names: Sequence[str] | None = None) -> StudyResult:

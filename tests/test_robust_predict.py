@@ -81,6 +81,18 @@ def test_cli_over_the_corpus(ensemble, corpus, tmp_path):
         assert by_name[case.file_name]["error"] != "" and by_name[case.file_name]["ensemble"] == "", key
 
 
+def test_cli_with_nothing_to_predict(ensemble, tmp_path, capsys):
+    weights = ensemble.save(tmp_path / "weights")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "predictions.csv"
+    status = cli.main(["predict", "--weights", str(weights), "--out", str(out), str(tmp_path / "nowhere"), str(empty)])
+    assert status == 1
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert rows["error"].tolist() == ["file not found", "folder holds no image files"]
+    assert "0 of 2 inputs predicted" in capsys.readouterr().err
+
+
 def test_no_patient_identifier_in_any_output(ensemble, corpus, tmp_path, capsys):
     from tests.corpus import base_radiograph
 
