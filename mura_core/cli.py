@@ -116,6 +116,7 @@ def study_table(files: list[str]):
 
 
 def _predict(args) -> int:
+    import numpy as np
     import pandas as pd
 
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
@@ -143,6 +144,8 @@ def _predict(args) -> int:
     table["verdict"] = study_prob.map(
         lambda p: "" if pd.isna(p) else ("abnormal" if p >= ensemble.threshold else "normal"))
     table["threshold"] = ensemble.threshold
+    unread = table["error"].fillna("") != ""  # a file that wasn't read takes no part in its study's verdict
+    table.loc[unread, ["study_probability", "threshold", "verdict"]] = [np.nan, np.nan, ""]
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
     columns = ["path", "study", "body_part", "patient", *ensemble.names, "ensemble", "study_probability",

@@ -78,7 +78,8 @@ def test_cli_over_the_corpus(ensemble, corpus, tmp_path):
     for key, case in GOOD.items():
         assert by_name[case.file_name]["error"] == "" and by_name[case.file_name]["m"] != "", key
     for key, case in BAD.items():
-        assert by_name[case.file_name]["error"] != "" and by_name[case.file_name]["ensemble"] == "", key
+        row = by_name[case.file_name]
+        assert row["error"] != "" and row["ensemble"] == "" and row["verdict"] == "", key
 
 
 def test_cli_with_nothing_to_predict(ensemble, tmp_path, capsys):
