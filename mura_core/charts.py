@@ -793,7 +793,10 @@ def threshold_figure(frame: pd.DataFrame, chosen: float, operating: float | None
     styles = {"sensitivity": ABNORMAL_COLOR, "specificity": NORMAL_COLOR, "precision": "#5E9E8C"}
     for column, color in styles.items():
         if column in frame:
-            fig.add_trace(go.Scatter(x=frame["threshold"], y=frame[column], mode="lines", name=column,
+            values = frame[column]
+            if column == "precision" and {"tp", "fp"} <= set(frame):
+                values = values.where(frame["tp"] + frame["fp"] > 0)  # undefined where nothing is called abnormal
+            fig.add_trace(go.Scatter(x=frame["threshold"], y=values, mode="lines", name=column,
                                      line=dict(color=color, width=2)))
     same = operating is not None and abs(chosen - operating) < 5e-4
     label = f"chosen = operating {chosen:.3f}" if same else f"chosen {chosen:.3f}"

@@ -417,6 +417,9 @@ def test_report_helpers(fake_report, tmp_path):
     assert charts.threshold_frame({}, "image").empty
     fig = charts.threshold_figure(frame, 0.3, 0.45)
     assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"}
+    precision = next(t for t in fig.data if t.name == "precision").y
+    nobody_called = (frame["tp"] + frame["fp"] == 0).to_numpy()
+    assert nobody_called.any() and np.isnan(np.asarray(precision, float)[nobody_called]).all()
     assert len(fig.layout.shapes) == 2
     assert len(charts.threshold_figure(frame, 0.45, 0.45).layout.shapes) == 1
 
