@@ -59,6 +59,7 @@ class TrainConfig:
     cache_dir: str | None = None  # preprocessed image cache (see mura_core.pipeline.build_cache)
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: bool = False
+    run_eagerly: bool = False  # debugging and smoke tests: no graph tracing, much slower per step
     seed: int = 0
     out_dir: str = "runs"
 

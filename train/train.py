@@ -80,6 +80,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
             keras.metrics.Recall(name="recall"),
         ],
         jit_compile=config.jit_compile,
+        run_eagerly=config.run_eagerly,
     )
 
 
