@@ -116,7 +116,6 @@ def study_table(files: list[str]):
 
 
 def _predict(args) -> int:
-    import numpy as np
     import pandas as pd
 
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
@@ -139,13 +138,12 @@ def _predict(args) -> int:
         print(file=sys.stderr)
     table = table.merge(predictions, on="path", how="left")
     table["body_part"] = table["mura_body_part"].where(table["mura_body_part"] != "", table["body_part"])
-    study_prob = table.groupby("study")["ensemble"].transform("mean")
+    read = table["ensemble"].notna()  # a file that wasn't read takes no part in its study's verdict
+    study_prob = table.groupby("study")["ensemble"].transform("mean").where(read)
     table["study_probability"] = study_prob
     table["verdict"] = study_prob.map(
         lambda p: "" if pd.isna(p) else ("abnormal" if p >= ensemble.threshold else "normal"))
-    table["threshold"] = ensemble.threshold
-    unread = table["error"].fillna("") != ""  # a file that wasn't read takes no part in its study's verdict
-    table.loc[unread, ["study_probability", "threshold", "verdict"]] = [np.nan, np.nan, ""]
+    table["threshold"] = pd.Series(ensemble.threshold, index=table.index).where(read)
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
     columns = ["path", "study", "body_part", "patient", *ensemble.names, "ensemble", "study_probability",
