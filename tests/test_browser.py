@@ -107,8 +107,9 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     verdict = page.get_by_text("(ensemble ").first
     verdict.wait_for(timeout=STUDY_TIMEOUT_MS)
     _settle(page)
-    assert f"threshold {read_manifest(WEIGHTS)['threshold']:.2f}" in verdict.inner_text()
-    per_image = len(read_manifest(WEIGHTS)["members"]) + 2  # original, each member's CAM, the fused CAM
+    manifest = read_manifest(WEIGHTS)
+    assert f"threshold {manifest['threshold']:.2f}" in verdict.inner_text()
+    per_image = len(manifest["members"]) + 2  # original, each member's CAM, the fused CAM
     images = page.locator("[data-testid='stImage'] img")
     images.nth(per_image - 1).wait_for(timeout=30_000)
     assert images.count() % per_image == 0
