@@ -21,11 +21,13 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .datasets import layout_names
+
     parser = argparse.ArgumentParser(prog="python -m mura_core", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="index a dataset folder into one CSV table")
     index.add_argument("root")
-    index.add_argument("--format", default="auto", choices=["auto", "mura", "fracatlas", "folders"])
+    index.add_argument("--format", default="auto", choices=["auto", *layout_names()])
     index.add_argument("--split-file", help="CSV path_key,split assigning splits (e.g. train/configs' split)")
     index.add_argument("--out", required=True, help="CSV file to write")
     predict = sub.add_parser("predict", help="predict images or folders with an installed ensemble")
@@ -79,12 +81,12 @@ def collect_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     are DICOM (PACS exports often have none); other files are ignored. Files named directly are
     always taken (and reported if unreadable).
     """
-    from .imaging import SUPPORTED_EXTENSIONS, is_dicom_file
+    from .imaging import is_dicom_file, is_image_name
 
     def wanted(p: Path) -> bool:
         if not p.is_file() or p.name.startswith("."):
             return False
-        return p.suffix.lower() in SUPPORTED_EXTENSIONS or (not p.suffix and is_dicom_file(p))
+        return is_image_name(p) or (not p.suffix and is_dicom_file(p))
 
     files, missing = [], []
     for raw in paths:
@@ -118,6 +120,7 @@ def study_table(files: list[str]):
 def _predict(args) -> int:
     import pandas as pd
 
+    from .decision import study_probability, verdict
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
     if args.weights is None and not weights_installed():
@@ -139,10 +142,9 @@ def _predict(args) -> int:
     table = table.merge(predictions, on="path", how="left")
     table["body_part"] = table["mura_body_part"].where(table["mura_body_part"] != "", table["body_part"])
     read = table["ensemble"].notna()  # a file that wasn't read takes no part in its study's verdict
-    study_prob = table.groupby("study")["ensemble"].transform("mean").where(read)
+    study_prob = table.groupby("study")["ensemble"].transform(study_probability).where(read)
     table["study_probability"] = study_prob
-    table["verdict"] = study_prob.map(
-        lambda p: "" if pd.isna(p) else ("abnormal" if p >= ensemble.threshold else "normal"))
+    table["verdict"] = study_prob.map(lambda p: verdict(p, ensemble.threshold) or "")
     table["threshold"] = pd.Series(ensemble.threshold, index=table.index).where(read)
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
@@ -163,6 +165,6 @@ def _predict(args) -> int:
 
 
 def _notice() -> str:
-    from .ensemble import DISCLAIMER
+    from .results import DISCLAIMER
 
     return DISCLAIMER

@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,89 +15,23 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .decision import ensemble_probability, study_probability, verdict
 from .gradcam import CAM_METHODS, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
+from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
+    DEFAULT_WEIGHTS,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    EnsembleLoadError,
+    read_manifest,
+    weights_folder,
+    weights_installed,
+)
 from .preprocessing import resize_square
 from .registry import get_spec, list_models
+from .results import DISCLAIMER, ImageResult, StudyResult  # noqa: F401  (re-exported)
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "mura_core.ensemble/1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DISPLAY_MAX_SIDE = 1024
-DISCLAIMER = (
-    "Decision support for research and teaching only - not a diagnosis. "
-    "A qualified clinician must read every study."
-)
-
-
-class EnsembleLoadError(RuntimeError):
-    """The ensemble folder or one of its files cannot be used; the message names the file."""
-
-
-@dataclass
-class ImageResult:
-    """One image of a study: per-member and ensemble probability, heatmaps, or the error."""
-
-    name: str
-    probabilities: dict[str, float] = field(default_factory=dict)
-    ensemble: float | None = None
-    image: np.ndarray | None = None  # (H, W) uint8, at most DISPLAY_MAX_SIDE a side, for display
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # member name or "ensemble"
-    body_part: str = ""
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class StudyResult:
-    """A study's verdict: images, study probability (mean of its images), threshold and verdict."""
-
-    images: list[ImageResult]
-    members: list[str]
-    threshold: float
-    probability: float | None
-    member_probabilities: dict[str, float]
-    verdict: str | None  # "abnormal" | "normal" | None when no image could be read
-    cam_method: str | None = None
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"{r.name}: {r.error}" for r in self.images if r.error]
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per image: name, body part, one column per member, ensemble, verdict, error."""
-        rows = []
-        for r in self.images:
-            row = {"image": r.name, "body_part": r.body_part}
-            row.update({m: r.probabilities.get(m) for m in self.members})
-            row["ensemble"] = r.ensemble
-            row["verdict"] = None if r.ensemble is None else _verdict(r.ensemble, self.threshold)
-            row["error"] = r.error or ""
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
-        return {
-            "verdict": self.verdict,
-            "study_probability": self.probability,
-            "threshold": self.threshold,
-            "member_probabilities": self.member_probabilities,
-            "images": [
-                {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
-                 "ensemble": r.ensemble, "error": r.error}
-                for r in self.images
-            ],
-            "cam_method": self.cam_method,
-            "notice": DISCLAIMER,
-        }
-
-
-def _verdict(probability: float, threshold: float) -> str:
-    return "abnormal" if probability >= threshold else "normal"
 
 
 class Ensemble:
@@ -183,7 +116,7 @@ class Ensemble:
                 probs = self.predict_arrays(grays, batch_size)
                 for i, row in enumerate(ok_rows):
                     row.update({n: float(probs[n][i]) for n in self.names})
-                    row["ensemble"] = float(np.mean([row[n] for n in self.names]))
+                    row["ensemble"] = ensemble_probability(row[n] for n in self.names)
             if progress is not None:
                 progress(min(start + batch_size, len(paths)), len(paths))
         columns = ["path", *self.names, "ensemble", "body_part", "error"]
@@ -235,16 +168,16 @@ class Ensemble:
                 for r, p in zip(ok, probs):
                     r.probabilities[name] = float(p)
         for r in ok:
-            r.ensemble = float(np.mean([r.probabilities[n] for n in self.names]))
+            r.ensemble = ensemble_probability(r.probabilities[n] for n in self.names)
             if explain:
                 r.heatmaps["ensemble"] = fuse_heatmaps([r.heatmaps[n] for n in self.names])
 
     def _summarise(self, results: list[ImageResult], method: str | None) -> StudyResult:
         ok = [r for r in results if r.ok]
-        probability = float(np.mean([r.ensemble for r in ok])) if ok else None
-        members = {n: float(np.mean([r.probabilities[n] for r in ok])) for n in self.names} if ok else {}
-        verdict = None if probability is None else _verdict(probability, self.threshold)
-        return StudyResult(results, self.names, self.threshold, probability, members, verdict, method)
+        probability = study_probability(r.ensemble for r in ok)
+        members = {n: study_probability(r.probabilities[n] for r in ok) for n in self.names} if ok else {}
+        return StudyResult(results, self.names, self.threshold, probability, members,
+                           verdict(probability, self.threshold), method)
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write each member as `<name>.keras` and `manifest.json` into `folder`, atomically.
@@ -301,22 +234,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    """The parsed manifest of an ensemble folder (raises `EnsembleLoadError`)."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise EnsembleLoadError(f"{path}: no ensemble manifest here (is the folder an installed ensemble?)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnsembleLoadError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise EnsembleLoadError(f"{path}: not a {MANIFEST_FORMAT} manifest")
-    if not manifest.get("members"):
-        raise EnsembleLoadError(f"{path}: the manifest lists no members")
-    return manifest
-
-
 def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
                   jit_compile: bool = False) -> Ensemble:
     """Load an ensemble written by `Ensemble.save`.
@@ -333,7 +250,7 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
     Raises:
         EnsembleLoadError: naming the file and what is wrong with it.
     """
-    folder = Path(folder or os.environ.get("MURA_WEIGHTS") or DEFAULT_WEIGHTS)
+    folder = weights_folder(folder)
     manifest = read_manifest(folder)
     members, architectures = {}, {}
     for entry in manifest["members"]:
@@ -363,9 +280,3 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         members[name], architectures[name] = model, arch
     return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures,
                     jit_compile)
-
-
-def weights_installed(folder: str | os.PathLike | None = None) -> bool:
-    """Whether an ensemble manifest is present in `folder` (default: the installed weights)."""
-    folder = Path(folder or os.environ.get("MURA_WEIGHTS") or DEFAULT_WEIGHTS)
-    return (folder / MANIFEST).is_file()

@@ -30,7 +30,13 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
 SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2",
                                   ".dcm", ".dicom"})
-"""File name endings the folder searches pick up (DICOM files without an ending are found by content)."""
+"""The image file endings of the product: what the loader reads, the indexers and the CLI's folder
+search pick up, and the dashboard's uploader accepts (DICOM files without an ending are found by content)."""
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    """Whether a file name has one of `SUPPORTED_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in SUPPORTED_EXTENSIONS
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
@@ -522,6 +528,12 @@ def _dicom_voi(values: np.ndarray, ds) -> np.ndarray | None:
     pydicom applies the LUT or window (LINEAR, LINEAR_EXACT or SIGMOID, PS3.3 C.11.2); the output
     range it maps onto is found by passing values beyond both ends through the same function. A
     malformed VOI (bad descriptor, zero width) is skipped, like no VOI at all.
+
+    Why not `pydicom.pixels.apply_voi_lut(prefer_lut=True)`, which makes the same LUT-before-window
+    choice: its LUT path writes `value - first_map` into an array of the LUT's own unsigned dtype
+    before clipping, so a (modality-LUT) value beyond the LUT wraps around and lands on a wrong
+    entry; and neither path says what output range it maps onto, which the scaling to [0, 1] needs.
+    Both need the branch below: the inputs are clipped for the LUT, and the probes differ.
     """
     from pydicom.pixels import apply_voi, apply_windowing
 
@@ -551,3 +563,45 @@ def _first(value) -> float:
         return float(value[0])
     except (TypeError, IndexError):
         return float(value)
+
+
+# ----------------------------------------------------------------------- headers and thumbnails
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header only (Pillow, else the DICOM header), or None."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        return int(width), int(height)
+    except Exception:  # DICOM or unreadable: try the DICOM header, else None
+        return _dicom_size(os.fspath(path))
+
+
+def _dicom_size(path: str) -> tuple[int, int] | None:
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Columns), int(ds.Rows)
+    except Exception:
+        return None
+
+
+def thumbnail(path: str, side: int = 160) -> np.ndarray | None:
+    """A small grayscale copy of an image (longest side `side`), or None when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (side, side))  # JPEG: decode at reduced size
+            image = image.convert("L")
+            image.thumbnail((side, side))
+            return np.asarray(image)
+    except Exception:
+        pass
+    try:
+        gray = load_image(path)
+    except ImageLoadError:
+        return None
+    image = Image.fromarray(gray)
+    image.thumbnail((side, side))
+    return np.asarray(image)

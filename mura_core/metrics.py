@@ -1,16 +1,16 @@
-"""Evaluation metrics: classification, bootstrap intervals, study aggregation, localization.
+"""Classification metrics: scores at a threshold, bootstrap intervals, curves, threshold choice.
 
-Everything here is a pure function of arrays or DataFrames. Scores come from scikit-learn;
-the decision rule everywhere is "positive when prob >= threshold". Returned dicts hold
-plain Python ints/floats/lists (or None where a metric is undefined) so they serialise
-to JSON as they are.
+Everything here is a pure function of arrays or DataFrames. Scores come from scikit-learn; the
+decision rule is `decision.is_abnormal` (positive when prob >= threshold) and the metric names are
+`vocabulary.METRICS`. Returned dicts hold plain Python ints/floats/lists (or None where a metric is
+undefined) so they serialise to JSON as they are. Study aggregation lives in `decision`,
+localization scores in `localization`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,22 +28,11 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.utils.class_weight import compute_class_weight
 
-CI_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "kappa")
-GROUP_METRIC_COLUMNS = (
-    "n",
-    "positives",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "auc",
-    "kappa",
-)
+from .decision import predicted_labels
+from .vocabulary import METRICS
 
-Box = Sequence[float]  # (x, y, w, h) in pixels
+GROUP_METRIC_COLUMNS = ("n", "positives", *METRICS)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -65,10 +54,6 @@ def _as_binary_arrays(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
         bad = sorted(set(np.unique(y_true).tolist()) - {0, 1})
         raise ValueError(f"y_true must hold only 0 and 1, found {bad}")
     return y_true.astype(int), y_prob
-
-
-def _predict(y_prob: np.ndarray, threshold: float) -> np.ndarray:
-    return (y_prob >= threshold).astype(int)
 
 
 def _float_or_none(value) -> float | None:
@@ -127,9 +112,10 @@ def _cluster_codes(groups, n: int) -> np.ndarray:
     return codes
 
 
-def _percentile_interval(
+def percentile_interval(
     values: np.ndarray, alpha: float
 ) -> tuple[float | None, float | None]:
+    """The (alpha/2, 1 - alpha/2) quantiles of the non-NaN `values`; (None, None) when there are none."""
     values = values[~np.isnan(values)]
     if values.size == 0:
         return (None, None)
@@ -156,7 +142,7 @@ def binary_metrics(y_true, y_prob, threshold: float = 0.5) -> dict:
         None when truth and prediction are the same single class.
     """
     y_true, y_prob = _as_binary_arrays(y_true, y_prob)
-    y_pred = _predict(y_prob, threshold)
+    y_pred = predicted_labels(y_prob, threshold)
     tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
     return {
         "n": int(y_true.size),
@@ -221,7 +207,7 @@ def bootstrap_ci(
     # confusion count of a resample is then a weighted sum of per-cluster counts.
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), n_boot)
-    y_pred = _predict(y_prob, threshold)
+    y_pred = predicted_labels(y_prob, threshold)
     cells = np.stack(
         [
             np.bincount(
@@ -248,7 +234,7 @@ def bootstrap_ci(
         auc_samples[b] = auc(fpr, tpr)
     samples["auc"] = auc_samples
 
-    return {name: _percentile_interval(samples[name], alpha) for name in CI_METRICS}
+    return {name: percentile_interval(samples[name], alpha) for name in METRICS}
 
 
 def metrics_with_ci(
@@ -280,62 +266,6 @@ def metrics_with_ci(
 
 
 # ------------------------------------------------------------------------ tables
-
-
-def aggregate_studies(
-    table: pd.DataFrame,
-    prob_columns,
-    study_col: str = "study",
-    label_col: str = "label",
-    extra_cols: Iterable[str] = ("body_part", "patient"),
-) -> pd.DataFrame:
-    """Collapse an image-level table to one row per study (MURA's convention).
-
-    Args:
-        table: Image-level rows with a study id, a label and probability columns.
-        prob_columns: Name or names of probability columns; each becomes the mean over
-            the study's images.
-        study_col: Column holding the study id. Rows with an empty or missing id are
-            each their own study, identified by their "path" when that column exists.
-        label_col: Column holding the 0/1 label; the study label is the max.
-        extra_cols: Columns carried over with the study's first non-missing value;
-            those absent from ``table`` are skipped.
-
-    Returns:
-        DataFrame with columns study_col, label_col, n_images, the extra columns and
-        the probability columns, one row per study in order of first appearance.
-    """
-    prob_columns = (
-        [prob_columns] if isinstance(prob_columns, str) else list(prob_columns)
-    )
-    missing = [
-        c for c in [study_col, label_col, *prob_columns] if c not in table.columns
-    ]
-    if missing:
-        raise ValueError(f"aggregate_studies: table has no column(s) {missing}")
-    extras = [c for c in extra_cols if c in table.columns and c != study_col]
-
-    study = table[study_col].astype(object)
-    empty = study.isna() | (study.astype(str).str.strip() == "")
-    if empty.any():
-        if "path" in table.columns:
-            fallback = table["path"].astype(str)
-        else:
-            fallback = pd.Series(
-                [f"row-{i}" for i in table.index], index=table.index, dtype=object
-            )
-        study = study.where(~empty, fallback)
-
-    frame = table.assign(**{study_col: study})
-    grouped = frame.groupby(study_col, sort=False)
-    out = grouped.agg(
-        **{label_col: (label_col, "max")},
-        n_images=(label_col, "size"),
-        **{c: (c, "first") for c in extras},
-        **{c: (c, "mean") for c in prob_columns},
-    ).reset_index()
-    out[label_col] = out[label_col].astype(int)
-    return out
 
 
 def per_group_metrics(
@@ -494,139 +424,3 @@ def threshold_for_sensitivity(y_true, y_prob, target: float = 0.80) -> float:
     # tolerance keeps e.g. 4/5 from missing a target of 0.8 through rounding.
     first = int(np.argmax(tpr >= target - 1e-12))
     return float(thresholds[first])
-
-
-def class_weights(labels) -> dict[int, float]:
-    """Balanced class weights for training, ``n / (2 * count(class))``.
-
-    Args:
-        labels: Training labels, 0 or 1.
-
-    Returns:
-        ``{0: weight_negative, 1: weight_positive}`` as plain int keys and floats.
-
-    Raises:
-        ValueError: If a class is missing or a label is neither 0 nor 1.
-    """
-    labels = np.asarray(labels).ravel()
-    if not np.isin(labels, (0, 1)).all():
-        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
-        raise ValueError(f"class_weights: labels must be 0 or 1, found {bad}")
-    for cls, name in ((0, "negative (0)"), (1, "positive (1)")):
-        if not (labels == cls).any():
-            raise ValueError(
-                f"class_weights: no {name} labels among {labels.size}; "
-                "balanced weights need both classes"
-            )
-    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
-    return {0: float(weights[0]), 1: float(weights[1])}
-
-
-# -------------------------------------------------------------------- localization
-
-
-def boxes_to_mask(shape, boxes: Iterable[Box]) -> np.ndarray:
-    """Boolean mask of the pixels covered by boxes.
-
-    Args:
-        shape: Image shape; the first two entries are (H, W).
-        boxes: Boxes as (x, y, w, h) in pixels, x to the right and y down. Any pixel
-            the box touches is covered; parts outside the image are clipped.
-
-    Returns:
-        Bool array of shape (H, W).
-    """
-    height, width = int(shape[0]), int(shape[1])
-    mask = np.zeros((height, width), dtype=bool)
-    for x, y, w, h in boxes:
-        x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
-        x1, y1 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
-        if x1 > x0 and y1 > y0:
-            mask[y0:y1, x0:x1] = True
-    return mask
-
-
-def pointing_game(heatmap, boxes: Iterable[Box], tolerance: float = 0) -> bool:
-    """Whether the heatmap's peak falls inside any box (the pointing game).
-
-    Args:
-        heatmap: Float array (H, W) at image size.
-        boxes: Boxes as (x, y, w, h) in pixels.
-        tolerance: Pixels by which each box is grown on every side.
-
-    Returns:
-        True on a hit. A constant heatmap has no peak and counts as a miss.
-    """
-    heatmap = np.asarray(heatmap, dtype=float)
-    if heatmap.size == 0 or np.nanmax(heatmap) <= np.nanmin(heatmap):
-        return False
-    grown = [
-        (x - tolerance, y - tolerance, w + 2 * tolerance, h + 2 * tolerance)
-        for x, y, w, h in boxes
-    ]
-    mask = boxes_to_mask(heatmap.shape, grown)
-    row, col = np.unravel_index(np.nanargmax(heatmap), heatmap.shape)
-    return bool(mask[row, col])
-
-
-def mass_in_boxes(heatmap, boxes: Iterable[Box]) -> float:
-    """Share of the heatmap's non-negative mass that lies inside the boxes.
-
-    Compare with the boxes' area fraction (``boxes_to_mask(...).mean()``), which is
-    what a uniform heatmap would score.
-
-    Args:
-        heatmap: Float array (H, W) at image size; negative values count as zero.
-        boxes: Boxes as (x, y, w, h) in pixels.
-
-    Returns:
-        A float in [0, 1]; 0.0 when the heatmap has no positive mass.
-    """
-    heatmap = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=float)), 0.0, None)
-    total = heatmap.sum()
-    if total <= 0:
-        return 0.0
-    return float(heatmap[boxes_to_mask(heatmap.shape, boxes)].sum() / total)
-
-
-def localization_summary(
-    records: Iterable[Mapping], n_boot: int = 1000, seed: int = 0
-) -> dict:
-    """Summarise per-image localization results against annotated boxes.
-
-    Args:
-        records: Dicts with "hit" (pointing-game result), "mass" (`mass_in_boxes`)
-            and "box_area_fraction" (share of the image inside the boxes).
-        n_boot: Bootstrap resamples for the pointing-game interval.
-        seed: Bootstrap seed.
-
-    Returns:
-        Dict with "n", "pointing_game" (hit rate), "pointing_game_ci" ([low, high]
-        95% percentile bootstrap), "mass_in_boxes" (mean) and "box_area_fraction"
-        (mean; the chance level a uniform heatmap would reach). Values are None when
-        there are no records (or, for the means, no values).
-    """
-    records = list(records)
-    hits = np.array([bool(r["hit"]) for r in records], dtype=float)
-
-    def mean_of(key: str) -> float | None:
-        values = [float(r[key]) for r in records if r.get(key) is not None]
-        return float(np.mean(values)) if values else None
-
-    if hits.size == 0:
-        return {
-            "n": 0,
-            "pointing_game": None,
-            "pointing_game_ci": [None, None],
-            "mass_in_boxes": None,
-            "box_area_fraction": None,
-        }
-    rng = np.random.default_rng(seed)
-    boot = hits[rng.integers(0, hits.size, size=(n_boot, hits.size))].mean(axis=1)
-    return {
-        "n": int(hits.size),
-        "pointing_game": float(hits.mean()),
-        "pointing_game_ci": list(_percentile_interval(boot, 0.05)),
-        "mass_in_boxes": mean_of("mass"),
-        "box_area_fraction": mean_of("box_area_fraction"),
-    }

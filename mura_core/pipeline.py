@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
 
 from .imaging import ImageLoadError, load_image
 from .preprocessing import resize_square
@@ -229,3 +230,29 @@ class _CacheView:
 
     def __getitem__(self, i) -> np.ndarray:
         return np.asarray(self.array[self.rows[int(i)]])[..., None]
+
+
+def class_weights(labels) -> dict[int, float]:
+    """Balanced class weights for training, ``n / (2 * count(class))``.
+
+    Args:
+        labels: Training labels, 0 or 1.
+
+    Returns:
+        ``{0: weight_negative, 1: weight_positive}`` as plain int keys and floats.
+
+    Raises:
+        ValueError: If a class is missing or a label is neither 0 nor 1.
+    """
+    labels = np.asarray(labels).ravel()
+    if not np.isin(labels, (0, 1)).all():
+        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
+        raise ValueError(f"class_weights: labels must be 0 or 1, found {bad}")
+    for cls, name in ((0, "negative (0)"), (1, "positive (1)")):
+        if not (labels == cls).any():
+            raise ValueError(
+                f"class_weights: no {name} labels among {labels.size}; "
+                "balanced weights need both classes"
+            )
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    return {0: float(weights[0]), 1: float(weights[1])}

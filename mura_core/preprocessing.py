@@ -8,18 +8,14 @@ ImageNet convention) is a layer inside the saved model, so nothing outside the m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import keras
 import numpy as np
 from keras import ops
 
 from .imaging import ImageSource, load_image
-
-# Keras' conventions: keras.applications.imagenet_utils.preprocess_input modes.
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-SCALING_MODES = ("torch", "caffe", "tf", "raw")
 
 
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
@@ -47,33 +43,65 @@ def load_for_model(source: ImageSource, size: int, name: str | None = None) -> n
     return resize_square(load_image(source, name), size)
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """How a backbone's ImageNet weights expect raw [0, 255] RGB pixels: ``(x - mean) / std``.
+
+    The conventions of `keras.applications.imagenet_utils.preprocess_input`: "torch" (DenseNet:
+    [0, 1], then ImageNet mean/std), "caffe" (ResNet: RGB -> BGR, minus the ImageNet mean), "tf"
+    (MobileNet: [-1, 1]) and "raw" (backbones that scale inside themselves, like EfficientNet).
+    Each `ModelSpec` carries one, and `layer()` puts it inside the model.
+
+    Attributes:
+        name: the `preprocess_input` mode it reproduces.
+        mean: per-channel mean in [0, 255] units, in the backbone's channel order.
+        std: per-channel standard deviation in [0, 255] units.
+        bgr: the backbone expects BGR channel order.
+    """
+
+    name: str
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bgr: bool = False
+
+    def layer(self, name: str = "scaling") -> keras.layers.Layer:
+        """The Keras layer that applies this scaling (first layer of every model)."""
+        if self.bgr:  # Keras' Normalization cannot swap channels: our layer does both steps
+            return ImageScaling(self.name, name=name)
+        if self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0):
+            return keras.layers.Identity(name=name)
+        return keras.layers.Normalization(mean=list(self.mean), variance=[s * s for s in self.std], name=name)
+
+
+TORCH = Scaling("torch", mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255))
+CAFFE = Scaling("caffe", mean=(103.939, 116.779, 123.68), bgr=True)
+TF = Scaling("tf", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
+RAW = Scaling("raw")
+SCALINGS = {s.name: s for s in (TORCH, CAFFE, TF, RAW)}
+
+
 @keras.saving.register_keras_serializable(package="mura_core")
 class ImageScaling(keras.layers.Layer):
-    """Scale raw [0, 255] RGB pixels as a backbone's ImageNet weights expect.
+    """A `Scaling` by name as one layer: channel swap (caffe) and ``(x - mean) / std``.
 
-    Modes follow `keras.applications.imagenet_utils.preprocess_input`: "torch" (DenseNet: [0, 1],
-    then ImageNet mean/std), "caffe" (ResNet: RGB->BGR, minus the ImageNet mean), "tf" (MobileNet:
-    [-1, 1]) and "raw" (backbones that scale inside themselves, like EfficientNet).
+    New models use it for "caffe" only (`Scaling.layer`); models saved by earlier versions hold it
+    for every mode, so it keeps reading them all.
     """
 
     def __init__(self, mode: str = "torch", **kwargs):
         super().__init__(**kwargs)
-        if mode not in SCALING_MODES:
-            raise ValueError(f"Unknown scaling mode {mode!r}; expected one of {SCALING_MODES}")
+        if mode not in SCALINGS:
+            raise ValueError(f"Unknown scaling mode {mode!r}; expected one of {tuple(SCALINGS)}")
         self.mode = mode
 
     def call(self, inputs):
+        scaling = SCALINGS[self.mode]
         x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor([m * 255.0 for m in _TORCH_MEAN], self.compute_dtype)
-            std = ops.convert_to_tensor([s * 255.0 for s in _TORCH_STD], self.compute_dtype)
-            return (x - mean) / std
-        if self.mode == "caffe":
-            mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
-            return ops.flip(x, axis=-1) - mean
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        return x
+        if scaling.bgr:
+            x = ops.flip(x, axis=-1)
+        mean = ops.convert_to_tensor(scaling.mean, self.compute_dtype)
+        std = ops.convert_to_tensor(scaling.std, self.compute_dtype)
+        return (x - mean) / std
 
     def compute_output_shape(self, input_shape):
         return input_shape

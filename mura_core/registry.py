@@ -2,7 +2,9 @@
 
 Training, evaluation and the app call `create_model(name, ...)`; nothing else calls
 `keras.applications.*`. Every model is one flat functional graph: raw RGB pixels in [0, 255]
--> `ImageScaling` -> backbone -> named head -> one sigmoid probability ("abnormal").
+-> the spec's `Scaling` layer -> backbone -> named head -> one sigmoid probability ("abnormal").
+The decision threshold is not a property of an architecture: it comes with trained weights
+(the ensemble's manifest).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Callable
 
 import keras
 
-from .preprocessing import ImageScaling
+from .preprocessing import CAFFE, RAW, TF, TORCH, Scaling
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,8 @@ class ModelSpec:
         family: architecture family ("densenet", "resnet", ...), for ensembles' diversity.
         builder: the `keras.applications` constructor.
         input_size: default square input side in pixels.
-        scaling: `ImageScaling` mode its ImageNet weights expect.
+        scaling: the pixel scaling its ImageNet weights expect (a layer inside the model).
         gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
-        threshold: default decision threshold.
         gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
     """
 
@@ -35,9 +36,8 @@ class ModelSpec:
     family: str
     builder: Callable[..., keras.Model]
     input_size: int
-    scaling: str
+    scaling: Scaling
     gradcam_layer: str
-    threshold: float = 0.5
     gflops_320: float | None = None
 
 
@@ -54,14 +54,14 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 apps = keras.applications
 # The method's two architectures (MURA ensemble).
-register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, "torch", "relu", gflops_320=6.9))
-register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, "caffe", "conv5_block3_out", gflops_320=15.9))
+register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, TORCH, "relu", gflops_320=6.9))
+register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, CAFFE, "conv5_block3_out", gflops_320=15.9))
 # Lighter members of the same families.
-register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, "torch", "relu", gflops_320=5.9))
-register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, "caffe", "conv5_block3_out", gflops_320=8.4))
+register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, TORCH, "relu", gflops_320=5.9))
+register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, CAFFE, "conv5_block3_out", gflops_320=8.4))
 # Compact backbones that train in reasonable time on a few CPU cores.
-register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, "tf", "out_relu", gflops_320=0.6))
-register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, "raw", "top_activation", gflops_320=0.8))
+register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_relu", gflops_320=0.6))
+register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation", gflops_320=0.8))
 
 
 def list_models() -> list[str]:
@@ -109,7 +109,7 @@ def create_model(
     size = int(input_size or spec.input_size)
     backbone_weights = "imagenet" if weights == "imagenet" else None
     inputs = keras.Input((size, size, 3), name="image")
-    scaled = ImageScaling(spec.scaling, name="scaling")(inputs)
+    scaled = spec.scaling.layer("scaling")(inputs)
     backbone = spec.builder(include_top=False, weights=backbone_weights, input_tensor=scaled)
     init = keras.initializers.RandomNormal(stddev=0.01)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)

@@ -1,23 +1,27 @@
-"""Evaluation reports: from a predictions table to `report.json`, tables and plots.
+"""Evaluation reports: from a predictions table to `report.json`, and reading it back as tables.
 
-`build_report` is pure (a dict of JSON-ready values); `write_report` saves it with its tables and
-PNG plots. The dashboard's Evaluation page reads the same `report.json`.
+`build_report` is pure (a dict of JSON-ready values); `write_report` saves it with its CSV tables
+and its figures (`charts.write_report_figures`, the same plotly figures the dashboard shows).
+`load_report` and the table functions read it back for the Evaluation page and the model card.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import metrics
-
-SUMMARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc", "kappa")
+from .body_parts import body_part_label
+from .decision import aggregate_studies
+from .vocabulary import LEVEL_LABELS, LEVELS, METRIC_LABELS, METRICS, level_key
 
 
 def _records(frame: pd.DataFrame, index_name: str) -> list[dict]:
@@ -69,13 +73,13 @@ def build_report(
     models = [*members, "ensemble"]
     cluster = _cluster_ids(predictions)
     image = _level(predictions, models, threshold, n_boot, seed, cluster)
-    studies = metrics.aggregate_studies(predictions, models)
+    studies = aggregate_studies(predictions, models)
     report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {**(data or {}), "n_images": int(len(predictions)), "n_studies": int(len(studies))},
         "threshold": float(threshold),
         "members": list(members),
-        "image_level": image["metrics"],
+        level_key("image"): image["metrics"],
         "per_body_part": {"image": image["per_body_part"]},
         "roc": {"image": image["roc"]},
         "calibration": {"image": image["calibration"]},
@@ -84,7 +88,7 @@ def build_report(
     if len(studies) < len(predictions):
         study_groups = studies["patient"] if "patient" in studies and studies["patient"].astype(bool).any() else None
         study = _level(studies, models, threshold, n_boot, seed, study_groups)
-        report["study_level"] = study["metrics"]
+        report[level_key("study")] = study["metrics"]
         report["per_body_part"]["study"] = study["per_body_part"]
         report["roc"]["study"] = study["roc"]
         report["calibration"]["study"] = study["calibration"]
@@ -111,12 +115,12 @@ def _cluster_ids(predictions: pd.DataFrame) -> pd.Series | None:
     return None
 
 
-def comparison_table(report: dict[str, Any], level: str = "image_level") -> pd.DataFrame:
-    """Models as rows, metrics as columns, with '[low, high]' CI columns."""
+def comparison_table(report: Mapping[str, Any], level: str = "image") -> pd.DataFrame:
+    """Models as rows, `METRICS` as columns, with '[low, high]' CI columns."""
     rows = []
-    for model, values in report.get(level, {}).items():
+    for model, values in report.get(level_key(level), {}).items():
         row = {"model": model}
-        for name in SUMMARY_METRICS:
+        for name in METRICS:
             row[name] = values.get(name)
             low, high = values.get("ci", {}).get(name, (None, None))
             row[f"{name}_ci"] = None if low is None else f"[{low:.3f}, {high:.3f}]"
@@ -125,15 +129,17 @@ def comparison_table(report: dict[str, Any], level: str = "image_level") -> pd.D
 
 
 def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
-    """Write report.json, predictions.csv, comparison and per-body-part CSVs and the PNG plots."""
+    """Write report.json, predictions.csv, comparison and per-body-part CSVs and `figures.html`."""
+    from .charts import write_report_figures  # charts reads reports; imported here to keep one direction
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.json", out / "predictions.csv"]
     (out / "report.json").write_text(json.dumps(report, indent=2))
     predictions.to_csv(out / "predictions.csv", index=False)
-    for level in ("image_level", "study_level"):
-        if level in report:
-            path = out / f"comparison_{level.split('_')[0]}.csv"
+    for level in LEVELS:
+        if level_key(level) in report:
+            path = out / f"comparison_{level}.csv"
             comparison_table(report, level).to_csv(path, index=False)
             written.append(path)
     for level, per_model in report["per_body_part"].items():
@@ -142,75 +148,157 @@ def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | o
             path = out / f"per_body_part_{level}.csv"
             pd.DataFrame(rows).to_csv(path, index=False)
             written.append(path)
-    written += _plot_report(report, out)
+    written.append(write_report_figures(report, out / "figures.html"))
     return written
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# ---------------------------------------------------------------------------- reading it back
 
 
-def _plot_report(report: dict[str, Any], out: Path) -> list[Path]:
-    plt = _plt()
-    written = []
-    for level, curves in report["roc"].items():
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for model, roc in curves.items():
-            if roc["fpr"]:
-                style = {"linewidth": 2.5, "color": "black"} if model == "ensemble" else {"linewidth": 1.2}
-                ax.plot(roc["fpr"], roc["tpr"], label=f"{model} (AUC {roc['auc']:.3f})", **style)
-        ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {level} level")
-        ax.legend(loc="lower right", fontsize=8)
-        path = out / f"roc_{level}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-    for level in ("image_level", "study_level"):
-        if level not in report:
-            continue
-        models = list(report[level])
-        fig, axes = plt.subplots(1, len(models), figsize=(2.8 * len(models), 3))
-        for ax, model in zip(np.atleast_1d(axes), models):
-            m = report[level][model]
-            matrix = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
-            ax.imshow(matrix, cmap="Blues")
-            for (i, j), value in np.ndenumerate(matrix):
-                ax.text(j, i, str(value), ha="center", va="center",
-                        color="white" if value > matrix.max() / 2 else "black")
-            ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["normal", "abnormal"],
-                   yticklabels=["normal", "abnormal"], xlabel="predicted", title=model)
-            ax.set_ylabel("true")
-        fig.suptitle(f"Confusion matrices ({level.replace('_', ' ')}, threshold {report['threshold']:.3f})")
-        path = out / f"confusion_{level.split('_')[0]}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
-    return written
+class ReportError(ValueError):
+    """A report.json that cannot be shown; the message says why."""
 
 
-def plot_history(history: pd.DataFrame, path: str | os.PathLike, title: str = "") -> Path:
-    """Loss and accuracy / AUC curves per epoch from a Keras CSVLogger table."""
-    plt = _plt()
-    epochs = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name in ("loss", "val_loss"):
-        if name in history:
-            axes[0].plot(epochs, history[name], marker="o", label=name)
-    for name in ("accuracy", "val_accuracy", "auc", "val_auc"):
-        if name in history:
-            axes[1].plot(epochs, history[name], marker="o", label=name)
-    axes[0].set(xlabel="epoch", title="loss")
-    axes[1].set(xlabel="epoch", title="accuracy and AUC")
-    for ax in axes:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+def load_report(source: str | os.PathLike | bytes) -> dict[str, Any]:
+    """Parse and sanity-check a report.json (path or bytes).
+
+    Raises:
+        ReportError: unreadable, not JSON, or without image-level or study-level results.
+    """
+    try:
+        text = source.decode("utf-8") if isinstance(source, bytes) else Path(source).read_text()
+        report = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"not a readable JSON report ({exc})") from None
+    if not isinstance(report, dict):
+        raise ReportError("the report is not a JSON object")
+    if not any(isinstance(report.get(level_key(level)), dict) for level in LEVELS):
+        keys = " nor ".join(repr(level_key(level)) for level in LEVELS)
+        raise ReportError(f"the report has neither {keys} results")
+    return report
+
+
+def report_levels(report: Mapping[str, Any]) -> list[str]:
+    """The levels with results, among "image" and "study"."""
+    return [lv for lv in LEVELS if isinstance(report.get(level_key(lv)), dict)
+            and report[level_key(lv)]]
+
+
+def report_models(report: Mapping[str, Any], level: str = "image") -> list[str]:
+    """Models with results at `level`: the members in report order, then "ensemble"."""
+    results = report.get(level_key(level)) or {}
+    order = [*report.get("members", []), "ensemble"]
+    known = [m for m in order if m in results]
+    return known + [m for m in results if m not in known]
+
+
+def number_or_none(value: Any) -> float | None:
+    """`value` as a float, or None when it is missing, not a number or NaN."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def format_ci(value: Any, ci: Sequence[Any] | None = None, digits: int = 3) -> str:
+    """'0.812 (0.781–0.840)'; '—' when the value is undefined; no interval when it is absent."""
+    number = number_or_none(value)
+    if number is None:
+        return "—"
+    text = f"{number:.{digits}f}"
+    if ci is not None and len(ci) == 2:
+        low, high = number_or_none(ci[0]), number_or_none(ci[1])
+        if low is not None and high is not None:
+            text += f" ({low:.{digits}f}–{high:.{digits}f})"
+    return text
+
+
+def metrics_table(report: Mapping[str, Any], level: str = "image",
+                  metrics: Sequence[str] = tuple(METRIC_LABELS),
+                  models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Models side by side: one row per metric, one column per model, value and 95% interval as text.
+
+    Args:
+        report: a report.json dict.
+        level: "image" or "study".
+        metrics: metric keys, in row order (labelled by `METRIC_LABELS`).
+        models: the models to show (default: every model at that level).
+
+    Returns:
+        DataFrame of strings indexed by metric ("images"/"studies" and "abnormal" first); empty
+        when the level is absent.
+    """
+    results = report.get(level_key(level)) or {}
+    columns = {}
+    for model in models if models is not None else report_models(report, level):
+        entry = results[model]
+        ci = entry.get("ci") or {}
+        column = {"images" if level == "image" else "studies": str(entry.get("n", "—")),
+                  "abnormal": str(entry.get("positives", "—"))}
+        column.update({METRIC_LABELS[m]: format_ci(entry.get(m), ci.get(m)) for m in metrics})
+        columns[model] = column
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
+    return frame
+
+
+def model_card_metrics(report: Mapping[str, Any], model: str = "ensemble") -> pd.DataFrame:
+    """One model's metrics with intervals, one column per level with results (row "n": cases)."""
+    columns = {}
+    for level in report_levels(report):
+        if model in report[level_key(level)]:
+            column = metrics_table(report, level, models=[model])[model]
+            columns[LEVEL_LABELS[level]] = column.rename(index={"images": "n", "studies": "n"})
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
+    return frame
+
+
+def per_body_part_frame(report: Mapping[str, Any], level: str, model: str) -> pd.DataFrame:
+    """Per-body-part metrics of one model, rounded, with readable column names."""
+    rows = ((report.get("per_body_part") or {}).get(level) or {}).get(model) or []
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["body_part"] = frame["body_part"].map(lambda p: "All" if p == "ALL" else body_part_label(p))
+    frame = frame.set_index("body_part")
+    frame = frame.rename(columns={"positives": "abnormal", **METRIC_LABELS})
+    return frame.apply(pd.to_numeric, errors="coerce").round(3)
+
+
+def threshold_frame(report: Mapping[str, Any], level: str = "image") -> pd.DataFrame:
+    """The ensemble's threshold table at `level`, sorted by threshold (empty when absent)."""
+    rows = (report.get("threshold_table") or {}).get(level) or []
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("threshold").reset_index(drop=True) if not frame.empty else frame
+
+
+def threshold_at(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
+    """The threshold-table row nearest to `threshold`, as a dict."""
+    index = (frame["threshold"] - threshold).abs().idxmin()
+    return frame.loc[index].to_dict()
+
+
+def localization_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Pointing game (with 95% interval), mass in boxes and the chance level per model."""
+    data = report.get("localization") or {}
+    rows = {}
+    for model, entry in data.items():
+        rows[model] = {
+            "images": entry.get("n"),
+            "pointing game (hit rate)": format_ci(entry.get("pointing_game"), entry.get("pointing_game_ci")),
+            "heatmap mass in boxes": format_ci(entry.get("mass_in_boxes")),
+            "box area (chance level)": format_ci(entry.get("box_area_fraction")),
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "model"
+    return frame
+
+
+def members_frame(manifest: Mapping[str, Any]) -> pd.DataFrame:
+    """The ensemble's members from its manifest: name, architecture, input size, checksum prefix."""
+    rows = [{"member": m.get("name"), "architecture": m.get("architecture"),
+             "input size (px)": m.get("input_size"), "Grad-CAM layer": m.get("gradcam_layer"),
+             "sha256": str(m.get("sha256", ""))[:12]} for m in manifest.get("members", [])]
+    return pd.DataFrame(rows)

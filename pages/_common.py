@@ -12,7 +12,8 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from mura_core import charts
+from mura_core import imaging, installed, reports
+from mura_core.datasets import stats
 
 LOG = logging.getLogger("mura_app")
 
@@ -55,11 +56,11 @@ def get_ensemble():
     """
     from mura_core.ensemble import EnsembleLoadError, weights_installed
 
-    folder = charts.weights_folder()
+    folder = installed.weights_folder()
     if not weights_installed(folder):
         return None, f"No ensemble is installed: {folder / 'manifest.json'} does not exist."
     try:
-        return load_models(str(folder), charts.folder_stamp(folder)), ""
+        return load_models(str(folder), installed.folder_stamp(folder)), ""
     except EnsembleLoadError as exc:
         return None, f"The ensemble could not be loaded: {exc}"
     except Exception as exc:  # never a traceback in the UI; the log keeps it
@@ -85,16 +86,16 @@ def index_root(root: str, format: str):
 @st.cache_data(ttl=600, max_entries=4, show_spinner="Reading image sizes...")
 def image_sizes(paths: tuple[str, ...]) -> pd.DataFrame:
     """Image sizes of `paths` (headers only), cached."""
-    return charts.image_sizes(paths)
+    return stats.image_sizes(paths)
 
 
 @st.cache_data(max_entries=1000, show_spinner=False)
 def thumbnail(path: str, side: int):
     """A cached small grayscale copy of the image at `path`."""
-    return charts.thumbnail(path, side)
+    return imaging.thumbnail(path, side)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def read_report(path: str, stamp: float) -> dict:
-    """`charts.load_report(path)`, cached on the file's modification time."""
-    return charts.load_report(path)
+    """`reports.load_report(path)`, cached on the file's modification time."""
+    return reports.load_report(path)

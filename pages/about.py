@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from mura_core import charts
-from mura_core.ensemble import DISCLAIMER, EnsembleLoadError, read_manifest
+from mura_core import installed, reports
+from mura_core.installed import EnsembleLoadError, read_manifest
+from mura_core.results import DISCLAIMER
 from pages._common import INSTALL_HELP, PRIVACY, read_report
 
 DEFAULT_INTENDED_USE = (
@@ -20,7 +21,7 @@ DEFAULT_LIMITATIONS = """\
 - Body parts outside MURA's seven upper-extremity parts have not been validated.
 """
 
-folder = charts.weights_folder()
+folder = installed.weights_folder()
 try:
     manifest = read_manifest(folder)
     manifest_error = ""
@@ -41,7 +42,7 @@ if manifest:
                 "probability is the mean of the members' probabilities, and a study is called abnormal when "
                 f"the mean over its images reaches the threshold **{threshold:.2f}**. "
                 f"Installed from `{folder}`.")
-    st.dataframe(charts.members_frame(manifest), hide_index=True)
+    st.dataframe(reports.members_frame(manifest), hide_index=True)
 else:
     st.warning(f"No ensemble is installed. {manifest_error}", icon=":material/warning:")
 
@@ -55,19 +56,19 @@ if not shown:
     st.caption("The installed weights do not describe their training data.")
 
 st.header("Metrics")
-report_path = charts.report_path(folder)
+report_path = installed.report_path(folder)
 report = None
 if report_path.is_file():
     try:
         report = read_report(str(report_path), report_path.stat().st_mtime)
-    except charts.ReportError as exc:
+    except reports.ReportError as exc:
         st.warning(f"{report_path} cannot be read: {exc}")
 if report:
     data = report.get("data") or {}
     st.caption(f"The ensemble on {data.get('root', '?')} ({data.get('split', '?')} split, "
                f"{data.get('n_images', '?')} images, {data.get('n_studies', '?')} studies), from "
                f"{report_path.name}; 95% bootstrap intervals in brackets. Details on the Evaluation page.")
-    st.dataframe(charts.model_card_metrics(report, "ensemble"), width="content")
+    st.dataframe(reports.model_card_metrics(report, "ensemble"), width="content")
 elif not report_path.is_file():
     st.caption("No evaluation report is installed with these weights.")
 

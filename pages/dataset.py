@@ -5,23 +5,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from mura_core import charts
-from mura_core.datasets import DatasetError
+from mura_core import body_parts, charts, installed, vocabulary
+from mura_core.datasets import DatasetError, get_layout, layout_names, stats
 from pages._common import image_sizes, index_root, thumbnail
 
-FORMATS = {"auto": "Detect", "mura": "MURA v1.1", "fracatlas": "FracAtlas", "folders": "Class folders"}
+FORMATS = {"auto": "Detect", **{name: get_layout(name).title for name in layout_names()}}
 THUMBS_PER_ROW = 6
 THUMB_SIDE = 160
 SIZE_SAMPLE = 500
 
 HOW_TO = """\
-Type the path of a dataset folder **on the machine running this app**. Three layouts are read:
+Type the path of a dataset folder **on the machine running this app**. These layouts are read:
 
-- **MURA v1.1**: the `MURA-v1.1` folder (or its parent), with `train/` and `valid/`,
-  `XR_<PART>/patient<ID>/study<N>_<positive|negative>/` and the four CSV files;
-- **FracAtlas**: the folder holding `dataset.csv` and `images/`;
-- **class folders**: `ROOT/[train|val|test/]{normal,abnormal}/*.png` (also `fractured` / `not fractured`).
-"""
+""" + "\n".join(f"- **{get_layout(name).title}**: {get_layout(name).description}" for name in layout_names())
 
 
 def _thumbnail_grid(rows, caption_of) -> None:
@@ -42,7 +38,7 @@ layout = format_col.selectbox("Layout", list(FORMATS), format_func=FORMATS.get)
 
 if not root:
     st.info(HOW_TO, icon=":material/folder_open:")
-    samples, _ = charts.read_samples(charts.weights_folder())
+    samples, _ = installed.read_samples(installed.weights_folder())
     st.subheader("Bundled sample images")
     if samples.empty:
         st.caption("No sample images are installed with the current weights.")
@@ -50,7 +46,7 @@ if not root:
         st.caption(f"{len(samples)} image(s) in {samples['study'].nunique()} sample studies, used by "
                    "**Try a sample study** on the Diagnose page.")
         _thumbnail_grid(samples.to_dict("records"),
-                        lambda r: f"{r['study']} · {charts.label_text(r['label']) or 'unlabelled'}")
+                        lambda r: f"{r['study']} · {vocabulary.label_text(r['label']) or 'unlabelled'}")
         attributions = sorted({a for a in samples["attribution"] if a})
         if attributions:
             st.caption("Attribution: " + "; ".join(attributions))
@@ -63,7 +59,7 @@ except (DatasetError, ValueError, OSError) as exc:
     st.stop()
 
 table = index.table
-summary = charts.dataset_summary(table)
+summary = stats.dataset_summary(table)
 st.caption(f"Layout: **{FORMATS.get(index.format, index.format)}** · {root}")
 cols = st.columns(5)
 cols[0].metric("Images", f"{summary['images']:,}")
@@ -74,30 +70,28 @@ for column, unit in ((cols[3], "images"), (cols[4], "studies")):
     abnormal, total = summary[f"abnormal_{unit}"], max(summary[unit], 1)
     column.metric(f"Abnormal {unit}", f"{abnormal:,}", f"{abnormal / total:.1%} of {unit}", delta_color="off",
                   delta_arrow="off")
-if index.format == "fracatlas":
-    st.caption("FracAtlas labels mean fractured (shown as abnormal) or not fractured (normal); it records "
-               "no patient ids, so images of one patient may appear more than once.")
+layout_notes = get_layout(index.format).notes if index.format in layout_names() else ""
+if layout_notes:
+    st.caption(layout_notes)
 
 if index.problems:
     with st.expander(f"{len(index.problems)} inconsistencies found while indexing",
                      icon=":material/warning:"):
-        st.dataframe(charts.problems_frame(index.problems), hide_index=True)
+        st.dataframe(stats.problems_frame(index.problems), hide_index=True)
 
 counts_tab, balance_tab, sizes_tab, browse_tab = st.tabs(
     ["Counts", "Class balance", "Image sizes", "Browse images"])
 
 with counts_tab:
     unit = st.segmented_control("Count", ["images", "studies"], default="images", required=True)
-    if index.format == "mura":
-        st.caption("MURA's distribution: images per body part in train and in valid, normal vs abnormal.")
     st.plotly_chart(charts.counts_figure(table, unit))
-    st.dataframe(charts.count_table(table, unit), width="content")
+    st.dataframe(stats.count_table(table, unit), width="content")
 
 with balance_tab:
     st.plotly_chart(charts.class_balance_figure(table))
 
 with sizes_tab:
-    paths = tuple(charts.sample_paths(table, SIZE_SAMPLE))
+    paths = tuple(stats.sample_paths(table, SIZE_SAMPLE))
     sizes = image_sizes(paths)
     if sizes.empty:
         st.caption("No image size could be read.")
@@ -105,18 +99,18 @@ with sizes_tab:
         figure_col, table_col = st.columns([3, 1], gap="large")
         figure_col.plotly_chart(charts.image_size_figure(sizes))
         table_col.markdown("**Most common sizes**")
-        table_col.dataframe(charts.common_sizes(sizes), hide_index=True)
+        table_col.dataframe(stats.common_sizes(sizes), hide_index=True)
         st.caption(f"Sizes read from the file headers of {len(sizes)} image(s) chosen at random "
                    f"(at most {SIZE_SAMPLE}).")
 
 with browse_tab:
     split_col, part_col, label_col, size_col = st.columns(4)
     splits = split_col.multiselect("Split", summary["splits"], placeholder="all")
-    parts = part_col.multiselect("Body part", summary["body_parts"], format_func=charts.body_part_label,
+    parts = part_col.multiselect("Body part", summary["body_parts"], format_func=body_parts.body_part_label,
                                  placeholder="all")
     labels = label_col.multiselect("Label", ["normal", "abnormal"], placeholder="all")
     per_page = size_col.selectbox("Per page", [12, 24, 48], index=1)
-    chosen = charts.filter_table(table, splits, parts, labels)
+    chosen = stats.filter_table(table, splits, parts, labels)
     pages = max(1, math.ceil(len(chosen) / per_page))
     page = st.columns(4)[0].number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1)
     start = (int(page) - 1) * per_page
@@ -127,6 +121,6 @@ with browse_tab:
         st.caption(f"{len(chosen):,} image(s) match; showing {start + 1}-{end}.")
     _thumbnail_grid(
         chosen.iloc[start:start + per_page].to_dict("records"),
-        lambda r: " · ".join((charts.LABEL_NAMES.get(r["label"], "?"),
-                              charts.body_part_label(r["body_part"]) or "-", Path(r["path"]).name)),
+        lambda r: " · ".join((vocabulary.LABEL_NAMES.get(r["label"], "?"),
+                              body_parts.body_part_label(r["body_part"]) or "-", Path(r["path"]).name)),
     )

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from mura_core import charts
-from mura_core.datasets import MURA_BODY_PARTS
-from mura_core.ensemble import DISCLAIMER
+from mura_core import body_parts, charts, decision, installed, results, vocabulary
+from mura_core.body_parts import MURA_BODY_PARTS
 from mura_core.gradcam import CAM_METHODS
+from mura_core.imaging import SUPPORTED_EXTENSIONS
+from mura_core.results import DISCLAIMER
 from pages._common import INSTALL_HELP, LOG, get_ensemble, run_study
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "tif", "tiff", "bmp"]
+UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
 PANELS_PER_ROW = 4
 
 st.title("Diagnose a study")
@@ -26,9 +27,9 @@ if ensemble is None:
     st.markdown(INSTALL_HELP)
     st.stop()
 
-folder = charts.weights_folder()
-samples, sample_problems = charts.read_samples(folder)
-studies = charts.sample_studies(samples)
+folder = installed.weights_folder()
+samples, sample_problems = installed.read_samples(folder)
+studies = installed.sample_studies(samples)
 descriptions = dict(zip(studies["study"], studies["description"]))
 
 
@@ -51,8 +52,8 @@ with upload_col:
     st.file_uploader(
         "Radiographs of one study", type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
         on_change=_take_upload,
-        help="PNG, JPEG, DICOM (.dcm), TIFF or BMP, up to 50 MB each. Files are processed in memory "
-             "and never saved.",
+        help="PNG, JPEG, DICOM (.dcm), TIFF, BMP, GIF, WebP or JPEG 2000, up to 50 MB each. Files are "
+             "processed in memory and never saved.",
     )
 with sample_col:
     if studies.empty:
@@ -68,9 +69,9 @@ with sample_col:
 
 part_col, method_col, alpha_col = st.columns(3, gap="large")
 body_choice = part_col.selectbox(
-    "Body part", charts.BODY_PART_CHOICES,
-    format_func=lambda c: ("Detect from the images" if c == charts.AUTO_BODY_PART
-                           else charts.body_part_label(c)),
+    "Body part", body_parts.BODY_PART_CHOICES,
+    format_func=lambda c: ("Detect from the images" if c == body_parts.AUTO_BODY_PART
+                           else body_parts.body_part_label(c)),
     help="Taken from the DICOM attribute Body Part Examined or from MURA-style file names (XR_WRIST...) "
          "unless you choose it. It is recorded with the result; the models do not use it.",
 )
@@ -98,16 +99,16 @@ names = [name for name, _ in files]
 with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} models and computing "
                 f"{CAM_METHODS[method]} heatmaps..."):
     try:
-        result = run_study(ensemble, charts.folder_stamp(folder), files, method)
+        result = run_study(ensemble, installed.folder_stamp(folder), files, method)
     except Exception:  # never a traceback in the UI; the log keeps it
         LOG.exception("study failed")
         st.error("The study could not be processed. Check that the files are radiographs and try again.")
         st.stop()
 
-detected, detected_source = charts.detect_body_part(names, [r.body_part for r in result.images])
+detected, detected_source = body_parts.detect_body_part(names, [r.body_part for r in result.images])
 if not detected and sample_rows is not None and len(sample_rows):
-    detected, detected_source = charts.normalize_body_part(sample_rows["body_part"].iloc[0]), "sample list"
-body_part, body_part_source = charts.resolve_body_part(body_choice, detected, detected_source)
+    detected, detected_source = body_parts.normalize_body_part(sample_rows["body_part"].iloc[0]), "sample list"
+body_part, body_part_source = body_parts.resolve_body_part(body_choice, detected, detected_source)
 
 st.divider()
 if origin == "sample" and sample_rows is not None:
@@ -123,7 +124,7 @@ if result.probability is None:
     st.error("None of the images could be read, so there is no verdict.")
     st.stop()
 
-verdict = charts.verdict_text(result.probability, result.threshold)
+verdict = decision.verdict_text(result.probability, result.threshold)
 n_read = sum(r.ok for r in result.images)
 with st.container(border=True):
     verdict_col, facts_col = st.columns([5, 3], gap="large")
@@ -133,11 +134,11 @@ with st.container(border=True):
         f"Study score = mean over {n_read} readable image(s) of the ensemble probability, itself the mean "
         f"of {len(result.members)} models. The threshold comes with the installed ensemble."
     )
-    part_text = charts.body_part_label(body_part) or "not detected - choose it above"
+    part_text = body_parts.body_part_label(body_part) or "not detected - choose it above"
     facts_col.markdown(f"**Body part:** {part_text}" + (f" ({body_part_source})" if body_part else ""))
     facts_col.markdown(f"**Heatmaps:** {CAM_METHODS[method]}")
     if sample_rows is not None and len(sample_rows):
-        reference = charts.label_text(sample_rows["label"].iloc[0])
+        reference = vocabulary.label_text(sample_rows["label"].iloc[0])
         if reference:
             facts_col.markdown(f"**Reference label (sample list):** {reference}")
     st.caption(DISCLAIMER)
@@ -178,10 +179,10 @@ if origin == "sample" and sample_rows is not None:
 
 st.subheader("Download the result")
 json_col, csv_col, _ = st.columns([1, 1, 2])
-json_col.download_button("Study result (JSON)", charts.study_json(result, body_part, body_part_source),
+json_col.download_button("Study result (JSON)", results.study_json(result, body_part, body_part_source),
                          file_name="study_result.json", mime="application/json", on_click="ignore",
                          icon=":material/download:")
-csv_col.download_button("Per-image table (CSV)", charts.study_table(result, body_part).to_csv(index=False),
+csv_col.download_button("Per-image table (CSV)", results.study_table(result, body_part).to_csv(index=False),
                         file_name="study_result.csv", mime="text/csv", on_click="ignore",
                         icon=":material/download:")
 st.caption("The downloads hold no pixels and no DICOM identifiers; file names are kept as given.")

@@ -2,27 +2,27 @@
 
 import streamlit as st
 
-from mura_core import charts
+from mura_core import charts, installed, reports, vocabulary
 from pages._common import read_report
 
 MISSING = "Not in this report."
 
 st.title("Evaluation")
-folder = charts.weights_folder()
-report_path = charts.report_path(folder)
+folder = installed.weights_folder()
+report_path = installed.report_path(folder)
 uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],
                             help="Written by train.evaluate; by default the report next to the installed "
                                  "weights is shown.")
 try:
     if uploaded is not None:
-        report, origin = charts.load_report(uploaded.getvalue()), f"uploaded file {uploaded.name}"
+        report, origin = reports.load_report(uploaded.getvalue()), f"uploaded file {uploaded.name}"
     elif report_path.is_file():
         report, origin = read_report(str(report_path), report_path.stat().st_mtime), str(report_path)
     else:
         st.info(f"No evaluation report is installed ({report_path} does not exist). `train.evaluate` writes "
                 "it next to the ensemble; you can also upload one above.", icon=":material/info:")
         st.stop()
-except charts.ReportError as exc:
+except reports.ReportError as exc:
     st.error(f"This report cannot be shown: {exc}", icon=":material/error:")
     st.stop()
 
@@ -34,19 +34,19 @@ st.caption(
     f"{data.get('n_studies', '?')} studies)"
     + (f" · decision threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else "")
 )
-levels = charts.report_levels(report)
+levels = reports.report_levels(report)
 level = st.sidebar.segmented_control("Level of the figures", levels, default=levels[-1], required=True,
-                                     format_func=charts.LEVEL_LABELS.get,
+                                     format_func=vocabulary.LEVEL_LABELS.get,
                                      help="MURA's headline results are at study level (a study's score is "
                                           "the mean over its images).")
-st.caption(f"Figures below: **{charts.LEVEL_LABELS[level].lower()}** (change it in the sidebar).")
+st.caption(f"Figures below: **{vocabulary.LEVEL_LABELS[level].lower()}** (change it in the sidebar).")
 
 st.header("Models compared")
 st.caption("Values with 95% bootstrap intervals in brackets; sensitivity is also called recall, precision "
            "is the positive predictive value. — marks a value that is undefined (e.g. a single class).")
 for lv in levels:
-    st.markdown(f"**{charts.LEVEL_LABELS[lv]}**")
-    st.dataframe(charts.metrics_table(report, lv))
+    st.markdown(f"**{vocabulary.LEVEL_LABELS[lv]}**")
+    st.dataframe(reports.metrics_table(report, lv))
 
 st.header("Study-level agreement")
 if "study" in levels:
@@ -60,15 +60,15 @@ st.header("Per body part")
 per_part = (report.get("per_body_part") or {}).get(level) or {}
 if per_part:
     model_col, metric_col = st.columns(2)
-    models = [m for m in charts.report_models(report, level) if m in per_part] or list(per_part)
+    models = [m for m in reports.report_models(report, level) if m in per_part] or list(per_part)
     model = model_col.selectbox("Model", models, index=len(models) - 1)
-    metric = metric_col.selectbox("Metric in the figure", list(charts.METRIC_LABELS),
-                                  format_func=charts.METRIC_LABELS.get)
+    metric = metric_col.selectbox("Metric in the figure", list(vocabulary.METRIC_LABELS),
+                                  format_func=vocabulary.METRIC_LABELS.get)
     st.plotly_chart(charts.per_body_part_figure(report, level, metric))
-    st.markdown(f"**{model}**, every metric ({charts.LEVEL_LABELS[level].lower()})")
-    st.dataframe(charts.per_body_part_frame(report, level, model),
+    st.markdown(f"**{model}**, every metric ({vocabulary.LEVEL_LABELS[level].lower()})")
+    st.dataframe(reports.per_body_part_frame(report, level, model),
                  column_config={label: st.column_config.NumberColumn(format="%.3f")
-                                for label in charts.METRIC_LABELS.values()})
+                                for label in vocabulary.METRIC_LABELS.values()})
 else:
     st.caption(MISSING)
 
@@ -80,7 +80,7 @@ else:
 
 st.header("Confusion matrices")
 results = report.get(f"{level}_level") or {}
-models = charts.report_models(report, level)
+models = reports.report_models(report, level)
 if models:
     for start in range(0, len(models), 3):
         for column, model in zip(st.columns(3), models[start:start + 3]):
@@ -97,18 +97,18 @@ else:
     st.caption(MISSING)
 
 st.header("Threshold explorer")
-table_level = level if not charts.threshold_frame(report, level).empty else "image"
-table = charts.threshold_frame(report, table_level)
+table_level = level if not reports.threshold_frame(report, level).empty else "image"
+table = reports.threshold_frame(report, table_level)
 if not table.empty:
     if table_level != level:
-        st.caption(f"This report has the threshold table at {charts.LEVEL_LABELS[table_level].lower()} only.")
+        st.caption(f"This report has the threshold table at {vocabulary.LEVEL_LABELS[table_level].lower()} only.")
     operating = float(threshold) if isinstance(threshold, (int, float)) else 0.5
     options = table["threshold"].tolist()
     chosen = st.select_slider("Decision threshold (ensemble)", options,
-                              value=charts.threshold_at(table, operating)["threshold"],
+                              value=reports.threshold_at(table, operating)["threshold"],
                               format_func=lambda t: f"{t:.3f}",
                               help="What-if only: the app's verdicts always use the installed threshold.")
-    row = charts.threshold_at(table, chosen)
+    row = reports.threshold_at(table, chosen)
     cols = st.columns(5)
     cols[0].metric("Sensitivity", f"{row['sensitivity']:.3f}")
     cols[1].metric("Specificity", f"{row['specificity']:.3f}")
@@ -131,7 +131,7 @@ if report.get("localization"):
     st.caption("Pointing game: share of abnormal images whose heatmap peak falls inside an annotated box. "
                "Mass in boxes: share of the heatmap inside the boxes; the box area share is what a "
                "uniform heatmap would reach by chance.")
-    st.dataframe(charts.localization_frame(report))
+    st.dataframe(reports.localization_frame(report))
     st.plotly_chart(charts.localization_figure(report))
 else:
     st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas)")

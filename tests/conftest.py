@@ -35,8 +35,8 @@ def fracatlas() -> Path:
 def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_studies: int = 48) -> dict:
     """A report.json dict with every section, built by `mura_core.reports` from random but informative
     predictions (plus made-up localization and training history, which need a real run)."""
-    from mura_core.datasets import MURA_BODY_PARTS
-    from mura_core.metrics import localization_summary
+    from mura_core.body_parts import MURA_BODY_PARTS
+    from mura_core.localization import localization_summary
     from mura_core.reports import build_report as report_from_predictions
 
     rng = np.random.default_rng(seed)

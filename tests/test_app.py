@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from mura_core import charts
+from mura_core import body_parts, charts, decision, imaging, installed, reports, results, vocabulary
+from mura_core.datasets import stats
 from tests.conftest import TINY_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,26 +255,26 @@ def test_dataset_explorer_fracatlas(monkeypatch, tmp_path, fracatlas):
 
 
 def test_verdict_text():
-    assert charts.verdict_text(0.73, 0.45) == "Abnormal (ensemble 0.73 ≥ threshold 0.45)"
-    assert charts.verdict_text(0.2, 0.45) == "Normal (ensemble 0.20 < threshold 0.45)"
-    assert charts.verdict_text(0.4999, 0.5) == "Normal (ensemble 0.4999 < threshold 0.5000)"
-    assert charts.verdict_text(0.5, 0.5).startswith("Abnormal (ensemble 0.50 ≥")
-    assert charts.verdict_text(None, 0.5).startswith("No verdict")
+    assert decision.verdict_text(0.73, 0.45) == "Abnormal (ensemble 0.73 ≥ threshold 0.45)"
+    assert decision.verdict_text(0.2, 0.45) == "Normal (ensemble 0.20 < threshold 0.45)"
+    assert decision.verdict_text(0.4999, 0.5) == "Normal (ensemble 0.4999 < threshold 0.5000)"
+    assert decision.verdict_text(0.5, 0.5).startswith("Abnormal (ensemble 0.50 ≥")
+    assert decision.verdict_text(None, 0.5).startswith("No verdict")
 
 
 def test_body_part_detection():
-    assert charts.detect_body_part(["a.png"], ["WRIST"]) == ("XR_WRIST", "DICOM BodyPartExamined")
-    assert charts.detect_body_part(["XR_ELBOW_1.png", "xr_elbow_2.png"]) == ("XR_ELBOW", "file names")
-    code, source = charts.detect_body_part(["XR_HAND_1.png", "XR_HAND_2.png", "XR_WRIST.png"])
+    assert body_parts.detect_body_part(["a.png"], ["WRIST"]) == ("XR_WRIST", "DICOM BodyPartExamined")
+    assert body_parts.detect_body_part(["XR_ELBOW_1.png", "xr_elbow_2.png"]) == ("XR_ELBOW", "file names")
+    code, source = body_parts.detect_body_part(["XR_HAND_1.png", "XR_HAND_2.png", "XR_WRIST.png"])
     assert code == "XR_HAND" and "disagree" in source
-    assert charts.detect_body_part(["scan.png"], [""]) == ("", "")
-    assert charts.resolve_body_part("auto", "XR_HAND", "file names") == ("XR_HAND", "file names")
-    assert charts.resolve_body_part("OTHER", "XR_HAND", "file names") == ("OTHER", "chosen by the user")
-    assert charts.normalize_body_part("KNEE") == "KNEE"
-    assert charts.normalize_body_part("upper arm") == "XR_HUMERUS"
-    assert charts.body_part_label("XR_FOREARM") == "Forearm"
-    assert charts.body_part_label(charts.OTHER_BODY_PART) == "Other/unknown"
-    assert len(charts.BODY_PART_CHOICES) == 9
+    assert body_parts.detect_body_part(["scan.png"], [""]) == ("", "")
+    assert body_parts.resolve_body_part("auto", "XR_HAND", "file names") == ("XR_HAND", "file names")
+    assert body_parts.resolve_body_part("OTHER", "XR_HAND", "file names") == ("OTHER", "chosen by the user")
+    assert body_parts.normalize_body_part("KNEE") == "KNEE"
+    assert body_parts.normalize_body_part("upper arm") == "XR_HUMERUS"
+    assert body_parts.body_part_label("XR_FOREARM") == "Forearm"
+    assert body_parts.body_part_label(body_parts.OTHER_BODY_PART) == "Other/unknown"
+    assert len(body_parts.BODY_PART_CHOICES) == 9
 
 
 def test_member_probability_figure():
@@ -300,12 +301,12 @@ def test_heatmap_panels_and_exports():
     assert [c.split(" ·")[0] for c, _ in panels] == ["Original", "Ensemble (fused map)", "m1", "m2"]
     assert panels[0][1].shape == (48, 64) and panels[1][1].shape == (48, 64, 3)
 
-    exported = json.loads(charts.study_json(result, "XR_WRIST", "file names"))
+    exported = json.loads(results.study_json(result, "XR_WRIST", "file names"))
     assert exported["verdict"] == "abnormal" and exported["study_body_part"] == "Wrist"
     assert exported["verdict_text"] == "Abnormal (ensemble 0.70 ≥ threshold 0.45)"
     assert exported["images"][1]["error"].startswith("not an image")
     assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error"}
-    table = charts.study_table(result, "")
+    table = results.study_table(result, "")
     assert list(table["image"]) == ["XR_WRIST_a.png", "b.png"]
     assert set(table["study_body_part"]) == {"unknown"}
 
@@ -324,85 +325,85 @@ def _index_table() -> pd.DataFrame:
 
 def test_dataset_helpers():
     table = _index_table()
-    summary = charts.dataset_summary(table)
+    summary = stats.dataset_summary(table)
     assert summary == {"images": 6, "studies": 5, "patients": 3, "abnormal_images": 3, "abnormal_studies": 2,
                        "splits": ["train", "valid"], "body_parts": ["XR_HAND", "XR_WRIST"]}
-    images = charts.count_frame(table, "images")
+    images = stats.count_frame(table, "images")
     hand = images[(images.split == "train") & (images.body_part == "XR_HAND")]
     assert hand["count"].tolist() == [2] and hand["label_name"].tolist() == ["abnormal"]
-    studies = charts.count_frame(table, "studies")
+    studies = stats.count_frame(table, "studies")
     assert studies.loc[(studies.split == "train") & (studies.body_part == "XR_HAND"), "count"].item() == 1
     assert "(no split)" in set(images["split"])
-    wide = charts.count_table(table, "images")
+    wide = stats.count_table(table, "images")
     assert wide.loc[("train", "Hand")].to_dict() == {"normal": 0, "abnormal": 2, "total": 2}
     with pytest.raises(ValueError):
-        charts.count_frame(table, "patients")
+        stats.count_frame(table, "patients")
 
     fig = charts.counts_figure(table, "studies")
     assert {t.name for t in fig.data} == {"normal", "abnormal"}
     balance = charts.class_balance_figure(table)
     assert sum(len(t.y) for t in balance.data) >= 4
-    assert len(charts.filter_table(table, ["train"], ["XR_HAND"], ["abnormal"])) == 2
-    assert len(charts.filter_table(table, [], None, [])) == 6
-    assert len(charts.sample_paths(table, 3)) == 3
-    assert charts.sample_paths(table, 3) == charts.sample_paths(table, 3)  # reproducible
+    assert len(stats.filter_table(table, ["train"], ["XR_HAND"], ["abnormal"])) == 2
+    assert len(stats.filter_table(table, [], None, [])) == 6
+    assert len(stats.sample_paths(table, 3)) == 3
+    assert stats.sample_paths(table, 3) == stats.sample_paths(table, 3)  # reproducible
     problems = [SimpleNamespace(path="/x", reason="bad")]
-    assert charts.problems_frame(problems).to_dict("records") == [{"path": "/x", "reason": "bad"}]
+    assert stats.problems_frame(problems).to_dict("records") == [{"path": "/x", "reason": "bad"}]
 
 
 def test_image_files_helpers(tmp_path):
     Image.fromarray(np.full((80, 120), 90, np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_text("not an image")
-    sizes = charts.image_sizes([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    sizes = stats.image_sizes([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
     assert sizes[["width", "height"]].values.tolist() == [[120, 80]]
     assert charts.image_size_figure(sizes).data
-    assert charts.common_sizes(sizes).to_dict("records") == [{"size (W x H)": "120 x 80", "images": 1}]
-    thumb = charts.thumbnail(str(tmp_path / "a.png"), 60)
+    assert stats.common_sizes(sizes).to_dict("records") == [{"size (W x H)": "120 x 80", "images": 1}]
+    thumb = imaging.thumbnail(str(tmp_path / "a.png"), 60)
     assert thumb.shape == (40, 60) and thumb.dtype == np.uint8
-    assert charts.thumbnail(str(tmp_path / "b.png")) is None
+    assert imaging.thumbnail(str(tmp_path / "b.png")) is None
 
 
 def test_samples(tiny_weights, tmp_path):
-    samples, problems = charts.read_samples(tiny_weights)
+    samples, problems = installed.read_samples(tiny_weights)
     assert problems == [] and samples["path"].map(lambda p: Path(p).is_file()).all()
-    studies = charts.sample_studies(samples)
+    studies = installed.sample_studies(samples)
     assert list(studies["study"]) == ["demo-fractured-hand", "demo-normal-hand", "demo-one-unreadable-file"]
     assert studies["description"][0] == "demo-fractured-hand (Hand, 2 images)"
 
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "samples.csv").write_text("file,study\ngone.png,s1\n../up.png,s1\n")
-    samples, problems = charts.read_samples(tmp_path)
+    samples, problems = installed.read_samples(tmp_path)
     assert samples.empty and len(problems) == 2
-    assert charts.read_samples(tmp_path / "nowhere")[0].empty
-    assert charts.label_text("1") == "abnormal" and charts.label_text("normal") == "normal"
-    assert charts.label_text("?") == ""
+    assert installed.read_samples(tmp_path / "nowhere")[0].empty
+    assert vocabulary.label_text("1") == "abnormal" and vocabulary.label_text("normal") == "normal"
+    assert vocabulary.label_text("?") == ""
 
 
 def test_report_helpers(fake_report, tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps(fake_report))
-    report = charts.load_report(path)
-    assert charts.load_report(path.read_bytes()) == report
+    report = reports.load_report(path)
+    assert reports.load_report(path.read_bytes()) == report
     for bad in (b"[1, 2]", b"{", b'{"created": "x"}'):
-        with pytest.raises(charts.ReportError):
-            charts.load_report(bad)
+        with pytest.raises(reports.ReportError):
+            reports.load_report(bad)
 
-    assert charts.report_levels(report) == ["image", "study"]
-    models = charts.report_models(report, "study")
+    assert reports.report_levels(report) == ["image", "study"]
+    models = reports.report_models(report, "study")
     assert models == [*report["members"], "ensemble"]
-    table = charts.metrics_table(report, "study")
+    table = reports.metrics_table(report, "study")
     assert list(table.columns) == models
     assert list(table.index[:3]) == ["studies", "abnormal", "AUC"]
     assert table.loc["AUC", "ensemble"].count("(") == 1 and "–" in table.loc["AUC", "ensemble"]
-    card = charts.model_card_metrics(report)
+    card = reports.model_card_metrics(report)
     assert list(card.columns) == ["Image level", "Study level"] and card.loc["n", "Study level"] == "48"
-    assert charts.format_ci(None) == "—" and charts.format_ci(0.5, [0.4, 0.6]) == "0.500 (0.400–0.600)"
-    assert charts.format_ci(float("nan"), [None, None]) == "—"
+    assert reports.format_ci(None) == "—" and reports.format_ci(0.5, [0.4, 0.6]) == "0.500 (0.400–0.600)"
+    assert reports.format_ci(float("nan"), [None, None]) == "—"
 
     assert len(charts.ci_figure(report, "study").data) == 2
-    part = charts.per_body_part_frame(report, "image", "ensemble")
+    part = reports.per_body_part_frame(report, "image", "ensemble")
     assert "All" in part.index and "Wrist" in part.index and "AUC" in part.columns
-    assert charts.per_body_part_frame(report, "nowhere", "ensemble").empty
+    assert reports.per_body_part_frame(report, "nowhere", "ensemble").empty
     assert len(charts.per_body_part_figure(report, "image", "f1").data) == len(models)
     assert len(charts.roc_figure(report, "image").data) == len(models) + 1
     entry = report["image_level"]["ensemble"]
@@ -411,10 +412,10 @@ def test_report_helpers(fake_report, tmp_path):
     assert cm.data[0].z[1][1] == entry["tp"] and cm.data[0].z[0][1] == entry["fp"]
     assert len(charts.calibration_figure(report, "study").data) == len(models) + 1
 
-    frame = charts.threshold_frame(report, "image")
-    row = charts.threshold_at(frame, 0.333)
+    frame = reports.threshold_frame(report, "image")
+    row = reports.threshold_at(frame, 0.333)
     assert row["threshold"] == pytest.approx(0.33)
-    assert charts.threshold_frame({}, "image").empty
+    assert reports.threshold_frame({}, "image").empty
     fig = charts.threshold_figure(frame, 0.3, 0.45)
     assert {t.name for t in fig.data} == {"sensitivity", "specificity", "precision"}
     precision = next(t for t in fig.data if t.name == "precision").y
@@ -424,7 +425,7 @@ def test_report_helpers(fake_report, tmp_path):
     assert len(charts.threshold_figure(frame, 0.45, 0.45).layout.shapes) == 1
 
     assert len(charts.history_figure(report).data) == 4 * len(report["members"])
-    loc = charts.localization_frame(report)
+    loc = reports.localization_frame(report)
     assert list(loc.index) == models and "(" in loc.iloc[0]["pointing game (hit rate)"]
     assert len(charts.localization_figure(report).data) == 3
 
@@ -432,17 +433,17 @@ def test_report_helpers(fake_report, tmp_path):
 def test_members_frame_and_stamp(tiny_weights, tmp_path):
     from mura_core.ensemble import read_manifest
 
-    frame = charts.members_frame(read_manifest(tiny_weights))
+    frame = reports.members_frame(read_manifest(tiny_weights))
     assert list(frame["member"]) == ["mobilenetv2_a", "densenet121_b"]
     assert frame["input size (px)"].tolist() == [64, 32]
-    assert charts.folder_stamp(tiny_weights) != charts.folder_stamp(tmp_path)
-    assert charts.folder_stamp(tmp_path).endswith(":missing")
+    assert installed.folder_stamp(tiny_weights) != installed.folder_stamp(tmp_path)
+    assert installed.folder_stamp(tmp_path).endswith(":missing")
 
 
 def test_report_path_finds_both_layouts(tmp_path):
-    assert charts.report_path(tmp_path) == tmp_path / "report" / "report.json"
+    assert installed.report_path(tmp_path) == tmp_path / "report" / "report.json"
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "report.json").write_text("{}")
-    assert charts.report_path(tmp_path) == tmp_path / "report" / "report.json"
+    assert installed.report_path(tmp_path) == tmp_path / "report" / "report.json"
     (tmp_path / "report.json").write_text("{}")
-    assert charts.report_path(tmp_path) == tmp_path / "report.json"
+    assert installed.report_path(tmp_path) == tmp_path / "report.json"

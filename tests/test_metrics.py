@@ -8,22 +8,20 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score, precision_score
 
 from mura_core import metrics
+from mura_core.decision import aggregate_studies
+from mura_core.localization import boxes_to_mask, localization_summary, mass_in_boxes, pointing_game
 from mura_core.metrics import (
-    aggregate_studies,
     binary_metrics,
     bootstrap_ci,
-    boxes_to_mask,
     calibration,
-    class_weights,
-    localization_summary,
-    mass_in_boxes,
     metrics_with_ci,
     per_group_metrics,
-    pointing_game,
     roc_points,
     threshold_for_sensitivity,
     threshold_table,
 )
+from mura_core.pipeline import class_weights
+from mura_core.vocabulary import METRICS
 
 # 4 positives, 6 negatives. At 0.5: TP=3 (0.9, 0.8, 0.6), FN=1 (0.3),
 # FP=2 (0.7, and 0.5 exactly: prob >= threshold is positive), TN=4.
@@ -109,8 +107,8 @@ def test_bootstrap_ci_contains_point_estimate_and_shrinks_with_more_data():
     point = binary_metrics(y, p)
     small = bootstrap_ci(y, p, n_boot=300, seed=1)
     large = bootstrap_ci(np.tile(y, 10), np.tile(p, 10), n_boot=300, seed=1)
-    assert set(small) == set(metrics.CI_METRICS)
-    for name in metrics.CI_METRICS:
+    assert set(small) == set(METRICS)
+    for name in METRICS:
         lo, hi = small[name]
         assert lo <= point[name] <= hi, name
         lo_l, hi_l = large[name]
@@ -147,7 +145,7 @@ def test_bootstrap_ci_skips_undefined_metrics():
 def test_metrics_with_ci_adds_ci():
     result = metrics_with_ci(Y10, P10, n_boot=100, seed=0, groups=list("aabbccddee"))
     assert result["accuracy"] == pytest.approx(0.7)
-    assert set(result["ci"]) == set(metrics.CI_METRICS)
+    assert set(result["ci"]) == set(METRICS)
     json.dumps(result)
 
 

@@ -18,8 +18,8 @@ def test_unknown_name_lists_known_models():
 
 
 def test_method_specs():
-    assert get_spec("densenet169").input_size == 320 and get_spec("densenet169").scaling == "torch"
-    assert get_spec("resnet101").input_size == 320 and get_spec("resnet101").scaling == "caffe"
+    assert get_spec("densenet169").input_size == 320 and get_spec("densenet169").scaling.name == "torch"
+    assert get_spec("resnet101").input_size == 320 and get_spec("resnet101").scaling.name == "caffe"
     assert {"densenet169", "resnet101"} <= set(list_models())
 
 
@@ -47,8 +47,19 @@ def test_keras_round_trip_and_weights_file(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), rebuilt.predict(x, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,module", [("torch", "densenet"), ("caffe", "resnet"), ("tf", "mobilenet_v2")])
-def test_scaling_matches_keras_preprocess_input(mode, module):
+@pytest.mark.parametrize("name,module", [("densenet169", "densenet"), ("resnet101", "resnet"),
+                                         ("mobilenetv2", "mobilenet_v2"), ("efficientnetb0", "efficientnet")])
+def test_each_spec_scales_as_its_keras_preprocess_input(name, module):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    expected = getattr(keras.applications, module).preprocess_input(x.copy())
+    layer = get_spec(name).scaling.layer()
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode,module", [("torch", "densenet"), ("caffe", "resnet"), ("tf", "mobilenet_v2"),
+                                         ("raw", "efficientnet")])
+def test_legacy_scaling_layer_still_reads_every_mode(mode, module):
+    """Models saved before the specs owned their scaling hold `ImageScaling(mode)` layers (the bundled ones do)."""
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     expected = getattr(keras.applications, module).preprocess_input(x.copy())
     np.testing.assert_allclose(ImageScaling(mode)(x), expected, rtol=1e-5, atol=1e-3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mura_core import charts
+from mura_core import reports
 from tests.conftest import build_report
 
 
@@ -12,9 +12,9 @@ from tests.conftest import build_report
 def test_threshold_table_holds_the_operating_threshold(level):
     threshold = 0.4567  # off the 0.01 grid, as a threshold chosen on validation is
     report = build_report(["a", "b"], threshold)
-    table = charts.threshold_frame(report, level)
+    table = reports.threshold_frame(report, level)
     assert len(table) == 102 and table["threshold"].is_monotonic_increasing
-    row = charts.threshold_at(table, threshold)
+    row = reports.threshold_at(table, threshold)
     assert row["threshold"] == threshold
     ensemble = report[f"{level}_level"]["ensemble"]
     assert row["sensitivity"] == pytest.approx(ensemble["recall"])

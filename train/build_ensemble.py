@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from mura_core import metrics  # noqa: E402
+from mura_core.decision import ensemble_probability  # noqa: E402
 from mura_core.ensemble import Ensemble  # noqa: E402
 
 
@@ -36,7 +37,8 @@ def validation_predictions(runs: list[Path]) -> pd.DataFrame:
         merged = frame if merged is None else merged.merge(frame.drop(columns="label"), on="path")
     if merged is None or merged.empty:
         raise ValueError("the runs share no validation images; train them on the same split and seed")
-    merged["ensemble"] = merged[[r.name for r in runs]].mean(axis=1)
+    members = [r.name for r in runs]
+    merged["ensemble"] = [ensemble_probability(row) for row in merged[members].to_numpy()]
     return merged
 
 

@@ -1,7 +1,8 @@
 """Training configuration: a YAML file plus `key=value` overrides into one frozen dataclass.
 
 Unknown keys are rejected (with the list of valid ones), and the resolved config is saved next to
-every checkpoint (`config.yaml` in the run folder).
+every checkpoint (`config.yaml` in the run folder). Nested settings are written as YAML mappings
+(`augmentation: {rotation_degrees: 10}`) or dotted overrides (`augmentation.zoom=0.1`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mura_core.pipeline import Augmentation
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,7 @@ class TrainConfig:
     batch_size: int = 8
     epochs: int = 20
     learning_rate: float = 1e-4
-    augment: bool = True
-    rotation_degrees: float = 20.0
-    shift: float = 0.2
-    zoom: float = 0.2
-    horizontal_flip: bool = True
+    augmentation: Augmentation | None = Augmentation()  # None (YAML null): no augmentation
     oversample_abnormal: int = 1  # 2: abnormal images duplicated (the "_m2" variants)
     class_weights: bool = True
     dense_units: int = 512
@@ -107,6 +106,20 @@ def _data_sources(value: Any) -> tuple[DataSource, ...]:
     return tuple(sources)
 
 
+def _augmentation(value: Any) -> Augmentation | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, Augmentation):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"augmentation: expected a mapping of its settings or null, got {value!r}")
+    valid = {f.name for f in fields(Augmentation)}
+    unknown = sorted(set(value) - valid)
+    if unknown:
+        raise ValueError(f"augmentation: unknown keys {unknown}; valid: {', '.join(sorted(valid))}")
+    return Augmentation(**value)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML config and apply `key=value` overrides.
 
@@ -128,13 +141,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
-        values[key.strip()] = _coerce(raw, getattr(defaults, key.strip(), None), key)
+        key, raw = (part.strip() for part in item.split("=", 1))
+        if "." in key:  # a nested setting: augmentation.zoom=0.1
+            parent, child = key.split(".", 1)
+            current = getattr(getattr(defaults, parent, None), child, None)
+            nested = values.get(parent, getattr(defaults, parent, None))
+            if dataclasses.is_dataclass(nested):
+                nested = dataclasses.asdict(nested)
+            if not isinstance(nested, dict):
+                raise ValueError(f"override {item!r}: {parent!r} has no settings to override")
+            values[parent] = {**nested, child: _coerce(raw, current, key)}
+        else:
+            values[key] = _coerce(raw, getattr(defaults, key, None), key)
     unknown = sorted(set(values) - valid)
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(valid))}")
     if "data" in values:
         values["data"] = _data_sources(values["data"])
+    if "augmentation" in values:
+        values["augmentation"] = _augmentation(values["augmentation"])
     return TrainConfig(**values)
 
 

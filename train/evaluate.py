@@ -3,9 +3,10 @@
     python -m train.evaluate --weights FOLDER --data ROOT [--format auto] [--split valid] \
         [--split-file FILE] --out FOLDER
 
-Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSVs, ROC and confusion
-plots, image- and study-level, with bootstrap 95% confidence intervals. On FracAtlas it also scores
-Grad-CAM localization against the fracture boxes (pointing game, heatmap mass inside boxes).
+Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSVs and `figures.html`
+(ROC, calibration, per body part, confusion), image- and study-level, with bootstrap 95% confidence
+intervals. On a layout with lesion boxes (FracAtlas) it also scores Grad-CAM localization against
+them (pointing game, heatmap mass inside boxes).
 Paths in `predictions.csv` are relative to ROOT, so a report can be shared without the machine's layout.
 """
 
@@ -23,33 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mura_core import metrics  # noqa: E402
-from mura_core.datasets import index_dataset, load_fracatlas_boxes  # noqa: E402
-from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
+from mura_core import localization  # noqa: E402
+from mura_core.datasets import get_layout, index_dataset, layout_names  # noqa: E402
+from mura_core.ensemble import load_ensemble  # noqa: E402
+from mura_core.installed import weights_folder  # noqa: E402
 from mura_core.reports import build_report, write_report  # noqa: E402
 
 log = logging.getLogger("evaluate")
-
-
-def localization(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, batch: int = 8) -> dict:
-    """Pointing game and mass-in-boxes of every member's Grad-CAM and the fused map, per image with boxes."""
-    rows = rows[rows["label"] == 1]
-    rows = rows[[bool(boxes.get(Path(p).name)) for p in rows["path"]]]
-    records: dict[str, list[dict]] = {name: [] for name in [*ensemble.names, "ensemble"]}
-    paths = rows["path"].tolist()
-    for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        result = ensemble.predict_study(chunk, explain=True)
-        for path, image in zip(chunk, result.images):
-            if not image.ok:
-                continue
-            image_boxes = boxes[Path(path).name]
-            box_area = metrics.boxes_to_mask(image.image.shape, image_boxes).mean()
-            for name, heat in image.heatmaps.items():
-                records[name].append({"hit": metrics.pointing_game(heat, image_boxes),
-                                      "mass": metrics.mass_in_boxes(heat, image_boxes),
-                                      "box_area_fraction": float(box_area)})
-    return {name: metrics.localization_summary(recs) for name, recs in records.items()}
 
 
 def _histories(weights: Path) -> dict:
@@ -82,9 +63,10 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
     merged.insert(2, "body_part", table.set_index("path").loc[merged["path"], "body_part"].to_numpy())
     merged = merged[merged["error"] == ""].reset_index(drop=True)
     loc = None
-    if localize and index.format == "fracatlas":
-        loc = localization(ensemble, merged, load_fracatlas_boxes(data))
-    weights_dir = Path(weights or os.environ.get("MURA_WEIGHTS") or "weights")
+    boxes = get_layout(index.format).boxes(data) if localize else None
+    if boxes:
+        loc = localization.score_ensemble(ensemble, merged, boxes)
+    weights_dir = weights_folder(weights)
     report = build_report(
         merged, ensemble.names, ensemble.threshold,
         data={"root": str(data), "format": index.format, "split": split or "all",
@@ -107,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or weights/)")
     parser.add_argument("--data", required=True, help="dataset root")
-    parser.add_argument("--format", default="auto", choices=["auto", "mura", "fracatlas", "folders"])
+    parser.add_argument("--format", default="auto", choices=["auto", *layout_names()])
     parser.add_argument("--split", help="only rows of this split (MURA: valid)")
     parser.add_argument("--split-file", help="CSV path_key,split that assigns splits")
     parser.add_argument("--out", required=True, help="folder for report.json and plots")

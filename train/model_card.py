@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mura_core.ensemble import DISCLAIMER, read_manifest
+from mura_core.installed import read_manifest
+from mura_core.results import DISCLAIMER
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -3,7 +3,7 @@
     python -m train.train --config train/configs/densenet169_m1.yaml data=/data/MURA-v1.1 [key=value ...]
 
 A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best checkpoint
-`best.keras` (by `monitor`), `history.csv` and `history.png`, the validation predictions and
+`best.keras` (by `monitor`), `history.csv` and `history.html`, the validation predictions and
 `val_metrics.json`. An interrupted run resumes from `backup/` when started again with the same
 config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
 TF_CONFIG is set (MultiWorkerMirroredStrategy), with mixed precision on GPUs.
@@ -26,10 +26,10 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mura_core import metrics  # noqa: E402
+from mura_core.charts import history_figure, write_figures  # noqa: E402
 from mura_core.datasets import DatasetIndex, combine, index_dataset, split_by_patient  # noqa: E402
-from mura_core.pipeline import Augmentation, build_cache, make_dataset, oversample  # noqa: E402
+from mura_core.pipeline import build_cache, class_weights, make_dataset, oversample  # noqa: E402
 from mura_core.registry import create_model, get_spec  # noqa: E402
-from mura_core.reports import plot_history  # noqa: E402
 
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
@@ -110,7 +110,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
 
     train_rows, val_rows, _ = load_data(config)
     train_rows = oversample(train_rows, config.oversample_abnormal)
-    weights = metrics.class_weights(train_rows["label"]) if config.class_weights else None
+    weights = class_weights(train_rows["label"]) if config.class_weights else None
     log.info("train: %d images (%d abnormal), validation: %d images (%d abnormal), class weights %s",
              len(train_rows), int(train_rows["label"].sum()), len(val_rows), int(val_rows["label"].sum()),
              weights)
@@ -119,9 +119,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
         cache = build_cache(all_paths, size, config.cache_dir)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    augmentation = Augmentation(config.rotation_degrees, config.shift, config.zoom,
-                                config.horizontal_flip) if config.augment else None
-    train_ds = make_dataset(train_rows, size, global_batch, True, augmentation, config.seed, cache)
+    train_ds = make_dataset(train_rows, size, global_batch, True, config.augmentation, config.seed, cache)
     val_ds = make_dataset(val_rows, size, global_batch, False, cache=cache)
     if config.steps_per_epoch:
         train_ds = train_ds.repeat()
@@ -148,7 +146,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
               validation_steps=config.validation_steps, class_weight=weights, callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
     history = pd.read_csv(history_csv)
-    plot_history(history, run_dir / "history.png", title=config.name)
+    curves = {config.name: history.to_dict("list")}  # CSVLogger keeps an `epoch` column
+    write_figures([history_figure({"history": curves})], run_dir / "history.html", config.name)
     if not best_path.exists():  # e.g. the monitored metric never improved on a resumed run's best
         model.save(best_path)
     result = evaluate_on_validation(config, best_path, val_rows, size, cache)

@@ -1,0 +1,157 @@
+"""Localization: how well a heatmap points at annotated lesion boxes.
+
+Pure scores of one heatmap against boxes (`pointing_game`, `mass_in_boxes`), their summary over
+images, and `score_ensemble`, which explains the positives of a dataset with boxes and scores every
+member's map and the fused map. Used by `train.evaluate`, the Evaluation page's table and the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import percentile_interval
+
+Box = Sequence[float]  # (x, y, w, h) in pixels
+
+
+def boxes_to_mask(shape, boxes: Iterable[Box]) -> np.ndarray:
+    """Boolean mask of the pixels covered by boxes.
+
+    Args:
+        shape: Image shape; the first two entries are (H, W).
+        boxes: Boxes as (x, y, w, h) in pixels, x to the right and y down. Any pixel
+            the box touches is covered; parts outside the image are clipped.
+
+    Returns:
+        Bool array of shape (H, W).
+    """
+    height, width = int(shape[0]), int(shape[1])
+    mask = np.zeros((height, width), dtype=bool)
+    for x, y, w, h in boxes:
+        x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
+        x1, y1 = min(width, math.ceil(x + w)), min(height, math.ceil(y + h))
+        if x1 > x0 and y1 > y0:
+            mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def pointing_game(heatmap, boxes: Iterable[Box], tolerance: float = 0) -> bool:
+    """Whether the heatmap's peak falls inside any box (the pointing game).
+
+    Args:
+        heatmap: Float array (H, W) at image size.
+        boxes: Boxes as (x, y, w, h) in pixels.
+        tolerance: Pixels by which each box is grown on every side.
+
+    Returns:
+        True on a hit. A constant heatmap has no peak and counts as a miss.
+    """
+    heatmap = np.asarray(heatmap, dtype=float)
+    if heatmap.size == 0 or np.nanmax(heatmap) <= np.nanmin(heatmap):
+        return False
+    grown = [
+        (x - tolerance, y - tolerance, w + 2 * tolerance, h + 2 * tolerance)
+        for x, y, w, h in boxes
+    ]
+    mask = boxes_to_mask(heatmap.shape, grown)
+    row, col = np.unravel_index(np.nanargmax(heatmap), heatmap.shape)
+    return bool(mask[row, col])
+
+
+def mass_in_boxes(heatmap, boxes: Iterable[Box]) -> float:
+    """Share of the heatmap's non-negative mass that lies inside the boxes.
+
+    Compare with the boxes' area fraction (``boxes_to_mask(...).mean()``), which is
+    what a uniform heatmap would score.
+
+    Args:
+        heatmap: Float array (H, W) at image size; negative values count as zero.
+        boxes: Boxes as (x, y, w, h) in pixels.
+
+    Returns:
+        A float in [0, 1]; 0.0 when the heatmap has no positive mass.
+    """
+    heatmap = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=float)), 0.0, None)
+    total = heatmap.sum()
+    if total <= 0:
+        return 0.0
+    return float(heatmap[boxes_to_mask(heatmap.shape, boxes)].sum() / total)
+
+
+def localization_summary(
+    records: Iterable[Mapping], n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """Summarise per-image localization results against annotated boxes.
+
+    Args:
+        records: Dicts with "hit" (pointing-game result), "mass" (`mass_in_boxes`)
+            and "box_area_fraction" (share of the image inside the boxes).
+        n_boot: Bootstrap resamples for the pointing-game interval.
+        seed: Bootstrap seed.
+
+    Returns:
+        Dict with "n", "pointing_game" (hit rate), "pointing_game_ci" ([low, high]
+        95% percentile bootstrap), "mass_in_boxes" (mean) and "box_area_fraction"
+        (mean; the chance level a uniform heatmap would reach). Values are None when
+        there are no records (or, for the means, no values).
+    """
+    records = list(records)
+    hits = np.array([bool(r["hit"]) for r in records], dtype=float)
+
+    def mean_of(key: str) -> float | None:
+        values = [float(r[key]) for r in records if r.get(key) is not None]
+        return float(np.mean(values)) if values else None
+
+    if hits.size == 0:
+        return {
+            "n": 0,
+            "pointing_game": None,
+            "pointing_game_ci": [None, None],
+            "mass_in_boxes": None,
+            "box_area_fraction": None,
+        }
+    rng = np.random.default_rng(seed)
+    boot = hits[rng.integers(0, hits.size, size=(n_boot, hits.size))].mean(axis=1)
+    return {
+        "n": int(hits.size),
+        "pointing_game": float(hits.mean()),
+        "pointing_game_ci": list(percentile_interval(boot, 0.05)),
+        "mass_in_boxes": mean_of("mass"),
+        "box_area_fraction": mean_of("box_area_fraction"),
+    }
+
+
+def score_ensemble(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], batch: int = 8) -> dict:
+    """Pointing game and mass in boxes of every member's Grad-CAM and of the fused map.
+
+    Args:
+        ensemble: an `Ensemble`.
+        rows: index rows (`path`, `label`); the positives whose file name has boxes are scored.
+        boxes: lesion boxes by image file name (`datasets.load_boxes`).
+        batch: images explained together.
+
+    Returns:
+        `localization_summary` per heatmap: each member's name and "ensemble".
+    """
+    rows = rows[rows["label"] == 1]
+    rows = rows[[bool(boxes.get(Path(p).name)) for p in rows["path"]]]
+    records: dict[str, list[dict]] = {name: [] for name in [*ensemble.names, "ensemble"]}
+    paths = rows["path"].tolist()
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        result = ensemble.predict_study(chunk, explain=True)
+        for path, image in zip(chunk, result.images):
+            if not image.ok:
+                continue
+            image_boxes = boxes[Path(path).name]
+            box_area = boxes_to_mask(image.image.shape, image_boxes).mean()
+            for name, heat in image.heatmaps.items():
+                records[name].append({"hit": pointing_game(heat, image_boxes),
+                                      "mass": mass_in_boxes(heat, image_boxes),
+                                      "box_area_fraction": float(box_area)})
+    return {name: localization_summary(recs) for name, recs in records.items()}

@@ -1,0 +1,109 @@
+"""A study's result, as the ensemble returns it, and its exports (JSON, CSV) for people and files.
+
+No TensorFlow here: the dashboard and tests can build, read and export results without models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .body_parts import body_part_label
+from .decision import verdict, verdict_text
+
+DISCLAIMER = (
+    "Decision support for research and teaching only - not a diagnosis. "
+    "A qualified clinician must read every study."
+)
+
+
+@dataclass
+class ImageResult:
+    """One image of a study: per-member and ensemble probability, heatmaps, or the error."""
+
+    name: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    ensemble: float | None = None
+    image: np.ndarray | None = None  # (H, W) uint8, at most DISPLAY_MAX_SIDE a side (ensemble.py)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # member name or "ensemble"
+    body_part: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class StudyResult:
+    """A study's verdict: images, study probability (mean of its images), threshold and verdict."""
+
+    images: list[ImageResult]
+    members: list[str]
+    threshold: float
+    probability: float | None
+    member_probabilities: dict[str, float]
+    verdict: str | None  # "abnormal" | "normal" | None when no image could be read
+    cam_method: str | None = None
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.name}: {r.error}" for r in self.images if r.error]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per image: name, body part, one column per member, ensemble, verdict, error."""
+        rows = []
+        for r in self.images:
+            row = {"image": r.name, "body_part": r.body_part}
+            row.update({m: r.probabilities.get(m) for m in self.members})
+            row["ensemble"] = r.ensemble
+            row["verdict"] = verdict(r.ensemble, self.threshold)
+            row["error"] = r.error or ""
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
+        return {
+            "verdict": self.verdict,
+            "study_probability": self.probability,
+            "threshold": self.threshold,
+            "member_probabilities": self.member_probabilities,
+            "images": [
+                {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
+                 "ensemble": r.ensemble, "error": r.error}
+                for r in self.images
+            ],
+            "cam_method": self.cam_method,
+            "notice": DISCLAIMER,
+        }
+
+
+def study_export(result: StudyResult, body_part: str = "", body_part_source: str = "") -> dict[str, Any]:
+    """The study result as a JSON-ready dict: `StudyResult.to_dict()` plus the study's body part.
+
+    No pixels and no DICOM attribute other than the body part are included.
+    """
+    out = result.to_dict()
+    out["members"] = list(result.members)
+    out["verdict_text"] = verdict_text(result.probability, result.threshold)
+    out["study_body_part"] = body_part_label(body_part) or "unknown"
+    out["study_body_part_source"] = body_part_source or ("not given" if not body_part else "")
+    return out
+
+
+def study_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
+    """One row per image (`StudyResult.to_frame()`) with the threshold and the study body part."""
+    frame = result.to_frame()
+    frame["threshold"] = result.threshold
+    frame["study_body_part"] = body_part_label(body_part) or "unknown"
+    return frame
+
+
+def study_json(result: StudyResult, body_part: str = "", body_part_source: str = "") -> str:
+    """`study_export` serialised as indented JSON."""
+    return json.dumps(study_export(result, body_part, body_part_source), indent=2)
