@@ -17,20 +17,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "weights" / "samples"
 
 
 def child(weights: str | None, warm: bool) -> dict:
     sys.path.insert(0, str(ROOT))
     start = time.perf_counter()
     from mura_core.ensemble import load_ensemble
+    from mura_core.installed import DEFAULT_WEIGHTS
 
     ensemble = load_ensemble(weights)
     loaded = time.perf_counter() - start
     if warm:
         ensemble.warm_up()
     ready = time.perf_counter() - start
-    study = sorted(SAMPLES.glob("*.jpg"))[:2]
+    study = sorted((DEFAULT_WEIGHTS / "samples").glob("*.jpg"))[:2]  # the bundled sample radiographs
     first = time.perf_counter()
     ensemble.predict_study(study, explain=True)
     first = time.perf_counter() - first

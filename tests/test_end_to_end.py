@@ -46,7 +46,7 @@ def test_train_ensemble_evaluate_predict(mura_root, tmp_path):
         ])
         result = train_module.run(config)
         run = config.run_dir
-        for file in ("config.yaml", "best.keras", "history.csv", "history.png", "val_metrics.json",
+        for file in ("config.yaml", "best.keras", "history.csv", "history.html", "val_metrics.json",
                      "val_predictions.csv"):
             assert (run / file).exists(), file
         assert len(pd.read_csv(run / "history.csv")) == 2
@@ -70,9 +70,11 @@ def test_train_ensemble_evaluate_predict(mura_root, tmp_path):
     assert report["data"]["n_images"] == 12 and report["data"]["n_studies"] == 6
     assert set(report["image_level"]) == {"mnv2", "effb0", "ensemble"}
     assert set(report["study_level"]["ensemble"]["ci"]) >= {"auc", "kappa"}
-    for file in ("report.json", "predictions.csv", "roc_image.png", "confusion_image.png",
-                 "per_body_part_image.csv", "comparison_study.csv"):
+    for file in ("report.json", "predictions.csv", "figures.html", "per_body_part_image.csv",
+                 "comparison_study.csv"):
         assert (report_dir / file).exists(), file
+    figures = (report_dir / "figures.html").read_text()
+    assert "ROC curves (image level)" in figures and "ROC curves (study level)" in figures
     written = pd.read_csv(report_dir / "predictions.csv")
     assert len(written) == 12 and all((mura_root / p).is_file() for p in written["path"])  # relative to ROOT
 

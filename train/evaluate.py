@@ -29,6 +29,7 @@ from mura_core.datasets import get_layout, index_dataset, layout_names  # noqa: 
 from mura_core.ensemble import load_ensemble  # noqa: E402
 from mura_core.installed import weights_folder  # noqa: E402
 from mura_core.reports import build_report, write_report  # noqa: E402
+from mura_core.vocabulary import level_key  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     report = evaluate(args.weights, args.data, args.out, args.format, args.split, args.split_file,
                       args.n_boot, not args.no_localization)
-    summary = {m: {k: report["image_level"][m][k] for k in ("auc", "accuracy", "recall", "specificity")}
-               for m in report["image_level"]}
-    print(json.dumps({"image_level": summary, "threshold": report["threshold"]}, indent=2))
+    key = level_key("image")
+    summary = {m: {k: report[key][m][k] for k in ("auc", "accuracy", "recall", "specificity")} for m in report[key]}
+    print(json.dumps({key: summary, "threshold": report["threshold"]}, indent=2))
     return 0
 
 

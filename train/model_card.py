@@ -1,6 +1,6 @@
 """Write the model card of an installed ensemble from its manifest and its evaluation report.
 
-    python -m train.model_card --weights weights --report weights/report/report.json --out weights/MODEL_CARD.md
+    python -m train.model_card [--weights FOLDER] [--report REPORT.json] [--out MODEL_CARD.md]
 
 Every number in the card is read from `report.json` (written by `train.evaluate`) or the manifest:
 nothing is typed by hand.
@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mura_core.installed import read_manifest
+from mura_core.installed import read_manifest, report_path, weights_folder
 from mura_core.results import DISCLAIMER
+from mura_core.vocabulary import level_key
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -63,7 +64,7 @@ def model_card(manifest: dict, report: dict) -> str:
         f"with `train.evaluate` on {report['created']}. Image level, threshold {report['threshold']:.4f}, "
         "95% bootstrap confidence intervals:",
         "",
-        *_metric_rows(report["image_level"]),
+        *_metric_rows(report[level_key("image")]),
     ]
     if report.get("localization"):
         lines += ["", "Grad-CAM localization on fractured test images with boxes (pointing game: the heatmap's "
@@ -95,12 +96,14 @@ def model_card(manifest: dict, report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", default="weights")
-    parser.add_argument("--report", default="weights/report/report.json")
-    parser.add_argument("--out", default="weights/MODEL_CARD.md")
+    parser.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
+    parser.add_argument("--report", help="report.json (default: the one installed with the ensemble)")
+    parser.add_argument("--out", help="Markdown file to write (default: MODEL_CARD.md in the ensemble folder)")
     args = parser.parse_args(argv)
-    card = model_card(read_manifest(args.weights), json.loads(Path(args.report).read_text()))
-    Path(args.out).write_text(card)
+    folder = weights_folder(args.weights)
+    report = Path(args.report) if args.report else report_path(folder)
+    card = model_card(read_manifest(folder), json.loads(report.read_text()))
+    Path(args.out or folder / "MODEL_CARD.md").write_text(card)
     print(card)
 
 

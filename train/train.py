@@ -30,6 +30,7 @@ from mura_core.charts import history_figure, write_figures  # noqa: E402
 from mura_core.datasets import DatasetIndex, combine, index_dataset, split_by_patient  # noqa: E402
 from mura_core.pipeline import build_cache, class_weights, make_dataset, oversample  # noqa: E402
 from mura_core.registry import create_model, get_spec  # noqa: E402
+from mura_core.vocabulary import level_key  # noqa: E402
 
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
@@ -169,7 +170,7 @@ def evaluate_on_validation(config: TrainConfig, best_path, val_rows: pd.DataFram
     threshold = 0.5
     if config.threshold_sensitivity:
         threshold = metrics.threshold_for_sensitivity(frame["label"], probs, config.threshold_sensitivity)
-    return {"threshold": threshold, "image_level": metrics.binary_metrics(frame["label"], probs, threshold)}
+    return {"threshold": threshold, level_key("image"): metrics.binary_metrics(frame["label"], probs, threshold)}
 
 
 def main(argv: list[str] | None = None) -> int:
