@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -72,28 +73,62 @@ def member_probability_figure(member_probabilities: Mapping[str, float], ensembl
     return fig
 
 
-def heatmap_panels(result, alpha: float, members: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+DISPLAY_MAX_SIDE = 1024
+"""Longest side of an image as the dashboard shows it (results keep the native resolution)."""
+
+
+def display_copy(gray: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """`gray` shrunk (area interpolation) so that its longest side is at most `max_side`."""
+    height, width = gray.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return gray
+    return cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], scale: float = 1.0,
+               color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+    """A copy of an RGB (or gray) image with (x, y, w, h) boxes outlined; `scale` maps box pixels to it."""
+    out = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 300))
+    for x, y, w, h in boxes:
+        top_left = (round(x * scale), round(y * scale))
+        bottom_right = (round((x + w) * scale), round((y + h) * scale))
+        cv2.rectangle(out, top_left, bottom_right, color, thickness)
+    return out
+
+
+def heatmap_panels(result, alpha: float, members: Sequence[str],
+                   boxes: Sequence[Sequence[float]] | None = None) -> list[tuple[str, np.ndarray]]:
     """The pictures shown for one image: the original, the fused ensemble map, each member's map.
 
     Args:
         result: an `ImageResult` (with `image` and, when explained, `heatmaps`).
         alpha: heatmap opacity, 0 to 1.
         members: member names, in display order.
+        boxes: reference lesion boxes (x, y, w, h) in the image's pixels, drawn on every panel.
 
     Returns:
-        (caption, RGB or grayscale uint8 array) pairs; only the original when there is no heatmap.
+        (caption, RGB or grayscale uint8 array) pairs at display size; only the original when there
+        is no heatmap.
     """
     from .gradcam import overlay
 
-    panels: list[tuple[str, np.ndarray]] = [("Original", result.image)]
+    image = display_copy(result.image)
+    scale = image.shape[0] / result.image.shape[0]
+
+    def framed(picture):
+        return draw_boxes(picture, boxes, scale) if boxes else picture
+
+    panels: list[tuple[str, np.ndarray]] = [("Original", framed(image))]
     if "ensemble" in result.heatmaps:
         panels.append((f"Ensemble (fused map) · p = {result.ensemble:.3f}",
-                       overlay(result.image, result.heatmaps["ensemble"], alpha)))
+                       framed(overlay(image, result.heatmaps["ensemble"], alpha))))
     for name in members:
         if name in result.heatmaps:
             p = result.probabilities.get(name)
             caption = name if p is None else f"{name} · p = {p:.3f}"
-            panels.append((caption, overlay(result.image, result.heatmaps[name], alpha)))
+            panels.append((caption, framed(overlay(image, result.heatmaps[name], alpha))))
     return panels
 
 

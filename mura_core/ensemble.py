@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .decision import ensemble_probability, study_probability, verdict
-from .gradcam import CAM_METHODS, CamExplainer, fuse_heatmaps, resize_heatmap
+from .gradcam import CAM_METHODS, LESION_MAP, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
     DEFAULT_WEIGHTS,
@@ -30,8 +31,6 @@ from .installed import (  # noqa: F401  (re-exported: the public API keeps these
 from .preprocessing import resize_square
 from .registry import get_spec, list_models
 from .results import DISCLAIMER, ImageResult, StudyResult  # noqa: F401  (re-exported)
-
-DISPLAY_MAX_SIDE = 1024
 
 
 class Ensemble:
@@ -68,6 +67,16 @@ class Ensemble:
 
     def input_size(self, name: str) -> int:
         return self._explainers[name].input_size
+
+    @property
+    def default_cam_method(self) -> str:
+        """The heatmap shown by default: the members' own lesion map when they all have one, else Grad-CAM."""
+        return LESION_MAP if LESION_MAP in self.cam_methods else "gradcam"
+
+    @property
+    def cam_methods(self) -> list[str]:
+        """Heatmap methods every member offers (`CAM_METHODS`; "lesion_map" when all have one)."""
+        return [m for m in CAM_METHODS if all(m in e.methods for e in self._explainers.values())]
 
     def warm_up(self, explain: bool = True) -> None:
         """Trace the compiled functions once so the first real study is fast."""
@@ -138,6 +147,9 @@ class Ensemble:
         """
         if method not in CAM_METHODS:
             raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        if explain and method not in self.cam_methods:
+            raise ValueError(f"Heatmap method {method!r} is not offered by every member; "
+                             f"choose one of {', '.join(self.cam_methods)}")
         results, grays = [], []
         for i, source in enumerate(images):
             default = source_name(source) if isinstance(source, (str, os.PathLike)) else f"image{i + 1}"
@@ -147,7 +159,7 @@ class Ensemble:
             except ImageLoadError as exc:
                 results.append(ImageResult(name=name, error=exc.reason))
                 continue
-            results.append(ImageResult(name=name, image=_display_copy(loaded.pixels),
+            results.append(ImageResult(name=name, image=loaded.pixels,
                                        body_part=loaded.body_part))
             grays.append(loaded.pixels)
         ok = [r for r in results if r.ok]
@@ -162,7 +174,7 @@ class Ensemble:
                 if explain:
                     probs, maps = explainer.explain(batch, method)
                     for r, heat in zip(ok, maps):
-                        r.heatmaps[name] = resize_heatmap(heat, r.image.shape)
+                        r.heatmaps[name] = heat
                 else:
                     probs = explainer.predict(batch)
                 for r, p in zip(ok, probs):
@@ -170,7 +182,9 @@ class Ensemble:
         for r in ok:
             r.ensemble = ensemble_probability(r.probabilities[n] for n in self.names)
             if explain:
-                r.heatmaps["ensemble"] = fuse_heatmaps([r.heatmaps[n] for n in self.names])
+                side = max(heat.shape[0] for heat in r.heatmaps.values())  # the finest member map
+                r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
+                                                        for n in self.names], normalize=method != LESION_MAP)
 
     def _summarise(self, results: list[ImageResult], method: str | None) -> StudyResult:
         ok = [r for r in results if r.ok]
@@ -195,6 +209,7 @@ class Ensemble:
             for name, model in self.members.items():
                 path = tmp / f"{name}.keras"
                 model.save(path)
+                _deflate(path)
                 arch = self.architectures[name]
                 entries.append({
                     "name": name, "architecture": arch, "file": path.name,
@@ -215,14 +230,13 @@ class Ensemble:
         return folder
 
 
-def _display_copy(gray: np.ndarray) -> np.ndarray:
-    height, width = gray.shape
-    scale = DISPLAY_MAX_SIDE / max(height, width)
-    if scale >= 1:
-        return gray
-    import cv2
-
-    return cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+def _deflate(path: Path) -> None:
+    """Re-pack a `.keras` archive with deflate (Keras stores it uncompressed): about 10% smaller."""
+    packed = path.with_suffix(".deflate")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for item in source.infolist():
+            out.writestr(item, source.read(item.filename), compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    os.replace(packed, path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

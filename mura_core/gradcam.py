@@ -18,12 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-CAM_METHODS = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "layercam": "LayerCAM",
-    "scorecam": "Score-CAM",
-}
+from .vocabulary import CAM_METHODS, LESION_MAP  # noqa: F401  (re-exported)
 
 
 def _score(output):
@@ -45,15 +40,31 @@ class CamExplainer:
         self.layer_name = layer_name
         self.input_size = int(model.input_shape[1])
         layer_output = model.get_layer(layer_name).output
-        self._cam_model = keras.Model(model.inputs, [layer_output, model.outputs[0]])
+        probability = model.get_layer("probability").output
+        # The probability alone: the model itself, or its classifier branch when it also has a lesion map.
+        self._classifier = model if len(model.outputs) == 1 else keras.Model(model.inputs, probability)
+        self._cam_model = keras.Model(model.inputs, [layer_output, probability])
+        self.has_lesion_map = any(layer.name == LESION_MAP for layer in model.layers)
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32)
         self._predict_fn = tf.function(self._predict, input_signature=[spec], jit_compile=jit_compile)
         self._gradcam_fn = tf.function(self._gradcam, input_signature=[spec], jit_compile=jit_compile)
+        if self.has_lesion_map:
+            self._map_model = keras.Model(model.inputs, [probability, model.get_layer(LESION_MAP).output])
+            self._map_fn = tf.function(self._lesion_map, input_signature=[spec], jit_compile=jit_compile)
         self._visualizers: dict[str, object] = {}
         self._lock = threading.Lock()
 
+    @property
+    def methods(self) -> list[str]:
+        """The heatmap methods this model offers (`CAM_METHODS`; the lesion map only if it has one)."""
+        return [m for m in CAM_METHODS if m != LESION_MAP or self.has_lesion_map]
+
     def _predict(self, images):
-        return self.model(images, training=False)[:, 0]
+        return self._classifier(images, training=False)[:, 0]
+
+    def _lesion_map(self, images):
+        probs, maps = self._map_model(images, training=False)
+        return probs[:, 0], maps[..., 0]
 
     def _gradcam(self, images):
         with tf.GradientTape() as tape:
@@ -76,6 +87,12 @@ class CamExplainer:
             method: one of `CAM_METHODS`.
         """
         batch = tf.convert_to_tensor(images, tf.float32)
+        size = (self.input_size, self.input_size)
+        if method == LESION_MAP:
+            if not self.has_lesion_map:
+                raise ValueError(f"{self.model.name} has no lesion map; its methods: {', '.join(self.methods)}")
+            probs, maps = self._map_fn(batch)  # probabilities of a lesion per cell: not rescaled
+            return probs.numpy(), np.stack([resize_heatmap(m, size) for m in maps.numpy()])
         if method == "gradcam":
             probs, cams = self._gradcam_fn(batch)
             cams = cams.numpy()
@@ -85,14 +102,13 @@ class CamExplainer:
                                             seek_penultimate_conv_layer=False,
                                             expand_cam=False, normalize_cam=False)
             cams = np.asarray(cams)
-        size = (self.input_size, self.input_size)
         maps = np.stack([normalize_heatmap(resize_heatmap(cam, size)) for cam in cams])
         return probs.numpy(), maps
 
     def _visualizer(self, method: str):
         with self._lock:
             if method not in self._visualizers:
-                self._visualizers[method] = _make_visualizer(method, self.model)
+                self._visualizers[method] = _make_visualizer(method, self._classifier)
             return self._visualizers[method]
 
 
@@ -127,13 +143,20 @@ def resize_heatmap(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(cam, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
 
 
-def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None) -> np.ndarray:
-    """Combine members' maps as the ensemble combines their probabilities: the (weighted) mean."""
+def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,
+                  normalize: bool = True) -> np.ndarray:
+    """Combine members' maps as the ensemble combines their probabilities: the (weighted) mean.
+
+    Args:
+        maps: the members' maps, all of one shape.
+        weights: optional weight per map.
+        normalize: rescale the mean to [0, 1] (CAMs); False keeps it (lesion maps are probabilities).
+    """
     if not maps:
         raise ValueError("fuse_heatmaps needs at least one map")
     stacked = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
-    fused = np.average(stacked, axis=0, weights=weights)
-    return normalize_heatmap(fused)
+    fused = np.average(stacked, axis=0, weights=weights).astype(np.float32)
+    return normalize_heatmap(fused) if normalize else fused
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,

@@ -89,14 +89,15 @@ def localization_summary(
     """Summarise per-image localization results against annotated boxes.
 
     Args:
-        records: Dicts with "hit" (pointing-game result), "mass" (`mass_in_boxes`)
-            and "box_area_fraction" (share of the image inside the boxes).
+        records: Dicts with "hit" (pointing-game result), "mass" (`mass_in_boxes`),
+            optionally "iou" (`thresholded_iou`), and "box_area_fraction" (share of the image
+            inside the boxes).
         n_boot: Bootstrap resamples for the pointing-game interval.
         seed: Bootstrap seed.
 
     Returns:
         Dict with "n", "pointing_game" (hit rate), "pointing_game_ci" ([low, high]
-        95% percentile bootstrap), "mass_in_boxes" (mean) and "box_area_fraction"
+        95% percentile bootstrap), "mass_in_boxes" and "iou" (means) and "box_area_fraction"
         (mean; the chance level a uniform heatmap would reach). Values are None when
         there are no records (or, for the means, no values).
     """
@@ -113,6 +114,7 @@ def localization_summary(
             "pointing_game": None,
             "pointing_game_ci": [None, None],
             "mass_in_boxes": None,
+            "iou": None,
             "box_area_fraction": None,
         }
     rng = np.random.default_rng(seed)
@@ -122,36 +124,109 @@ def localization_summary(
         "pointing_game": float(hits.mean()),
         "pointing_game_ci": list(percentile_interval(boot, 0.05)),
         "mass_in_boxes": mean_of("mass"),
+        "iou": mean_of("iou"),
         "box_area_fraction": mean_of("box_area_fraction"),
     }
 
 
-def score_ensemble(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], batch: int = 8) -> dict:
-    """Pointing game and mass in boxes of every member's Grad-CAM and of the fused map.
+def thresholded_iou(heatmap, boxes: Iterable[Box], level: float = 0.5) -> float:
+    """IoU of the heatmap's region at or above `level` x its maximum with the boxes' union.
+
+    Args:
+        heatmap: Float array (H, W) at image size.
+        boxes: Boxes as (x, y, w, h) in pixels.
+        level: Share of the maximum that defines the heatmap's region.
+
+    Returns:
+        A float in [0, 1]; 0.0 for a heatmap with no positive maximum.
+    """
+    heatmap = np.nan_to_num(np.asarray(heatmap, dtype=float))
+    peak = heatmap.max() if heatmap.size else 0.0
+    if peak <= 0:
+        return 0.0
+    region = heatmap >= level * peak
+    mask = boxes_to_mask(heatmap.shape, boxes)
+    union = np.logical_or(region, mask).sum()
+    return float(np.logical_and(region, mask).sum() / union) if union else 0.0
+
+
+def score_heatmap(heatmap, boxes: Iterable[Box], shape: tuple[int, int]) -> dict:
+    """Every localization score of one heatmap, at the native resolution where the boxes live.
+
+    Args:
+        heatmap: (h, w) map at any resolution (a model's input side); resized to `shape` first.
+        boxes: Boxes as (x, y, w, h) in pixels of the stored image.
+        shape: (H, W) of the stored image.
+
+    Returns:
+        Dict with "hit" (pointing game), "mass" (share in boxes), "iou" (`thresholded_iou`) and
+        "box_area_fraction" (the chance level of a uniform map).
+    """
+    from .gradcam import resize_heatmap
+
+    boxes = list(boxes)
+    heat = resize_heatmap(heatmap, shape)
+    return {"hit": pointing_game(heat, boxes), "mass": mass_in_boxes(heat, boxes),
+            "iou": thresholded_iou(heat, boxes), "box_area_fraction": float(boxes_to_mask(shape, boxes).mean())}
+
+
+def score_images(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], method: str = "gradcam",
+                 batch: int = 8) -> list[dict]:
+    """Per image and heatmap, `score_heatmap` of the positives that have boxes.
 
     Args:
         ensemble: an `Ensemble`.
         rows: index rows (`path`, `label`); the positives whose file name has boxes are scored.
         boxes: lesion boxes by image file name (`datasets.load_boxes`).
+        method: the heatmap method (`gradcam.CAM_METHODS`).
         batch: images explained together.
 
     Returns:
-        `localization_summary` per heatmap: each member's name and "ensemble".
+        One dict per image and heatmap (each member's name and "ensemble"): "file", "heatmap",
+        "probability" (the ensemble's) and the scores.
     """
     rows = rows[rows["label"] == 1]
     rows = rows[[bool(boxes.get(Path(p).name)) for p in rows["path"]]]
-    records: dict[str, list[dict]] = {name: [] for name in [*ensemble.names, "ensemble"]}
+    records = []
     paths = rows["path"].tolist()
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        result = ensemble.predict_study(chunk, explain=True)
+        result = ensemble.predict_study(chunk, explain=True, method=method)
         for path, image in zip(chunk, result.images):
             if not image.ok:
                 continue
-            image_boxes = boxes[Path(path).name]
-            box_area = boxes_to_mask(image.image.shape, image_boxes).mean()
-            for name, heat in image.heatmaps.items():
-                records[name].append({"hit": pointing_game(heat, image_boxes),
-                                      "mass": mass_in_boxes(heat, image_boxes),
-                                      "box_area_fraction": float(box_area)})
-    return {name: localization_summary(recs) for name, recs in records.items()}
+            name = Path(path).name
+            for heatmap, heat in image.heatmaps.items():
+                records.append({"file": name, "heatmap": heatmap, "probability": image.ensemble,
+                                **score_heatmap(heat, boxes[name], image.image.shape)})
+    return records
+
+
+def summarize_records(records: Iterable[Mapping]) -> dict:
+    """`localization_summary` per heatmap of `score_images` records."""
+    by_heatmap: dict[str, list[Mapping]] = {}
+    for record in records:
+        by_heatmap.setdefault(record["heatmap"], []).append(record)
+    return {name: localization_summary(recs) for name, recs in by_heatmap.items()}
+
+
+def score_ensemble(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], method: str = "gradcam",
+                   batch: int = 8) -> dict:
+    """`localization_summary` per heatmap (each member and "ensemble") over the positives with boxes."""
+    return summarize_records(score_images(ensemble, rows, boxes, method, batch))
+
+
+def gallery_cases(records: Iterable[Mapping], heatmap: str = "ensemble", n: int = 3) -> dict[str, list[dict]]:
+    """The best and the worst images for one heatmap, by mass in boxes (then pointing game).
+
+    Args:
+        records: `score_images` records.
+        heatmap: which heatmap ("ensemble" for the fused map, or a member's name).
+        n: cases on each side.
+
+    Returns:
+        {"best": [...], "worst": [...]}: records, best first / worst first.
+    """
+    mine = sorted((dict(r) for r in records if r["heatmap"] == heatmap),
+                  key=lambda r: (r["mass"], r["hit"], r["iou"]), reverse=True)
+    return {"best": mine[:n], "worst": mine[::-1][:n] if len(mine) > n else []}

@@ -17,12 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from .imaging import ImageLoadError, load_image
+from .imaging import ImageLoadError, image_size, load_image
 from .preprocessing import resize_square
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,109 @@ class Augmentation:
         """Augment a batch (B, H, W, C) of float images."""
         shape = tf.shape(images)
         transforms = self.transforms(shape[0], images.shape[1], images.shape[2], seed)
-        return tf.raw_ops.ImageProjectiveTransformV3(
+        warped = tf.raw_ops.ImageProjectiveTransformV3(
             images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
             interpolation="BILINEAR", fill_mode="CONSTANT")
+        return tf.ensure_shape(warped, images.shape)
+
+
+@dataclass(frozen=True)
+class LesionTargets:
+    """Per row of a table: its lesion boxes and whether they are known, for a lesion-map head.
+
+    Attributes:
+        boxes: (N, MAX_BOXES, 4) float32 boxes (x0, y0, x1, y1) as fractions of the image's width
+            and height (the square resize keeps fractions); unused slots are zeros.
+        weight: (N,) float32: 1 where the boxes are known (a negative has none: an empty map), 0
+            where a positive has no boxes (its map is not trained).
+        map_size: the side of the model's lesion map (input side / 16).
+    """
+
+    boxes: np.ndarray
+    weight: np.ndarray
+    map_size: int
+
+
+MAX_BOXES = 16
+
+
+def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int) -> LesionTargets:
+    """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
+
+    Args:
+        table: rows with `path` and `label`.
+        boxes_by_name: (x, y, w, h) boxes per image file name (`datasets.load_boxes`).
+        map_size: the model's lesion-map side.
+    """
+    boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
+    weight = np.zeros(len(table), np.float32)
+    for i, (path, label) in enumerate(zip(table["path"], table["label"])):
+        found = boxes_by_name.get(Path(path).name) or []
+        if int(label) == 0:
+            weight[i] = 1.0  # a negative: no lesion anywhere
+            continue
+        size = image_size(path) if found else None
+        if not found or size is None:
+            continue
+        width, height = size
+        for k, (x, y, w, h) in enumerate(found[:MAX_BOXES]):
+            boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
+        weight[i] = 1.0
+    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size))
+
+
+def box_masks(boxes: tf.Tensor, size: int) -> tf.Tensor:
+    """(B, S, S, 1) float32 masks: 1 on the pixels whose centre lies in one of the (B, K, 4) boxes.
+
+    Boxes are (x0, y0, x1, y1) fractions; all-zero rows are padding. A real box thinner than a pixel
+    still covers one pixel.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    real = tf.reduce_any(boxes != 0.0, axis=-1)[..., None]
+    pixel = 1.0 / size
+    x0, y0 = boxes[..., 0], boxes[..., 1]
+    x1 = tf.where(real[..., 0], tf.maximum(boxes[..., 2], x0 + pixel), boxes[..., 2])
+    y1 = tf.where(real[..., 0], tf.maximum(boxes[..., 3], y0 + pixel), boxes[..., 3])
+    centres = (tf.range(size, dtype=tf.float32) + 0.5) / size
+    xs, ys = centres[None, None, None, :], centres[None, None, :, None]
+    inside = ((xs >= x0[..., None, None]) & (xs < x1[..., None, None])
+              & (ys >= y0[..., None, None]) & (ys < y1[..., None, None]))
+    return tf.cast(tf.reduce_any(inside, axis=1), tf.float32)[..., None]
+
+
+def augment_with_masks(augmentation: Augmentation, images: tf.Tensor, masks: tf.Tensor,
+                       seed: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment images (B, S, S, C) and their box masks (B, S, S, 1) with one warp: boxes follow exactly."""
+    both = augmentation(tf.concat([images, masks], axis=-1), seed)
+    return both[..., :-1], both[..., -1:]
+
+
+def map_targets(masks: tf.Tensor, map_size: int) -> tf.Tensor:
+    """Pixel masks (B, S, S, 1) -> lesion-map targets (B, m, m, 1): a cell is 1 where a box covers it."""
+    stride = int(masks.shape[1]) // map_size
+    return tf.cast(tf.nn.max_pool2d(masks, stride, stride, "VALID") > 0.5, tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="mura_core")
+class LesionMapLoss(keras.losses.Loss):
+    """Pixel binary cross-entropy of a lesion map, with lesion cells weighted `positive_weight` times.
+
+    A fracture box covers about 1% of an image, so unweighted the map learns to say "no lesion"
+    everywhere. Per-image weights (`LesionTargets.weight`) leave positives without boxes out.
+    """
+
+    def __init__(self, positive_weight: float = 20.0, name: str = "lesion_map_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.positive_weight = float(positive_weight)
+
+    def call(self, y_true, y_pred):
+        y_pred = keras.ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        bce = -(self.positive_weight * y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(1.0 - y_pred))
+        return keras.ops.mean(bce, axis=(1, 2, 3))
+
+    def get_config(self):
+        return {**super().get_config(), "positive_weight": self.positive_weight}
 
 
 def oversample(table: pd.DataFrame, factor: int, label_col: str = "label") -> pd.DataFrame:
@@ -112,8 +213,14 @@ def make_dataset(
     augmentation: Augmentation | None = None,
     seed: int = 0,
     cache: str | os.PathLike | None = None,
+    lesions: LesionTargets | None = None,
+    class_weight: dict[int, float] | None = None,
 ) -> tf.data.Dataset:
     """A batched dataset of (images float32 [0, 255] (B, S, S, 3), labels float32 (B,)).
+
+    With `lesions`, for a model with a lesion map: (images, {"probability": labels, "lesion_map":
+    maps}, {"probability": class weights, "lesion_map": lesion weights}), where each box mask goes
+    through the very same augmentation warp as its image before it is pooled to the map's cells.
 
     Args:
         table: rows with at least `path` and `label` (oversample beforehand if wanted).
@@ -123,7 +230,13 @@ def make_dataset(
         augmentation: random transforms for training (None: none).
         seed: shuffle / augmentation seed.
         cache: a folder made by `build_cache` for this size (images read from it, not decoded).
+        lesions: `lesion_targets` for the rows of `table` (same order).
+        class_weight: with `lesions`, the per-class weights of the classification loss (Keras takes
+            no `class_weight` for a model with two outputs).
     """
+    if lesions is not None:
+        return _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache, lesions,
+                               class_weight)
     if cache is not None:
         table = table[~table["path"].isin(cache_failures(cache, size))]
     labels = table["label"].to_numpy(np.float32)
@@ -256,3 +369,43 @@ def class_weights(labels) -> dict[int, float]:
             )
     weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
     return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache, lesions, class_weight):
+    keep = np.ones(len(table), bool)
+    if cache is not None:
+        keep = ~table["path"].isin(cache_failures(cache, size)).to_numpy()
+    table = table[keep]
+    boxes, weight = lesions.boxes[keep], lesions.weight[keep]
+    labels = table["label"].to_numpy(np.float32)
+    weights = {0: 1.0, 1: 1.0, **(class_weight or {})}
+    class_w = np.where(labels > 0.5, weights[1], weights[0]).astype(np.float32)
+    rows = tf.data.Dataset.from_tensor_slices((np.arange(len(table), dtype=np.int64), labels, boxes, weight, class_w))
+    if training:
+        rows = rows.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
+    if cache is not None:
+        images = open_cache(cache, size, table["path"].tolist())
+
+        def read(i, *rest):
+            image = tf.numpy_function(lambda j: images[j], [i], tf.uint8)
+            image.set_shape((size, size, 1))
+            return (image, *rest, True)
+    else:
+        paths = tf.constant(table["path"].astype(str).to_numpy())
+
+        def read(i, *rest):
+            image, ok = _load(tf.gather(paths, i), size)
+            return (image, *rest, ok)
+
+    ds = rows.map(read, num_parallel_calls=AUTOTUNE).filter(lambda *row: row[-1])
+    ds = ds.map(lambda *row: row[:-1]).batch(batch_size, drop_remainder=False)
+
+    def targets(images, labels, boxes, weight, class_w):
+        images = tf.cast(images, tf.float32)
+        masks = box_masks(boxes, size)
+        if training and augmentation is not None:
+            images, masks = augment_with_masks(augmentation, images, masks, seed)
+        y = {"probability": labels, "lesion_map": map_targets(masks, lesions.map_size)}
+        return tf.repeat(images, 3, axis=-1), y, {"probability": class_w, "lesion_map": weight}
+
+    return ds.map(targets, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

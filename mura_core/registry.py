@@ -29,6 +29,8 @@ class ModelSpec:
         input_size: default square input side in pixels.
         scaling: the pixel scaling its ImageNet weights expect (a layer inside the model).
         gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
+        map_layer: a stride-16 block output, where an optional lesion-map head reads (finer cells
+            than the last block's stride 32).
         gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
     """
 
@@ -38,6 +40,7 @@ class ModelSpec:
     input_size: int
     scaling: Scaling
     gradcam_layer: str
+    map_layer: str = ""
     gflops_320: float | None = None
 
 
@@ -54,14 +57,20 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 apps = keras.applications
 # The method's two architectures (MURA ensemble).
-register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, TORCH, "relu", gflops_320=6.9))
-register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, CAFFE, "conv5_block3_out", gflops_320=15.9))
+register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, TORCH, "relu", "conv4_block32_concat",
+                   gflops_320=6.9))
+register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, CAFFE, "conv5_block3_out", "conv4_block23_out",
+                   gflops_320=15.9))
 # Lighter members of the same families.
-register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, TORCH, "relu", gflops_320=5.9))
-register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, CAFFE, "conv5_block3_out", gflops_320=8.4))
+register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, TORCH, "relu", "conv4_block24_concat",
+                   gflops_320=5.9))
+register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, CAFFE, "conv5_block3_out", "conv4_block6_out",
+                   gflops_320=8.4))
 # Compact backbones that train in reasonable time on a few CPU cores.
-register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_relu", gflops_320=0.6))
-register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation", gflops_320=0.8))
+register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_relu", "block_13_expand_relu",
+                   gflops_320=0.6))
+register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation",
+                   "block6a_expand_activation", gflops_320=0.8))
 
 
 def list_models() -> list[str]:
@@ -88,6 +97,7 @@ def create_model(
     dense_units: int = 512,
     dropout: float = 0.5,
     bn_momentum: float | None = None,
+    lesion_map: bool = False,
 ) -> keras.Model:
     """Build a flat Keras model: raw RGB [0, 255] in, one sigmoid probability (abnormal) out.
 
@@ -101,9 +111,12 @@ def create_model(
         bn_momentum: momentum of every BatchNormalization layer's moving statistics (None keeps the
             backbone's: 0.99, or 0.999 in MobileNetV2). From scratch with few steps, 0.9 lets the
             statistics used at inference catch up with training.
+        lesion_map: add a light head on the spec's `map_layer` that outputs a lesion map
+            ("lesion_map", (S/16, S/16, 1) sigmoid), trained on lesion boxes (see `train/`).
 
     Returns:
-        An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32.
+        An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32; its output is the
+        probability (None, 1), or with `lesion_map` a dict {"probability", "lesion_map"}.
     """
     spec = get_spec(name)
     size = int(input_size or spec.input_size)
@@ -118,6 +131,12 @@ def create_model(
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(1, kernel_initializer=init, name="head_logit", dtype="float32")(x)
     outputs = keras.layers.Activation("sigmoid", name="probability", dtype="float32")(logits)
+    if lesion_map:
+        cells = model_layer_output(backbone, spec.map_layer)
+        cells = keras.layers.Conv2D(32, 1, activation="relu", name="map_reduce")(cells)
+        lesions = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="lesion_map",
+                                      dtype="float32")(cells)
+        outputs = {"probability": outputs, "lesion_map": lesions}
     model = keras.Model(inputs, outputs, name=name)
     if bn_momentum is not None:
         for layer in model.layers:
@@ -128,11 +147,35 @@ def create_model(
     return model
 
 
+def model_layer_output(model: keras.Model, layer_name: str):
+    """The output tensor of `layer_name`, with an error that says which spec field names it."""
+    try:
+        return model.get_layer(layer_name).output
+    except ValueError:
+        raise ValueError(f"{model.name}: no layer {layer_name!r} (see the spec's gradcam_layer, map_layer)") from None
+
+
 def load_weights_file(model: keras.Model, path: str | os.PathLike) -> None:
-    """Load weights into `model` from a `.keras` archive or a `.weights.h5` file."""
+    """Load weights into `model` from a `.keras` archive or a `.weights.h5` file.
+
+    From a `.keras` archive, weights are matched by layer name, so a classifier's weights can start
+    a model that adds a lesion-map head (the new head keeps its initial weights). Every layer of the
+    archive must fit.
+    """
     path = os.fspath(path)
-    if path.endswith(".keras"):
-        source = keras.saving.load_model(path, compile=False, safe_mode=True)
-        model.set_weights(source.get_weights())
-    else:
+    if not path.endswith(".keras"):
         model.load_weights(path)
+        return
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        try:
+            target = model.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"{path}: layer {layer.name!r} has no counterpart in {model.name}") from None
+        shapes = [w.shape for w in target.get_weights()]
+        if shapes != [w.shape for w in weights]:
+            raise ValueError(f"{path}: layer {layer.name!r} does not fit {model.name} (shapes {shapes})")
+        target.set_weights(weights)

@@ -64,7 +64,7 @@ def build_report(
         data: what was evaluated (root, format, split), recorded as is.
         n_boot: bootstrap resamples for the 95% intervals (clustered by patient, else study).
         seed: bootstrap seed.
-        localization: per model localization summaries (see `metrics.localization_summary`).
+        localization: per model localization summaries (see `localization.localization_summary`).
         history: per member training history (column -> list).
 
     Returns:
@@ -280,20 +280,39 @@ def threshold_at(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
     return frame.loc[index].to_dict()
 
 
-def localization_frame(report: Mapping[str, Any]) -> pd.DataFrame:
-    """Pointing game (with 95% interval), mass in boxes and the chance level per model."""
-    data = report.get("localization") or {}
+def localization_frame(report: Mapping[str, Any], method: str | None = None) -> pd.DataFrame:
+    """Pointing game (with 95% interval), mass in boxes, IoU and the chance level per model.
+
+    Args:
+        report: a report.json dict.
+        method: a heatmap method of `localization_by_method` (default: the report's own method).
+    """
+    by_method = report.get("localization_by_method") or {}
+    data = by_method.get(method) if method else None
+    data = data or report.get("localization") or {}
     rows = {}
     for model, entry in data.items():
         rows[model] = {
             "images": entry.get("n"),
             "pointing game (hit rate)": format_ci(entry.get("pointing_game"), entry.get("pointing_game_ci")),
             "heatmap mass in boxes": format_ci(entry.get("mass_in_boxes")),
+            "IoU (map above half its peak)": format_ci(entry.get("iou")),
             "box area (chance level)": format_ci(entry.get("box_area_fraction")),
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "model"
     return frame
+
+
+def sanity_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """The model-randomization check: one row per member and stage, Spearman correlation with the trained maps."""
+    sanity = report.get("sanity") or {}
+    rows = [{"member": member, "re-initialised": row["stage"], "layers": row["layers"],
+             "rank correlation with the trained maps": number_or_none(row.get("spearman")),
+             "|rank correlation|": number_or_none(row.get("spearman_abs")),
+             "maps that became constant": row.get("undefined", 0)}
+            for member, stages in (sanity.get("members") or {}).items() for row in stages]
+    return pd.DataFrame(rows)
 
 
 def members_frame(manifest: Mapping[str, Any]) -> pd.DataFrame:

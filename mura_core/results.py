@@ -28,8 +28,10 @@ class ImageResult:
     name: str
     probabilities: dict[str, float] = field(default_factory=dict)
     ensemble: float | None = None
-    image: np.ndarray | None = None  # (H, W) uint8, at most DISPLAY_MAX_SIDE a side (ensemble.py)
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # member name or "ensemble"
+    image: np.ndarray | None = None  # (H, W) uint8, the decoded image at its native resolution
+    # member name or "ensemble" -> (s, s) float32 map in [0, 1] at the model's input side (the
+    # fused map at the finest member's); resize it to the image (`gradcam.resize_heatmap`) to use it
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     body_part: str = ""
     error: str | None = None
 

@@ -52,3 +52,15 @@ def label_text(label: Any) -> str:
     if key in _NEGATIVE_WORDS:
         return LABEL_NAMES[0]
     return ""
+
+
+CAM_METHODS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "layercam": "LayerCAM",
+    "scorecam": "Score-CAM",
+    "lesion_map": "Lesion map",
+}
+"""Heatmap methods (`gradcam.CamExplainer`). "lesion_map" is not a CAM: it is the model's own lesion-map
+output, trained on lesion boxes (`create_model(..., lesion_map=True)`), a probability of a lesion per cell."""
+LESION_MAP = "lesion_map"

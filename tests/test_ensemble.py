@@ -13,6 +13,7 @@ from tf_keras_vis.gradcam import Gradcam
 
 from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay
+from mura_core.imaging import load_image
 from mura_core.registry import create_model
 from tests.mura_tree import FRACATLAS, fracatlas_images
 
@@ -59,11 +60,14 @@ def test_bad_file_reported_rest_predicted(ensemble, images, tmp_path):
 def test_explain_gives_heatmaps_and_same_probabilities(ensemble, images):
     plain = ensemble.predict_study(images)
     explained = ensemble.predict_study(images, explain=True)
-    for a, b in zip(plain.images, explained.images):
+    for path, a, b in zip(images, plain.images, explained.images):
         assert a.ensemble == pytest.approx(b.ensemble, abs=1e-5)
         assert set(b.heatmaps) == {"mnv2", "dn121", "ensemble"}
-        for heat in b.heatmaps.values():
-            assert heat.shape == b.image.shape and heat.dtype == np.float32
+        assert b.image.shape == load_image(path).shape  # native resolution; the dashboard shrinks it
+        sides = {name: ensemble.input_size(name) for name in ensemble.names}
+        sides["ensemble"] = max(sides.values())  # fused at the finest member map
+        for name, heat in b.heatmaps.items():
+            assert heat.shape == (sides[name], sides[name]) and heat.dtype == np.float32
             assert 0.0 <= heat.min() and heat.max() <= 1.0
         rgb = overlay(b.image, b.heatmaps["ensemble"], alpha=0.5)
         assert rgb.shape == (*b.image.shape, 3) and rgb.dtype == np.uint8

@@ -48,6 +48,9 @@ class TrainConfig:
     dense_units: int = 512
     dropout: float = 0.5
     bn_momentum: float | None = None  # None: the backbone's; 0.9 helps training from scratch
+    lesion_map: bool = False  # add a lesion-map head trained on the data's lesion boxes (FracAtlas)
+    map_loss_weight: float = 1.0  # weight of the lesion-map loss beside the classification loss
+    map_positive_weight: float = 20.0  # weight of a lesion cell against a background cell in that loss
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1

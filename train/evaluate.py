@@ -5,8 +5,9 @@
 
 Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSVs and `figures.html`
 (ROC, calibration, per body part, confusion), image- and study-level, with bootstrap 95% confidence
-intervals. On a layout with lesion boxes (FracAtlas) it also scores Grad-CAM localization against
-them (pointing game, heatmap mass inside boxes).
+intervals. On a layout with lesion boxes (FracAtlas) it also scores the heatmaps against them at
+each image's native resolution (pointing game, heatmap mass inside boxes, IoU), draws the best and
+worst cases into `gallery/`, and runs the model-randomization sanity check (`mura_core.sanity`).
 Paths in `predictions.csv` are relative to ROOT, so a report can be shared without the machine's layout.
 """
 
@@ -23,11 +24,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from mura_core import localization  # noqa: E402
+from mura_core import localization, sanity  # noqa: E402
+from mura_core.charts import display_copy, heatmap_panels  # noqa: E402
 from mura_core.datasets import get_layout, index_dataset, layout_names  # noqa: E402
-from mura_core.ensemble import load_ensemble  # noqa: E402
+from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
+from mura_core.gradcam import LESION_MAP  # noqa: E402
+from mura_core.imaging import load_image  # noqa: E402
 from mura_core.installed import weights_folder  # noqa: E402
+from mura_core.preprocessing import resize_square  # noqa: E402
+from mura_core.registry import get_spec  # noqa: E402
 from mura_core.reports import build_report, write_report  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
@@ -46,7 +53,8 @@ def _histories(weights: Path) -> dict:
 
 
 def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split: str | None = None,
-             split_file: str | None = None, n_boot: int = 1000, localize: bool = True) -> dict:
+             split_file: str | None = None, n_boot: int = 1000, localize: bool = True,
+             sanity_images: int = 16) -> dict:
     """Predict `split` of the dataset at `data` with the ensemble in `weights` and write the report."""
     ensemble = load_ensemble(weights)
     index = index_dataset(data, fmt, split_file)
@@ -63,19 +71,74 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
     merged = table.drop(columns=["body_part"]).merge(predictions.drop(columns=["body_part"]), on="path")
     merged.insert(2, "body_part", table.set_index("path").loc[merged["path"], "body_part"].to_numpy())
     merged = merged[merged["error"] == ""].reset_index(drop=True)
-    loc = None
-    boxes = get_layout(index.format).boxes(data) if localize else None
-    if boxes:
-        loc = localization.score_ensemble(ensemble, merged, boxes)
     weights_dir = weights_folder(weights)
     report = build_report(
         merged, ensemble.names, ensemble.threshold,
         data={"root": str(data), "format": index.format, "split": split or "all",
               "unreadable_images": int(len(failed))},
-        n_boot=n_boot, localization=loc, history=_histories(weights_dir) or None,
+        n_boot=n_boot, history=_histories(weights_dir) or None,
     )
+    boxes = get_layout(index.format).boxes(data) if localize else None
+    if boxes:
+        report.update(explanations(ensemble, merged, boxes, Path(out), sanity_images))
     write_report(report, merged.assign(path=merged["path"].map(lambda p: _relative_to(p, data))), out)
     return report
+
+
+def explanations(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, sanity_images: int = 16) -> dict:
+    """How the heatmaps relate to the lesion boxes, for the report.
+
+    Every heatmap method the members share that is scored against boxes (Grad-CAM, and the lesion
+    map when the members have one) at each image's native resolution; best and worst cases of the
+    default method's fused map, drawn into `out/gallery/`; and the model-randomization sanity
+    check of the default method on `sanity_images` boxed positives.
+    """
+    methods = [m for m in ("gradcam", LESION_MAP) if m in ensemble.cam_methods]
+    default = ensemble.default_cam_method
+    by_method, records = {}, {}
+    for method in methods:
+        records[method] = localization.score_images(ensemble, rows, boxes, method)
+        by_method[method] = localization.summarize_records(records[method])
+        log.info("localization (%s, fused): %s", method, by_method[method].get("ensemble"))
+    cases = localization.gallery_cases(records[default])
+    paths = {Path(p).name: p for p in rows["path"]}
+    gallery = []
+    for kind, chosen in cases.items():
+        for case in chosen:
+            file = f"gallery/{kind}_{Path(case['file']).stem}.jpg"
+            result = ensemble.predict_study([paths[case["file"]]], explain=True, method=default)
+            save_case_picture(result.images[0], boxes[case["file"]], out / file)
+            gallery.append({**case, "kind": kind, "picture": file})
+    positives = rows[(rows["label"] == 1) & rows["path"].map(lambda p: bool(boxes.get(Path(p).name)))]
+    return {
+        "localization": by_method[default],
+        "localization_method": default,
+        "localization_by_method": by_method,
+        "localization_gallery": gallery,
+        "sanity": sanity_report(ensemble, positives["path"].tolist()[:sanity_images], default),
+    }
+
+
+def save_case_picture(image, image_boxes, path: Path, side: int = 320) -> Path:
+    """The original with its boxes beside the fused heatmap with its boxes, as one JPEG."""
+    panels = heatmap_panels(image, 0.45, [], image_boxes)
+    pictures = [display_copy(p if p.ndim == 3 else np.repeat(p[..., None], 3, axis=-1), side) for _, p in panels[:2]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(pictures, axis=1)).save(path, quality=85)
+    return path
+
+
+def sanity_report(ensemble: Ensemble, paths: list[str], method: str) -> dict:
+    """`sanity.model_randomization` of each member's `method` heatmaps on the images at `paths`."""
+    grays = [load_image(p) for p in paths]
+    members = {}
+    for name, model in ensemble.members.items():
+        spec = get_spec(ensemble.architectures[name])
+        layer = spec.map_layer if method == LESION_MAP else spec.gradcam_layer
+        images = np.stack([resize_square(g, ensemble.input_size(name)) for g in grays]).astype(np.float32)
+        members[name] = sanity.model_randomization(model, layer, images, method)
+        log.info("sanity check %s: %s", name, [(r["stage"], r["spearman"]) for r in members[name]])
+    return {"method": method, "images": len(paths), "members": members}
 
 
 def _relative_to(path: str, root: str) -> str:
@@ -95,11 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-file", help="CSV path_key,split that assigns splits")
     parser.add_argument("--out", required=True, help="folder for report.json and plots")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    parser.add_argument("--no-localization", action="store_true", help="skip the Grad-CAM vs boxes scores")
+    parser.add_argument("--no-localization", action="store_true",
+                        help="skip the heatmaps-vs-boxes scores, the gallery and the sanity check")
+    parser.add_argument("--sanity-images", type=int, default=16,
+                        help="boxed positives used by the model-randomization sanity check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     report = evaluate(args.weights, args.data, args.out, args.format, args.split, args.split_file,
-                      args.n_boot, not args.no_localization)
+                      args.n_boot, not args.no_localization, args.sanity_images)
     key = level_key("image")
     summary = {m: {k: report[key][m][k] for k in ("auc", "accuracy", "recall", "specificity")} for m in report[key]}
     print(json.dumps({key: summary, "threshold": report["threshold"]}, indent=2))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mura_core.installed import read_manifest, report_path, weights_folder
 from mura_core.results import DISCLAIMER
-from mura_core.vocabulary import level_key
+from mura_core.vocabulary import CAM_METHODS, level_key
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -66,16 +66,29 @@ def model_card(manifest: dict, report: dict) -> str:
         "",
         *_metric_rows(report[level_key("image")]),
     ]
-    if report.get("localization"):
-        lines += ["", "Grad-CAM localization on fractured test images with boxes (pointing game: the heatmap's "
-                  "maximum inside a fracture box; mass: share of the heatmap inside boxes; chance: the boxes' "
-                  "share of the image):", "",
-                  "| heatmap | n | pointing game (95% CI) | mass in boxes | chance (box area) |",
-                  "|---|---|---|---|---|"]
-        for model, loc in report["localization"].items():
+    by_method = report.get("localization_by_method") or (
+        {"gradcam": report["localization"]} if report.get("localization") else {})
+    for method, localization in by_method.items():
+        lines += ["", f"{CAM_METHODS.get(method, method)} localization on fractured test images with boxes, "
+                  "scored at each image's native resolution (pointing game: the heatmap's maximum inside a "
+                  "fracture box; mass: share of the heatmap inside boxes; IoU: the map above half its peak "
+                  "against the boxes; chance: the boxes' share of the image)"
+                  + (" - the heatmap the dashboard shows by default:" if method == report.get("localization_method")
+                     else ":"), "",
+                  "| heatmap | n | pointing game (95% CI) | mass in boxes | IoU | chance (box area) |",
+                  "|---|---|---|---|---|---|"]
+        for model, loc in localization.items():
             low, high = loc.get("pointing_game_ci") or (None, None)
             lines.append(f"| {model} | {loc['n']} | {_fmt(loc['pointing_game'])} ({_fmt(low)}–{_fmt(high)}) | "
-                         f"{_fmt(loc['mass_in_boxes'])} | {_fmt(loc['box_area_fraction'])} |")
+                         f"{_fmt(loc['mass_in_boxes'])} | {_fmt(loc.get('iou'))} | {_fmt(loc['box_area_fraction'])} |")
+    sanity = report.get("sanity")
+    if sanity:
+        lines += ["", f"Sanity check of the {CAM_METHODS.get(sanity['method'], sanity['method'])} heatmaps (model "
+                  "randomization, Adebayo et al. 2018): mean Spearman rank correlation with the trained model's "
+                  f"maps on {sanity['images']} test images as the weights are re-initialised from the top:", "",
+                  "| member | re-initialised | rank correlation |", "|---|---|---|"]
+        for member, stages in sanity["members"].items():
+            lines += [f"| {member} | {row['stage']} | {_fmt(row['spearman'])} |" for row in stages]
     val = info.get("validation")
     if val:
         lines += ["", f"Validation (used for the threshold): sensitivity {_fmt(val['recall'])}, "

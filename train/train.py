@@ -27,8 +27,21 @@ import tensorflow as tf  # noqa: E402
 
 from mura_core import metrics  # noqa: E402
 from mura_core.charts import history_figure, write_figures  # noqa: E402
-from mura_core.datasets import DatasetIndex, combine, index_dataset, split_by_patient  # noqa: E402
-from mura_core.pipeline import build_cache, class_weights, make_dataset, oversample  # noqa: E402
+from mura_core.datasets import (  # noqa: E402
+    DatasetIndex,
+    combine,
+    index_dataset,
+    load_boxes,  # noqa: E402
+    split_by_patient,
+)
+from mura_core.pipeline import (  # noqa: E402
+    LesionMapLoss,
+    build_cache,
+    class_weights,
+    lesion_targets,
+    make_dataset,
+    oversample,
+)
 from mura_core.registry import create_model, get_spec  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
@@ -71,18 +84,41 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[
-            keras.metrics.BinaryAccuracy(name="accuracy"),
-            keras.metrics.AUC(name="auc"),
-            keras.metrics.Precision(name="precision"),
-            keras.metrics.Recall(name="recall"),
-        ],
-        jit_compile=config.jit_compile,
-        run_eagerly=config.run_eagerly,
-    )
+    classification = [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.AUC(name="auc"),
+        keras.metrics.Precision(name="precision"),
+        keras.metrics.Recall(name="recall"),
+    ]
+    if config.lesion_map:
+        loss = {"probability": keras.losses.BinaryCrossentropy(),
+                "lesion_map": LesionMapLoss(config.map_positive_weight)}
+        loss_weights = {"probability": 1.0, "lesion_map": config.map_loss_weight}
+        metrics_ = {"probability": classification}
+    else:
+        loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, loss_weights=loss_weights,
+                  metrics=metrics_, jit_compile=config.jit_compile, run_eagerly=config.run_eagerly)
+
+
+def monitored(config: TrainConfig) -> str:
+    """The metric `config.monitor` names, as Keras logs it (classifier metrics get the output's prefix
+    when the model also has a lesion map: val_auc -> val_probability_auc)."""
+    monitor = config.monitor
+    if config.lesion_map and "probability" not in monitor and monitor not in ("loss", "val_loss"):
+        prefix = "val_" if monitor.startswith("val_") else ""
+        monitor = f"{prefix}probability_{monitor.removeprefix(prefix)}"
+    return monitor
+
+
+def lesion_boxes(config: TrainConfig) -> dict:
+    """Lesion boxes by file name from the config's datasets (those whose layout has boxes)."""
+    boxes = {}
+    for source in config.data:
+        boxes.update(load_boxes(source.root, source.format) or {})
+    if not boxes:
+        raise ValueError("lesion_map=true needs a dataset whose layout has lesion boxes (e.g. FracAtlas)")
+    return boxes
 
 
 def _best_so_far(history_csv, monitor: str) -> float | None:
@@ -120,31 +156,42 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
         cache = build_cache(all_paths, size, config.cache_dir)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(train_rows, size, global_batch, True, config.augmentation, config.seed, cache)
-    val_ds = make_dataset(val_rows, size, global_batch, False, cache=cache)
+    train_lesions = val_lesions = None
+    if config.lesion_map:
+        boxes, map_size = lesion_boxes(config), size // 16
+        train_lesions = lesion_targets(train_rows, boxes, map_size)
+        val_lesions = lesion_targets(val_rows, boxes, map_size)
+        log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
+                 int(train_lesions.weight.sum()), int(val_lesions.weight.sum()))
+    train_ds = make_dataset(train_rows, size, global_batch, True, config.augmentation, config.seed, cache,
+                            train_lesions, weights)
+    val_ds = make_dataset(val_rows, size, global_batch, False, cache=cache, lesions=val_lesions,
+                          class_weight=weights)
     if config.steps_per_epoch:
         train_ds = train_ds.repeat()
 
     with strategy.scope():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
-                             config.bn_momentum)
+                             config.bn_momentum, config.lesion_map)
         _compile(model, config)
 
+    monitor = monitored(config)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=config.monitor, mode="max",
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max",
                                         save_best_only=True,
-                                        initial_value_threshold=_best_so_far(history_csv, config.monitor)),
+                                        initial_value_threshold=_best_so_far(history_csv, monitor)),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=config.monitor, mode="max", factor=config.reduce_lr_factor,
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
                                           patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1),
-        keras.callbacks.EarlyStopping(monitor=config.monitor, mode="max",
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                       patience=config.early_stopping_patience, verbose=1),
         *(extra_callbacks or []),
     ]
     started = time.time()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_steps=config.validation_steps, class_weight=weights, callbacks=callbacks, verbose=2)
+              validation_steps=config.validation_steps, class_weight=None if config.lesion_map else weights,
+              callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
     history = pd.read_csv(history_csv)
     curves = {config.name: history.to_dict("list")}  # CSVLogger keeps an `epoch` column
@@ -162,7 +209,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
 def evaluate_on_validation(config: TrainConfig, best_path, val_rows: pd.DataFrame, size: int, cache) -> dict:
     """Predict the validation rows with the best checkpoint, save them, choose the threshold."""
     model = keras.saving.load_model(best_path, compile=False, safe_mode=True)
-    probs = model.predict(make_dataset(val_rows, size, config.batch_size, False, cache=cache), verbose=0)[:, 0]
+    probs = model.predict(make_dataset(val_rows, size, config.batch_size, False, cache=cache), verbose=0)
+    probs = (probs["probability"] if isinstance(probs, dict) else probs)[:, 0]
     if len(probs) != len(val_rows):  # undecodable images were dropped by the pipeline
         raise RuntimeError("some validation images could not be decoded; see the warnings above")
     frame = val_rows.assign(probability=probs)

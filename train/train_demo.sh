@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Train the bundled demo ensemble on FracAtlas on CPU, install it in weights/, evaluate it on the test split.
-# Run from the repository root; about 2 hours on 2 cores. Re-running resumes an interrupted member.
+# Run from the repository root; re-running resumes an interrupted member and skips finished ones.
 # Stage 1 trains each member from scratch (runs/demo_<member>); stage 2 continues from stage 1's best
-# checkpoint at a lower learning rate (runs/stage2/demo_<member>), and stage 2's runs are installed.
+# checkpoint at a lower learning rate (runs/stage2/demo_<member>); stage 3 adds a lesion-map head and
+# continues from stage 2 with FracAtlas' fracture boxes as a second target (runs/stage3/demo_<member>).
+# Stage 3's runs are installed. On 2 CPU cores: stages 1 and 2 about 112 minutes, stage 3 see README.
 set -euo pipefail
 for member in mobilenetv2 efficientnetb0; do
   if [ ! -f "runs/demo_$member/val_metrics.json" ]; then
@@ -11,8 +13,11 @@ for member in mobilenetv2 efficientnetb0; do
   if [ ! -f "runs/stage2/demo_$member/val_metrics.json" ]; then
     python -m train.train --config "train/configs/demo_fracatlas_${member}_stage2.yaml"
   fi
+  if [ ! -f "runs/stage3/demo_$member/val_metrics.json" ]; then
+    python -m train.train --config "train/configs/demo_fracatlas_${member}_stage3.yaml"
+  fi
 done
-python -m train.build_ensemble --runs runs/stage2/demo_mobilenetv2 runs/stage2/demo_efficientnetb0 \
+python -m train.build_ensemble --runs runs/stage3/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
   --sensitivity 0.8 --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report

@@ -1,0 +1,230 @@
+"""Lesion boxes in training and evaluation: box-following augmentation, lesion-map models, scoring at
+native resolution, and the model-randomization sanity check, on tiny models and real radiographs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from mura_core import sanity
+from mura_core.ensemble import Ensemble, load_ensemble
+from mura_core.gradcam import CamExplainer
+from mura_core.localization import score_heatmap, thresholded_iou
+from mura_core.pipeline import (
+    Augmentation,
+    LesionMapLoss,
+    augment_with_masks,
+    box_masks,
+    lesion_targets,
+    make_dataset,
+    map_targets,
+)
+from mura_core.registry import create_model, load_weights_file
+
+STRONG = Augmentation(rotation_degrees=30, shift=0.2, zoom=0.25, horizontal_flip=True)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+
+
+def test_a_box_drawn_into_an_image_lands_where_the_transformed_box_says():
+    size = 96
+    boxes = np.array([[[0.15, 0.20, 0.45, 0.40], [0.6, 0.65, 0.8, 0.9]]] * 6, np.float32)  # fractions
+    masks = box_masks(boxes, size)
+    images = masks * 255.0  # the boxes drawn into the images
+    for seed in range(3):
+        warped_images, warped_masks = augment_with_masks(STRONG, images, masks, seed)
+        for image, mask in zip(warped_images.numpy(), warped_masks.numpy()):
+            drawn, said = image[..., 0] > 127.5, mask[..., 0] > 0.5
+            assert said.sum() > 50  # the boxes are still (mostly) in the picture
+            assert _iou(drawn, said) > 0.98
+    # And the warp did move the boxes: not all images equal the un-augmented masks.
+    moved = [_iou(w[..., 0] > 0.5, masks[0, ..., 0].numpy() > 0.5) for w in warped_masks.numpy()]
+    assert min(moved) < 0.8
+
+
+def test_box_masks_and_map_targets():
+    masks = box_masks(np.array([[[0.5, 0.0, 0.75, 0.25], [0, 0, 0, 0]]], np.float32), 32)
+    assert masks.shape == (1, 32, 32, 1) and masks.numpy().sum() == 8 * 8
+    cells = map_targets(masks, 4).numpy()[0, ..., 0]
+    assert cells.tolist() == [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    tiny = box_masks(np.array([[[0.5, 0.5, 0.5001, 0.5001]]], np.float32), 32)
+    assert tiny.numpy().sum() == 1  # a box thinner than a pixel still covers one
+
+
+def _radiograph_with_box(path, width, height, box):
+    x, y, w, h = box
+    pixels = np.full((height, width), 40, np.uint8)
+    pixels[y:y + h, x:x + w] = 230
+    Image.fromarray(pixels).save(path)
+
+
+def test_the_training_pipeline_gives_map_targets_that_follow_the_image(tmp_path):
+    rows, boxes = [], {}
+    for i in range(4):
+        box = (20 + 10 * i, 30, 60, 50)
+        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)  # not square: fractions matter
+        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": 1})
+        boxes[f"pos{i}.png"] = [box]
+    Image.fromarray(np.tile(np.linspace(0, 120, 200, dtype=np.uint8), (160, 1))).save(tmp_path / "neg.png")
+    rows += [{"path": str(tmp_path / "neg.png"), "label": 0}, {"path": str(tmp_path / "pos0.png"), "label": 1}]
+    table = pd.DataFrame(rows)
+    boxes_known = dict(boxes)
+    targets = lesion_targets(table, boxes_known, map_size=8)
+    assert targets.weight.tolist() == [1, 1, 1, 1, 1, 1]
+    assert targets.boxes[0, 0].tolist() == pytest.approx([20 / 200, 30 / 160, 80 / 200, 80 / 160])
+    unknown = lesion_targets(table, {}, map_size=8)
+    assert unknown.weight.tolist() == [0, 0, 0, 0, 1, 0]  # positives without boxes are not trained
+
+    ds = make_dataset(table, 128, 6, True, STRONG, seed=3, lesions=targets, class_weight={0: 2.0, 1: 0.5})
+    images, y, weights = next(iter(ds))
+    assert images.shape == (6, 128, 128, 3) and y["lesion_map"].shape == (6, 8, 8, 1)
+    assert sorted(weights["probability"].numpy().tolist()) == [0.5] * 5 + [2.0]
+    bright = map_targets(tf.cast(images[..., :1] > 127.5, tf.float32), 8).numpy()
+    for b, target, label in zip(bright, y["lesion_map"].numpy(), y["probability"].numpy()):
+        if label == 0:
+            assert target.sum() == 0
+        else:
+            assert _iou(b > 0.5, target > 0.5) > 0.75
+
+
+def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
+    keras.utils.set_random_seed(0)
+    classifier = create_model("mobilenetv2", input_size=64, dense_units=8)
+    classifier.save(tmp_path / "classifier.keras")
+    model = create_model("mobilenetv2", weights=tmp_path / "classifier.keras", input_size=64, dense_units=8,
+                         lesion_map=True)
+    np.testing.assert_allclose(model.get_layer("head_logit").get_weights()[0],
+                               classifier.get_layer("head_logit").get_weights()[0])
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
+    out = model(images)
+    assert out["probability"].shape == (2, 1) and out["lesion_map"].shape == (2, 4, 4, 1)
+    np.testing.assert_allclose(out["probability"], classifier(images), atol=1e-5)
+
+    explainer = CamExplainer(model, "out_relu")
+    assert "lesion_map" in explainer.methods
+    probs, maps = explainer.explain(images, "lesion_map")
+    assert maps.shape == (2, 64, 64) and 0 <= maps.min() and maps.max() <= 1
+    np.testing.assert_allclose(probs, out["probability"][:, 0], atol=1e-5)
+    for method in ("gradcam", "gradcam++"):
+        assert explainer.explain(images, method)[1].shape == (2, 64, 64)
+
+    Ensemble({"m": model}, 0.5).save(tmp_path / "ens")
+    reloaded = load_ensemble(tmp_path / "ens")
+    assert "lesion_map" in reloaded.cam_methods
+    result = reloaded.predict_study([images[0].astype(np.uint8)], explain=True, method="lesion_map")
+    assert set(result.images[0].heatmaps) == {"m", "ensemble"}
+    mixed = Ensemble({"m": model, "c": classifier}, 0.5)
+    assert "lesion_map" not in mixed.cam_methods
+    with pytest.raises(ValueError, match="lesion_map"):
+        mixed.predict_study([images[0].astype(np.uint8)], explain=True, method="lesion_map")
+
+    loss = LesionMapLoss(10.0)
+    target = np.zeros((2, 4, 4, 1), np.float32)
+    target[:, 0, 0] = 1
+    assert float(loss(target, np.full_like(target, 0.5))) > float(loss(target, target * 0.9 + 0.05))
+
+    model.save(tmp_path / "with_map.keras")  # a lesion-map model does not fit a plain classifier
+    with pytest.raises(ValueError, match="map_reduce"):
+        load_weights_file(create_model("mobilenetv2", input_size=64, dense_units=8), tmp_path / "with_map.keras")
+
+
+def test_scores_are_computed_at_the_native_resolution():
+    heat = np.zeros((32, 32), np.float32)
+    heat[4:8, 24:28] = 1.0  # top right at the model's input size
+    native = (200, 600)  # a wide image: the box in native pixels
+    hit_box, miss_box = [(450, 25, 120, 30)], [(20, 150, 100, 40)]
+    assert score_heatmap(heat, hit_box, native)["hit"] is True
+    scores = score_heatmap(heat, miss_box, native)
+    assert scores["hit"] is False and scores["mass"] == 0 and scores["iou"] == 0
+    assert score_heatmap(heat, hit_box, native)["box_area_fraction"] == pytest.approx(120 * 30 / (200 * 600))
+    assert thresholded_iou(np.pad(np.ones((10, 10)), 5), [(5, 5, 10, 10)]) == 1.0
+
+
+def test_model_randomization_moves_the_maps_of_a_tiny_model():
+    keras.utils.set_random_seed(1)
+    model = create_model("mobilenetv2", input_size=64, dense_units=8)
+    stages = sanity.randomization_stages(model, "out_relu", (0.1, 0.5))
+    assert [len(names) for _, names in stages] == sorted(len(names) for _, names in stages)
+    assert set(stages[0][1]) == {"head_dense", "head_bn", "head_logit"}
+    copy = sanity.randomized_copy(model, stages[1][1])
+    changed = {layer.name for layer in model.layers
+               if any(not np.array_equal(a, b)
+                      for a, b in zip(layer.get_weights(), copy.get_layer(layer.name).get_weights()))}
+    assert changed <= set(stages[1][1]) and "head_dense" in changed
+    images = np.stack([np.asarray(Image.open(p).convert("L").resize((64, 64))) for p in _fracatlas(4)])
+    images = np.repeat(images[..., None], 3, axis=-1).astype(np.float32)
+    rows = sanity.model_randomization(model, "out_relu", images, fractions=(0.5,))
+    assert [r["layers"] for r in rows] == [3, len(stages[-1][1])]
+    assert all(r["spearman"] is None or -1 <= r["spearman"] <= 1 for r in rows)
+    assert rows[-1]["spearman"] is None or rows[-1]["spearman_abs"] < 0.99
+    _, trained = CamExplainer(model, "out_relu").explain(images)
+    same = sanity.rank_correlations(trained, trained)
+    assert np.allclose(same[~np.isnan(same)], 1)
+
+
+def _fracatlas(n):
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "shared/data/fracatlas/images"
+    return sorted(folder.glob("*.jpg"))[:n]
+
+
+def _fracatlas_subset(root, n_fractured=3, n_normal=3):
+    """A FracAtlas-layout copy of a few real images: fractured ones with their boxes, and normals."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "shared/data/fracatlas"
+    csv = pd.read_csv(source / "dataset.csv")
+    coco = json.loads((source / "annotations.json").read_text())
+    boxed = {image["file_name"] for image in coco["images"]
+             if any(a["image_id"] == image["id"] for a in coco["annotations"])}
+    fractured = csv[(csv["fractured"] == 1) & csv["image_id"].isin(boxed)]
+    chosen = pd.concat([fractured.head(n_fractured), csv[csv["fractured"] == 0].head(n_normal)])
+    (root / "images").mkdir(parents=True)
+    for image_id in chosen["image_id"]:
+        shutil.copy(source / "images" / image_id, root / "images" / image_id)
+    chosen.to_csv(root / "dataset.csv", index=False)
+    keep = [image for image in coco["images"] if image["file_name"] in set(chosen["image_id"])]
+    ids = {image["id"] for image in keep}
+    (root / "annotations.json").write_text(json.dumps(
+        {**coco, "images": keep, "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}))
+    return root
+
+
+def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_check(tmp_path):
+    import json
+
+    from train import evaluate
+    from train.model_card import model_card
+
+    data = _fracatlas_subset(tmp_path / "fracatlas")
+    keras.utils.set_random_seed(2)
+    members = {"m": create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True),
+               "e": create_model("efficientnetb0", input_size=64, dense_units=8, lesion_map=True)}
+    Ensemble(members, 0.5, {"title": "tiny"}).save(tmp_path / "weights")
+    out = tmp_path / "report"
+    report = evaluate.evaluate(str(tmp_path / "weights"), str(data), str(out), n_boot=20, sanity_images=2)
+    assert report["localization_method"] == "lesion_map"
+    assert set(report["localization_by_method"]) == {"gradcam", "lesion_map"}
+    for summary in report["localization_by_method"].values():
+        assert set(summary) == {"m", "e", "ensemble"} and summary["ensemble"]["n"] == 3
+        assert 0 <= summary["ensemble"]["iou"] <= 1
+    assert report["localization"] == report["localization_by_method"]["lesion_map"]
+    assert {case["kind"] for case in report["localization_gallery"]} <= {"best", "worst"}
+    for case in report["localization_gallery"]:
+        assert Image.open(out / case["picture"]).size[0] > 100
+    sanity_rows = report["sanity"]["members"]["m"]
+    assert report["sanity"]["images"] == 2 and sanity_rows[0]["stage"] == "head"
+    assert json.loads((out / "report.json").read_text())["sanity"] == report["sanity"]
+    from mura_core.installed import read_manifest
+
+    card = model_card(read_manifest(tmp_path / "weights"), report)
+    assert "Lesion map localization" in card and "Sanity check" in card
