@@ -18,6 +18,7 @@ import pandas as pd
 
 from .gradcam import CAM_METHODS, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
+from .notices import DISCLAIMER
 from .preprocessing import resize_square
 from .registry import get_spec, list_models
 
@@ -25,10 +26,6 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "mura_core.ensemble/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DISPLAY_MAX_SIDE = 1024
-DISCLAIMER = (
-    "Decision support for research and teaching only - not a diagnosis. "
-    "A qualified clinician must read every study."
-)
 
 
 class EnsembleLoadError(RuntimeError):
