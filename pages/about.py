@@ -2,9 +2,17 @@
 
 import streamlit as st
 
-from mura_core import charts
-from mura_core.ensemble import DISCLAIMER, EnsembleLoadError, read_manifest
-from pages._common import INSTALL_HELP, PRIVACY, read_report
+from dashboard.frame import page_frame
+from mura_core.notices import DISCLAIMER
+
+page_frame("pages/about.py")
+title_slot = st.empty()  # the card's title comes from the manifest, read below
+title_slot.title("Model card")
+
+# Imported after the first paint: pandas, plotly and Keras take seconds on a cold server.
+from dashboard.common import INSTALL_HELP, PRIVACY, read_report  # noqa: E402
+from mura_core import charts  # noqa: E402
+from mura_core.ensemble import EnsembleLoadError, read_manifest  # noqa: E402
 
 DEFAULT_INTENDED_USE = (
     "Research and teaching: a second look at musculoskeletal radiographs of the upper extremity "
@@ -28,7 +36,7 @@ except EnsembleLoadError as exc:
     manifest, manifest_error = {}, str(exc)
 info = manifest.get("info") or {}
 
-st.title(info.get("title") or "Model card")
+title_slot.title(info.get("title") or "Model card")
 st.info(DISCLAIMER, icon=":material/info:")
 
 st.header("Intended use")

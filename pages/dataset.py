@@ -5,9 +5,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from mura_core import charts
-from mura_core.datasets import DatasetError
-from pages._common import image_sizes, index_root, thumbnail
+from dashboard.frame import page_frame
+
+page_frame("pages/dataset.py")
+st.title("Dataset explorer")
+
+# Imported after the first paint: pandas and plotly take a second or two on a cold server.
+from dashboard.common import image_sizes, index_root, thumbnail  # noqa: E402
+from mura_core import charts  # noqa: E402
+from mura_core.datasets import DatasetError  # noqa: E402
 
 FORMATS = {"auto": "Detect", "mura": "MURA v1.1", "fracatlas": "FracAtlas", "folders": "Class folders"}
 THUMBS_PER_ROW = 6
@@ -34,7 +40,6 @@ def _thumbnail_grid(rows, caption_of) -> None:
                 column.image(picture, caption=caption_of(row), width="stretch")
 
 
-st.title("Dataset explorer")
 root_col, format_col = st.columns([4, 1])
 root = root_col.text_input("Dataset folder", placeholder="/data/MURA-v1.1  or  /data/fracatlas",
                            help="A folder on the server running this app; nothing is uploaded.").strip()

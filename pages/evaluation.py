@@ -2,12 +2,17 @@
 
 import streamlit as st
 
-from mura_core import charts
-from pages._common import read_report
+from dashboard.frame import page_frame
+
+page_frame("pages/evaluation.py")
+st.title("Evaluation")
+
+# Imported after the first paint: pandas and plotly take a second or two on a cold server.
+from dashboard.common import read_report  # noqa: E402
+from mura_core import charts  # noqa: E402
 
 MISSING = "Not in this report."
 
-st.title("Evaluation")
 folder = charts.weights_folder()
 report_path = charts.report_path(folder)
 uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],

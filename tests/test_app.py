@@ -27,7 +27,7 @@ def _app(monkeypatch, weights: Path) -> AppTest:
 
 
 def _page(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page("app.py" if page == "diagnose" else f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
