@@ -31,7 +31,7 @@ if ensemble is None:
     st.stop()
 
 from mura_core import charts  # noqa: E402
-from mura_core.datasets import MURA_BODY_PARTS  # noqa: E402
+from mura_core.coverage import coverage_warning  # noqa: E402
 from mura_core.gradcam import CAM_METHODS  # noqa: E402
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "tif", "tiff", "bmp"]
@@ -119,6 +119,7 @@ detected, detected_source = charts.detect_body_part(names, [r.body_part for r in
 if not detected and sample_rows is not None and len(sample_rows):
     detected, detected_source = charts.normalize_body_part(sample_rows["body_part"].iloc[0]), "sample list"
 body_part, body_part_source = charts.resolve_body_part(body_choice, detected, detected_source)
+result = result.with_body_part(body_part)  # its warning and downloads follow the body part shown
 
 st.divider()
 if origin == "sample" and sample_rows is not None:
@@ -130,10 +131,15 @@ else:
 for image in result.images:
     if not image.ok:
         st.warning(f"**{image.name}** was not used: {image.error}", icon=":material/warning:")
+    elif image.warning:
+        st.warning(image.warning, icon=":material/palette:")
 if result.probability is None:
     st.error("None of the images could be read, so there is no verdict.")
     st.stop()
 
+outside = coverage_warning(result.coverage, body_part)
+if outside:
+    st.warning(outside, icon=":material/block:")
 verdict = charts.verdict_text(result.probability, result.threshold)
 n_read = sum(r.ok for r in result.images)
 with st.container(border=True):
@@ -152,9 +158,6 @@ with st.container(border=True):
         if reference:
             facts_col.markdown(f"**Reference label (sample list):** {reference}")
     st.caption(DISCLAIMER)
-if body_part and body_part not in MURA_BODY_PARTS:
-    st.warning("The method was developed on MURA's seven upper-extremity body parts; for this body part "
-               "the output has not been validated.", icon=":material/warning:")
 
 chart_col, table_col = st.columns(2, gap="large")
 chart_col.plotly_chart(charts.member_probability_figure(result.member_probabilities, result.probability,

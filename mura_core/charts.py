@@ -308,11 +308,11 @@ def heatmap_panels(result, alpha: float, members: Sequence[str]) -> list[tuple[s
 
 
 def study_export(result, body_part: str = "", body_part_source: str = "") -> dict[str, Any]:
-    """The study result as a JSON-ready dict: `StudyResult.to_dict()` plus the study's body part.
+    """The study result as a JSON-ready dict: `StudyResult.to_dict()` for the study's body part, plus its name.
 
     No pixels and no DICOM attribute other than the body part are included.
     """
-    out = result.to_dict()
+    out = result.with_body_part(body_part).to_dict()
     out["members"] = list(result.members)
     out["verdict_text"] = verdict_text(result.probability, result.threshold)
     out["study_body_part"] = body_part_label(body_part) or "unknown"
@@ -321,10 +321,11 @@ def study_export(result, body_part: str = "", body_part_source: str = "") -> dic
 
 
 def study_table(result, body_part: str = "") -> pd.DataFrame:
-    """One row per image (`StudyResult.to_frame()`) with the threshold and the study body part."""
+    """One row per image (`StudyResult.to_frame()`) with the threshold, the study body part and its warning."""
     frame = result.to_frame()
     frame["threshold"] = result.threshold
     frame["study_body_part"] = body_part_label(body_part) or "unknown"
+    frame["study_warning"] = result.with_body_part(body_part).warning
     return frame
 
 

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .coverage import Coverage, colour_warning, coverage_warning
 from .gradcam import CAM_METHODS, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
 from .notices import DISCLAIMER
@@ -43,6 +44,7 @@ class ImageResult:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # member name or "ensemble"
     body_part: str = ""
     error: str | None = None
+    warning: str = ""  # e.g. strong colour: not a radiograph (`coverage.colour_warning`)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +62,19 @@ class StudyResult:
     member_probabilities: dict[str, float]
     verdict: str | None  # "abnormal" | "normal" | None when no image could be read
     cam_method: str | None = None
+    coverage: Coverage | None = None  # what the ensemble was trained on; None when not recorded
+    body_part: str = ""  # the study's body part, '' when unknown
+
+    @property
+    def warning(self) -> str:
+        """Why the verdict may not be meaningful: body part outside the coverage (or unknown), colour images."""
+        notes = [coverage_warning(self.coverage, self.body_part)]
+        notes += [r.warning for r in self.images if r.warning]
+        return " ".join(n for n in notes if n)
+
+    def with_body_part(self, body_part: str) -> StudyResult:
+        """A copy of this result for a study of `body_part` (e.g. the one the user chose)."""
+        return replace(self, body_part=body_part or "")
 
     @property
     def errors(self) -> list[str]:
@@ -74,6 +89,7 @@ class StudyResult:
             row["ensemble"] = r.ensemble
             row["verdict"] = None if r.ensemble is None else _verdict(r.ensemble, self.threshold)
             row["error"] = r.error or ""
+            row["warning"] = r.warning
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -81,12 +97,15 @@ class StudyResult:
         """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
         return {
             "verdict": self.verdict,
+            "warning": self.warning,
+            "body_part": self.body_part,
+            "coverage": None if self.coverage is None else self.coverage.to_info(),
             "study_probability": self.probability,
             "threshold": self.threshold,
             "member_probabilities": self.member_probabilities,
             "images": [
                 {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
-                 "ensemble": r.ensemble, "error": r.error}
+                 "ensemble": r.ensemble, "error": r.error, "warning": r.warning}
                 for r in self.images
             ],
             "cam_method": self.cam_method,
@@ -130,6 +149,11 @@ class Ensemble:
     def names(self) -> list[str]:
         return list(self.members)
 
+    @property
+    def coverage(self) -> Coverage | None:
+        """What the members were trained on (`info["coverage"]`), or None when the manifest does not say."""
+        return Coverage.from_info(self.info)
+
     def input_size(self, name: str) -> int:
         return self._explainers[name].input_size
 
@@ -161,17 +185,19 @@ class Ensemble:
             progress: optional callable(done, total).
 
         Returns:
-            Columns `path`, one per member, `ensemble`, `body_part` (DICOM) and `error` ("" when read).
+            Columns `path`, one per member, `ensemble`, `body_part` (DICOM), `error` ("" when read) and
+            `warning` (`coverage.colour_warning`, "" when none).
         """
         rows = []
         for start in range(0, len(paths), batch_size):
             chunk, grays, ok_rows = paths[start:start + batch_size], [], []
             for path in chunk:
-                row = {"path": os.fspath(path), "body_part": "", "error": ""}
+                row = {"path": os.fspath(path), "body_part": "", "error": "", "warning": ""}
                 try:
                     loaded = load_image_info(path)
                     grays.append(loaded.pixels)
                     row["body_part"] = loaded.body_part
+                    row["warning"] = colour_warning(path, Path(path).name)
                     ok_rows.append(row)
                 except ImageLoadError as exc:
                     row["error"] = exc.reason
@@ -183,11 +209,12 @@ class Ensemble:
                     row["ensemble"] = float(np.mean([row[n] for n in self.names]))
             if progress is not None:
                 progress(min(start + batch_size, len(paths)), len(paths))
-        columns = ["path", *self.names, "ensemble", "body_part", "error"]
+        columns = ["path", *self.names, "ensemble", "body_part", "error", "warning"]
         return pd.DataFrame(rows, columns=columns)
 
     def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
-                      method: str = "gradcam", names: Sequence[str] | None = None) -> StudyResult:
+                      method: str = "gradcam", names: Sequence[str] | None = None,
+                      body_part: str | None = None) -> StudyResult:
         """Predict one study.
 
         Args:
@@ -195,10 +222,13 @@ class Ensemble:
             explain: also compute a heatmap per member and the fused ensemble heatmap.
             method: CAM method when `explain` (see `CAM_METHODS`).
             names: display names for the images (default: file names, or image1, image2, ...).
+            body_part: the study's body part; by default detected from DICOM BodyPartExamined or
+                MURA-style names (`XR_WRIST...`), '' when not found.
 
         Returns:
-            A `StudyResult`. An unreadable image gets its error in its `ImageResult`; the other
-            images are still predicted.
+            A `StudyResult`, with its `warning` when the body part is outside the ensemble's coverage
+            (or unknown) or an image is in strong colour. An unreadable image gets its error in its
+            `ImageResult`; the other images are still predicted.
         """
         if method not in CAM_METHODS:
             raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
@@ -212,12 +242,17 @@ class Ensemble:
                 results.append(ImageResult(name=name, error=exc.reason))
                 continue
             results.append(ImageResult(name=name, image=_display_copy(loaded.pixels),
-                                       body_part=loaded.body_part))
+                                       body_part=loaded.body_part, warning=colour_warning(source, name)))
             grays.append(loaded.pixels)
         ok = [r for r in results if r.ok]
         if ok:
             self._fill(ok, grays, explain, method)
-        return self._summarise(results, method if explain else None)
+        if body_part is None:
+            from .charts import detect_body_part
+
+            body_part, _ = detect_body_part([r.name for r in results], [r.body_part for r in ok])
+        return replace(self._summarise(results, method if explain else None), coverage=self.coverage,
+                       body_part=body_part)
 
     def _fill(self, ok: list[ImageResult], grays: list[np.ndarray], explain: bool, method: str) -> None:
         with self._lock:

@@ -110,6 +110,56 @@ def test_diagnose_bad_file_is_a_warning(monkeypatch, tiny_weights):
     assert _n_images(at) == 4  # the readable image is still shown
 
 
+@pytest.fixture
+def covered_weights(tiny_weights, tmp_path) -> Path:
+    """`tiny_weights` whose manifest records a coverage (hand and shoulder fractures)."""
+    import shutil
+
+    folder = tmp_path / "covered"
+    shutil.copytree(tiny_weights, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["info"]["coverage"] = {"dataset": "FracAtlas", "body_parts": ["XR_HAND", "XR_SHOULDER"],
+                                    "positive_label": "fracture", "n_images": 100}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    """What the file uploader's callback stores, then a rerun."""
+    at.session_state["study_files"] = tuple(files)
+    at.session_state["study_origin"] = "upload"
+    return at.run()
+
+
+def test_diagnose_warns_outside_the_coverage(monkeypatch, covered_weights):
+    at = _app(monkeypatch, covered_weights)
+    radiograph = (covered_weights / "samples" / "sample1.jpg").read_bytes()
+    _upload(at, [("XR_HUMERUS.png", radiograph)])
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("Humerus is outside the installed model's training data") and
+               "hand and shoulder radiographs of FracAtlas (100 images)" in w and "not meaningful" in w
+               for w in warnings), warnings
+
+    part = next(s for s in at.selectbox if s.label == "Body part")
+    part.set_value("XR_HAND").run()  # the user says it is a hand: inside the coverage
+    assert not any("outside the installed model" in w.value for w in at.warning)
+    part.set_value("OTHER").run()
+    assert any(w.value.startswith("Body part unknown") for w in at.warning)
+
+
+def test_diagnose_warns_on_a_colour_picture(monkeypatch, covered_weights):
+    import io
+
+    photo = np.zeros((96, 128, 3), np.uint8)
+    photo[:, :64], photo[:, 64:] = (224, 172, 140), (60, 140, 60)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "PNG")
+    at = _upload(_app(monkeypatch, covered_weights), [("XR_HAND_photo.png", buffer.getvalue())])
+    assert not at.exception
+    assert any("XR_HAND_photo.png is in strong colour" in w.value for w in at.warning)
+
+
 def test_no_weights(monkeypatch, tmp_path):
     at = _app(monkeypatch, tmp_path)
     assert not at.exception
@@ -304,10 +354,14 @@ def test_heatmap_panels_and_exports():
     assert exported["verdict"] == "abnormal" and exported["study_body_part"] == "Wrist"
     assert exported["verdict_text"] == "Abnormal (ensemble 0.70 ≥ threshold 0.45)"
     assert exported["images"][1]["error"].startswith("not an image")
-    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error"}
+    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error", "warning"}
+    assert exported["body_part"] == "XR_WRIST"
+    assert "competence is unknown" in exported["warning"]  # this result records no coverage
     table = charts.study_table(result, "")
     assert list(table["image"]) == ["XR_WRIST_a.png", "b.png"]
     assert set(table["study_body_part"]) == {"unknown"}
+    assert set(table["study_warning"]) == {exported_unknown := result.with_body_part("").warning}
+    assert exported_unknown.startswith("Body part unknown")
 
 
 def _index_table() -> pd.DataFrame:
