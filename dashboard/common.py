@@ -113,6 +113,22 @@ def thumbnail(path: str, side: int):
     return charts.thumbnail(path, side)
 
 
+@st.cache_data(max_entries=4, ttl=600, show_spinner="Reading the installed ensemble's manifest...")
+def _manifest_info(folder: str, stamp: str) -> dict:
+    from mura_core.ensemble import EnsembleLoadError, read_manifest
+
+    try:
+        return dict(read_manifest(folder).get("info") or {})
+    except EnsembleLoadError:
+        return {}
+
+
+def installed_info() -> dict:
+    """The installed ensemble's manifest `info` (training data, coverage, ...); {} when none is installed."""
+    folder = charts.weights_folder()
+    return _manifest_info(str(folder), charts.folder_stamp(folder))
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def read_report(path: str, stamp: float) -> dict:
     """`charts.load_report(path)`, cached on the file's modification time."""

@@ -251,6 +251,26 @@ def _folder_dataset(root: Path) -> Path:
     return root
 
 
+def test_dataset_explorer_without_a_folder(monkeypatch, covered_weights):
+    bundled = json.loads((ROOT / "weights" / "manifest.json").read_text())["info"]["training_data"]
+    manifest = json.loads((covered_weights / "manifest.json").read_text())
+    manifest["info"]["training_data"] = bundled
+    (covered_weights / "manifest.json").write_text(json.dumps(manifest))
+    at = _page(_app(monkeypatch, covered_weights), "dataset")
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders == ["MURA v1.1 at a glance", "The installed model's training data", "Bundled sample images"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Train images": "36,808", "Train studies": "13,457", "Valid images": "3,197",
+                       "Valid studies": "1,199"}
+    assert len(at.get("plotly_chart")) == 3  # MURA images, MURA studies, the training split
+    text = _texts(at)
+    assert "Trained on **hand and shoulder radiographs of FracAtlas (100 images), fracture vs no fracture**" in text
+    assert "arXiv:1712.06957" in text
+    balance = at.dataframe[1].value
+    assert balance.loc["train", "images"] == 2429 and balance.loc["total", "images"] == 3471
+    assert _n_images(at) >= 4  # the samples' thumbnails
+
+
 def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
     at = _page(_app(monkeypatch, tiny_weights), "dataset")
     assert "Bundled sample images" in [s.value for s in at.subheader]
