@@ -204,6 +204,19 @@ def colour_warning(source: str | os.PathLike | bytes | np.ndarray, name: str = "
             "like a radiograph, and its score is not meaningful.")
 
 
+def dataset_name(data: Mapping[str, Any]) -> str:
+    """A dataset's name for people, from a report's `data` entry (its layout), never its path on disk.
+
+    Args:
+        data: a report's `data` (`format`, `root`, ...).
+
+    Returns:
+        "FracAtlas", "MURA v1.1", "class folders", the layout as written, or "unnamed data".
+    """
+    fmt = str(data.get("format") or "")
+    return DATASET_NAMES.get(fmt, fmt or "unnamed data")
+
+
 def training_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Images per split, body part and label of a training index (`datasets.index_dataset(...).table`).
 

@@ -10,6 +10,7 @@ st.title("Evaluation")
 # Imported after the first paint: pandas and plotly take a second or two on a cold server.
 from dashboard.common import read_report  # noqa: E402
 from mura_core import charts  # noqa: E402
+from mura_core.coverage import dataset_name  # noqa: E402
 
 MISSING = "Not in this report."
 
@@ -22,9 +23,9 @@ try:
     if uploaded is not None:
         report, origin = charts.load_report(uploaded.getvalue()), f"uploaded file {uploaded.name}"
     elif report_path.is_file():
-        report, origin = read_report(str(report_path), report_path.stat().st_mtime), str(report_path)
+        report, origin = read_report(str(report_path), report_path.stat().st_mtime), "the installed ensemble's report"
     else:
-        st.info(f"No evaluation report is installed ({report_path} does not exist). `train.evaluate` writes "
+        st.info("No evaluation report is installed with the ensemble. `train.evaluate` writes "
                 "it next to the ensemble; you can also upload one above.", icon=":material/info:")
         st.stop()
 except charts.ReportError as exc:
@@ -34,7 +35,7 @@ except charts.ReportError as exc:
 data = report.get("data") or {}
 threshold = report.get("threshold")
 st.caption(
-    f"Source: {origin} · created {report.get('created', '?')} · data: {data.get('root', '?')} "
+    f"Source: {origin} · created {report.get('created', '?')} · data: {dataset_name(data)} "
     f"({data.get('format', '?')}, split {data.get('split', '?')}, {data.get('n_images', '?')} images, "
     f"{data.get('n_studies', '?')} studies)"
     + (f" · decision threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else "")

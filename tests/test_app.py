@@ -200,6 +200,8 @@ def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
                    "Threshold explorer", "Training history", "Localization"):
         assert header in headers
     assert "Not in this report." not in _texts(at)
+    assert "the installed ensemble's report" in _texts(at)
+    assert str(tiny_weights) not in _texts(at)  # no server path in the browser
     assert len(at.get("plotly_chart")) >= 10
     assert {m.label for m in at.metric} >= {"Sensitivity", "Specificity", "Precision (PPV)"}
     # The explorer opens at the installed threshold, where it agrees with the report's ensemble row.
@@ -236,6 +238,8 @@ def test_model_card(monkeypatch, tiny_weights):
                    "not a diagnosis"):
         assert needle in text
     assert len(at.dataframe) >= 2  # members + metrics
+    assert str(tiny_weights) not in text  # no server path in the browser
+    assert "coverage is unknown" in text  # the tiny ensemble records none
 
 
 def _folder_dataset(root: Path) -> Path:
