@@ -160,8 +160,9 @@ with st.container(border=True):
     st.caption(DISCLAIMER)
 
 chart_col, table_col = st.columns(2, gap="large")
+positive = result.coverage.positive_label if result.coverage is not None else "abnormal"
 chart_col.plotly_chart(charts.member_probability_figure(result.member_probabilities, result.probability,
-                                                        result.threshold))
+                                                        result.threshold, f"Probability of '{positive}', study level"))
 with table_col:
     st.markdown("**Per image**")
     frame = result.to_frame()

@@ -34,7 +34,8 @@ def mura_images_figure() -> go.Figure:
     """Images per body part in MURA v1.1's train and valid splits (published image lists), one panel each."""
     frame = mura_facts.published_images()
     frame["body part"] = frame["body_part"].map(body_part_label)
-    fig = px.bar(frame, x="body part", y="images", facet_col="split", color_discrete_sequence=["#5E7A99"],
+    fig = px.bar(frame, x="body part", y="images", facet_col="split", facet_col_spacing=0.06,
+                 color_discrete_sequence=["#5E7A99"],
                  category_orders={"body part": _part_order(frame["body_part"]), "split": list(mura_facts.SPLITS)},
                  text="images", title="MURA v1.1: images per body part")
     fig.update_yaxes(matches=None, showticklabels=True)
@@ -48,7 +49,8 @@ def mura_studies_figure() -> go.Figure:
     """Studies per body part, normal vs abnormal, in MURA v1.1's train and valid splits (paper, Table 1)."""
     frame = mura_facts.published_studies()
     frame["body part"] = frame["body_part"].map(body_part_label)
-    fig = px.bar(frame, x="body part", y="studies", color="label", facet_col="split", barmode="stack",
+    fig = px.bar(frame, x="body part", y="studies", color="label", facet_col="split", facet_col_spacing=0.06,
+                 barmode="stack",
                  color_discrete_map=LABEL_COLORS,
                  category_orders={"body part": _part_order(frame["body_part"]), "split": list(mura_facts.SPLITS),
                                   "label": ["normal", "abnormal"]},
@@ -89,7 +91,8 @@ def training_split_figure(counts: pd.DataFrame, positive_label: str = "abnormal"
     names = {"negative": f"no {positive_label}", "positive": positive_label}
     frame = counts.assign(**{"body part": counts["body_part"].map(lambda p: body_part_label(p) or "unknown"),
                              "class": counts["label"].map(names)})
-    fig = px.bar(frame, x="body part", y="images", color="class", facet_col="split", barmode="stack",
+    fig = px.bar(frame, x="body part", y="images", color="class", facet_col="split", facet_col_spacing=0.06,
+                 barmode="stack",
                  color_discrete_map={names["negative"]: NORMAL_COLOR, names["positive"]: ABNORMAL_COLOR},
                  category_orders={"split": _splits(frame), "class": [names["negative"], names["positive"]],
                                   "body part": sorted(frame["body part"].unique())},

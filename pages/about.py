@@ -26,7 +26,8 @@ DEFAULT_LIMITATIONS = """\
   body parts or image processing can change them without warning.
 - Heatmaps show where a model looked, not where a lesion is; they can point at normal anatomy,
   hardware or markers.
-- Body parts outside MURA's seven upper-extremity parts have not been validated.
+- Outside the body parts the installed model was trained on (see *Coverage*), its verdicts are not
+  meaningful; the Diagnose page and the CLI say so.
 """
 
 folder = charts.weights_folder()
