@@ -157,6 +157,7 @@ def test_first_paint_on_a_cold_server(tmp_path, chromium, path):
         title_s = time.monotonic() - start
         page.locator("[data-testid='stPageLink-NavLink']").filter(has_text="Model card").wait_for(timeout=60_000)
         first_paint_s = time.monotonic() - start
+        page.screenshot(path=_shots() / f"0-first-paint-{path.strip('/') or 'diagnose'}.png")
         _settle(page)  # the whole first run: on `/` this loads the models
         done_s = time.monotonic() - start
         print(f"\ncold server, first visit {path}: title {title_s:.2f} s, navigation and title {first_paint_s:.2f} s "
@@ -169,6 +170,8 @@ def test_first_paint_on_a_cold_server(tmp_path, chromium, path):
             assert page.get_by_text("not a diagnosis").count() >= 1  # the disclaimer, on every page
             if path == "/":
                 page.get_by_role("button", name="Try a sample study").wait_for(timeout=STUDY_TIMEOUT_MS)
+                members = len(read_manifest(WEIGHTS)["members"])  # the loading steps, now completed
+                assert page.get_by_text(f"{members} models loaded").count() == 1
         except AssertionError as exc:
             page.screenshot(path=tmp_path / "failure.png")
             raise AssertionError(f"{exc}\n(screenshot: {tmp_path / 'failure.png'})\n"
