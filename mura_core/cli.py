@@ -5,7 +5,9 @@
     python -m mura_core models
 
 `predict` exits 0 when every input was read, 1 when some could not be (their rows carry the
-reason in the `error` column), 2 when nothing could run (no weights, bad arguments).
+reason in the `error` column), 2 when nothing could run (no weights, bad arguments). The `warning`
+column says when a row's verdict is not meaningful: its body part is outside what the ensemble was
+trained on (or unknown), or the image is in strong colour.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ def study_table(files: list[str]):
 def _predict(args) -> int:
     import pandas as pd
 
+    from .body_parts import detect_body_part
+    from .coverage import coverage_warning
     from .decision import study_probability, verdict
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
@@ -141,17 +145,22 @@ def _predict(args) -> int:
         print(file=sys.stderr)
     table = table.merge(predictions, on="path", how="left")
     table["body_part"] = table["mura_body_part"].where(table["mura_body_part"] != "", table["body_part"])
+    table["body_part"] = [part or detect_body_part([path])[0] for part, path in zip(table["body_part"],
+                                                                                   table["path"])]
     read = table["ensemble"].notna()  # a file that wasn't read takes no part in its study's verdict
     study_prob = table.groupby("study")["ensemble"].transform(study_probability).where(read)
     table["study_probability"] = study_prob
     table["verdict"] = study_prob.map(lambda p: verdict(p, ensemble.threshold) or "")
     table["threshold"] = pd.Series(ensemble.threshold, index=table.index).where(read)
+    coverage = ensemble.coverage
+    table["warning"] = [" ".join(w for w in (coverage_warning(coverage, part), image) if w) if ok else ""
+                        for part, image, ok in zip(table["body_part"], table["warning"], read)]
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
     columns = ["path", "study", "body_part", "patient", *ensemble.names, "ensemble", "study_probability",
-               "threshold", "verdict", "error"]
+               "threshold", "verdict", "warning", "error"]
     table = table.reindex(columns=columns)
-    table["error"] = table["error"].fillna("")
+    table[["warning", "error"]] = table[["warning", "error"]].fillna("")
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.6f")
     else:
@@ -165,6 +174,6 @@ def _predict(args) -> int:
 
 
 def _notice() -> str:
-    from .results import DISCLAIMER
+    from .notices import DISCLAIMER
 
     return DISCLAIMER

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .body_parts import detect_body_part
+from .coverage import Coverage, colour_warning
 from .decision import ensemble_probability, study_probability, verdict
 from .gradcam import CAM_METHODS, LESION_MAP, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
@@ -28,9 +31,10 @@ from .installed import (  # noqa: F401  (re-exported: the public API keeps these
     weights_folder,
     weights_installed,
 )
+from .notices import DISCLAIMER  # noqa: F401  (re-exported)
 from .preprocessing import resize_square
 from .registry import get_spec, list_models
-from .results import DISCLAIMER, ImageResult, StudyResult  # noqa: F401  (re-exported)
+from .results import ImageResult, StudyResult  # noqa: F401  (re-exported)
 
 
 class Ensemble:
@@ -67,6 +71,11 @@ class Ensemble:
 
     def input_size(self, name: str) -> int:
         return self._explainers[name].input_size
+
+    @property
+    def coverage(self) -> Coverage | None:
+        """What the members were trained on (`info["coverage"]`), or None when the manifest does not say."""
+        return Coverage.from_info(self.info)
 
     @property
     def default_cam_method(self) -> str:
@@ -106,17 +115,19 @@ class Ensemble:
             progress: optional callable(done, total).
 
         Returns:
-            Columns `path`, one per member, `ensemble`, `body_part` (DICOM) and `error` ("" when read).
+            Columns `path`, one per member, `ensemble`, `body_part` (DICOM), `error` ("" when read) and
+            `warning` (`coverage.colour_warning`, "" when none).
         """
         rows = []
         for start in range(0, len(paths), batch_size):
             chunk, grays, ok_rows = paths[start:start + batch_size], [], []
             for path in chunk:
-                row = {"path": os.fspath(path), "body_part": "", "error": ""}
+                row = {"path": os.fspath(path), "body_part": "", "error": "", "warning": ""}
                 try:
                     loaded = load_image_info(path)
                     grays.append(loaded.pixels)
                     row["body_part"] = loaded.body_part
+                    row["warning"] = colour_warning(path, Path(path).name)
                     ok_rows.append(row)
                 except ImageLoadError as exc:
                     row["error"] = exc.reason
@@ -128,11 +139,12 @@ class Ensemble:
                     row["ensemble"] = ensemble_probability(row[n] for n in self.names)
             if progress is not None:
                 progress(min(start + batch_size, len(paths)), len(paths))
-        columns = ["path", *self.names, "ensemble", "body_part", "error"]
+        columns = ["path", *self.names, "ensemble", "body_part", "error", "warning"]
         return pd.DataFrame(rows, columns=columns)
 
     def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
-                      method: str = "gradcam", names: Sequence[str] | None = None) -> StudyResult:
+                      method: str = "gradcam", names: Sequence[str] | None = None,
+                      body_part: str | None = None) -> StudyResult:
         """Predict one study.
 
         Args:
@@ -140,10 +152,13 @@ class Ensemble:
             explain: also compute a heatmap per member and the fused ensemble heatmap.
             method: CAM method when `explain` (see `CAM_METHODS`).
             names: display names for the images (default: file names, or image1, image2, ...).
+            body_part: the study's body part; by default detected from DICOM BodyPartExamined or
+                MURA-style names (`XR_WRIST...`), '' when not found.
 
         Returns:
-            A `StudyResult`. An unreadable image gets its error in its `ImageResult`; the other
-            images are still predicted.
+            A `StudyResult`, with its `warning` when the body part is outside the ensemble's coverage
+            (or unknown) or an image is in strong colour. An unreadable image gets its error in its
+            `ImageResult`; the other images are still predicted.
         """
         if method not in CAM_METHODS:
             raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
@@ -159,13 +174,16 @@ class Ensemble:
             except ImageLoadError as exc:
                 results.append(ImageResult(name=name, error=exc.reason))
                 continue
-            results.append(ImageResult(name=name, image=loaded.pixels,
-                                       body_part=loaded.body_part))
+            results.append(ImageResult(name=name, image=loaded.pixels, body_part=loaded.body_part,
+                                       warning=colour_warning(source, name)))
             grays.append(loaded.pixels)
         ok = [r for r in results if r.ok]
         if ok:
             self._fill(ok, grays, explain, method)
-        return self._summarise(results, method if explain else None)
+        if body_part is None:
+            body_part, _ = detect_body_part([r.name for r in results], [r.body_part for r in ok])
+        return replace(self._summarise(results, method if explain else None), coverage=self.coverage,
+                       body_part=body_part)
 
     def _fill(self, ok: list[ImageResult], grays: list[np.ndarray], explain: bool, method: str) -> None:
         with self._lock:

@@ -20,7 +20,9 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_ENV = "MURA_WEIGHTS"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "mura_core.ensemble/1"
-SAMPLE_COLUMNS = ("file", "study", "label", "body_part", "attribution")
+SAMPLE_COLUMNS = ("file", "study", "label", "body_part", "attribution", "boxes")
+"""Columns of `samples/samples.csv`; `boxes` (optional) holds reference lesion boxes as JSON
+[[x, y, w, h], ...] in the sample image's pixels."""
 
 
 class EnsembleLoadError(RuntimeError):
@@ -136,3 +138,12 @@ def sample_studies(samples: pd.DataFrame) -> pd.DataFrame:
         descriptions.append(f"{row.study} ({', '.join(d for d in (part, count) if d)})")
     grouped["description"] = descriptions
     return grouped
+
+
+def sample_boxes(text: str) -> list[tuple[float, float, float, float]]:
+    """The reference boxes of a `samples.csv` row ([] when none or unreadable)."""
+    try:
+        boxes = json.loads(text) if text else []
+        return [tuple(float(v) for v in box) for box in boxes if len(box) == 4]
+    except (TypeError, ValueError):
+        return []

@@ -6,19 +6,16 @@ No TensorFlow here: the dashboard and tests can build, read and export results w
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .body_parts import body_part_label
+from .coverage import Coverage, coverage_warning
 from .decision import verdict, verdict_text
-
-DISCLAIMER = (
-    "Decision support for research and teaching only - not a diagnosis. "
-    "A qualified clinician must read every study."
-)
+from .notices import DISCLAIMER
 
 
 @dataclass
@@ -34,6 +31,7 @@ class ImageResult:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     body_part: str = ""
     error: str | None = None
+    warning: str = ""  # e.g. strong colour: not a radiograph (`coverage.colour_warning`)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +49,19 @@ class StudyResult:
     member_probabilities: dict[str, float]
     verdict: str | None  # "abnormal" | "normal" | None when no image could be read
     cam_method: str | None = None
+    coverage: Coverage | None = None  # what the ensemble was trained on; None when not recorded
+    body_part: str = ""  # the study's body part, '' when unknown
+
+    @property
+    def warning(self) -> str:
+        """Why the verdict may not be meaningful: body part outside the coverage (or unknown), colour images."""
+        notes = [coverage_warning(self.coverage, self.body_part)]
+        notes += [r.warning for r in self.images if r.warning]
+        return " ".join(n for n in notes if n)
+
+    def with_body_part(self, body_part: str) -> StudyResult:
+        """A copy of this result for a study of `body_part` (e.g. the one the user chose)."""
+        return replace(self, body_part=body_part or "")
 
     @property
     def errors(self) -> list[str]:
@@ -65,6 +76,7 @@ class StudyResult:
             row["ensemble"] = r.ensemble
             row["verdict"] = verdict(r.ensemble, self.threshold)
             row["error"] = r.error or ""
+            row["warning"] = r.warning
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -72,12 +84,15 @@ class StudyResult:
         """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
         return {
             "verdict": self.verdict,
+            "warning": self.warning,
+            "body_part": self.body_part,
+            "coverage": None if self.coverage is None else self.coverage.to_info(),
             "study_probability": self.probability,
             "threshold": self.threshold,
             "member_probabilities": self.member_probabilities,
             "images": [
                 {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
-                 "ensemble": r.ensemble, "error": r.error}
+                 "ensemble": r.ensemble, "error": r.error, "warning": r.warning}
                 for r in self.images
             ],
             "cam_method": self.cam_method,
@@ -86,11 +101,11 @@ class StudyResult:
 
 
 def study_export(result: StudyResult, body_part: str = "", body_part_source: str = "") -> dict[str, Any]:
-    """The study result as a JSON-ready dict: `StudyResult.to_dict()` plus the study's body part.
+    """The study result as a JSON-ready dict: `StudyResult.to_dict()` for the study's body part, plus its name.
 
     No pixels and no DICOM attribute other than the body part are included.
     """
-    out = result.to_dict()
+    out = result.with_body_part(body_part).to_dict()
     out["members"] = list(result.members)
     out["verdict_text"] = verdict_text(result.probability, result.threshold)
     out["study_body_part"] = body_part_label(body_part) or "unknown"
@@ -99,10 +114,11 @@ def study_export(result: StudyResult, body_part: str = "", body_part_source: str
 
 
 def study_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
-    """One row per image (`StudyResult.to_frame()`) with the threshold and the study body part."""
+    """One row per image (`StudyResult.to_frame()`) with the threshold, the study body part and its warning."""
     frame = result.to_frame()
     frame["threshold"] = result.threshold
     frame["study_body_part"] = body_part_label(body_part) or "unknown"
+    frame["study_warning"] = result.with_body_part(body_part).warning
     return frame
 
 

@@ -2,10 +2,18 @@
 
 import streamlit as st
 
-from mura_core import installed, reports
-from mura_core.installed import EnsembleLoadError, read_manifest
-from mura_core.results import DISCLAIMER
-from pages._common import INSTALL_HELP, PRIVACY, read_report
+from dashboard.frame import page_frame
+from mura_core.notices import DISCLAIMER
+
+page_frame("pages/about.py")
+title_slot = st.empty()  # the card's title comes from the manifest, read below
+title_slot.title("Model card")
+
+# Imported after the first paint: pandas, plotly and Keras take seconds on a cold server.
+from dashboard.common import INSTALL_HELP, PRIVACY, read_report  # noqa: E402
+from mura_core import installed, reports  # noqa: E402
+from mura_core.coverage import Coverage, dataset_name  # noqa: E402
+from mura_core.installed import EnsembleLoadError, read_manifest  # noqa: E402
 
 DEFAULT_INTENDED_USE = (
     "Research and teaching: a second look at musculoskeletal radiographs of the upper extremity "
@@ -18,7 +26,8 @@ DEFAULT_LIMITATIONS = """\
   body parts or image processing can change them without warning.
 - Heatmaps show where a model looked, not where a lesion is; they can point at normal anatomy,
   hardware or markers.
-- Body parts outside MURA's seven upper-extremity parts have not been validated.
+- Outside the body parts the installed model was trained on (see *Coverage*), its verdicts are not
+  meaningful; the Diagnose page and the CLI say so.
 """
 
 folder = installed.weights_folder()
@@ -29,7 +38,7 @@ except EnsembleLoadError as exc:
     manifest, manifest_error = {}, str(exc)
 info = manifest.get("info") or {}
 
-st.title(info.get("title") or "Model card")
+title_slot.title(info.get("title") or "Model card")
 st.info(DISCLAIMER, icon=":material/info:")
 
 st.header("Intended use")
@@ -40,8 +49,7 @@ if manifest:
     threshold = float(manifest.get("threshold", 0.5))
     st.markdown(f"An ensemble of {len(manifest['members'])} convolutional networks; the ensemble "
                 "probability is the mean of the members' probabilities, and a study is called abnormal when "
-                f"the mean over its images reaches the threshold **{threshold:.2f}**. "
-                f"Installed from `{folder}`.")
+                f"the mean over its images reaches the threshold **{threshold:.2f}**.")
     st.dataframe(reports.members_frame(manifest), hide_index=True)
 else:
     st.warning(f"No ensemble is installed. {manifest_error}", icon=":material/warning:")
@@ -55,6 +63,17 @@ for key, value in shown.items():
 if not shown:
     st.caption("The installed weights do not describe their training data.")
 
+st.header("Coverage")
+coverage = Coverage.from_info(info)
+if coverage is None:
+    st.markdown("The installed weights do not record what they were trained on, so their coverage is unknown: "
+                "the Diagnose page warns on every study.")
+else:
+    st.markdown(f"Trained on **{coverage.describe()}**. For any other body part, and when the body part is "
+                "unknown, the Diagnose page and the CLI warn that the verdict is not meaningful.")
+    if coverage.notes:
+        st.caption(coverage.notes)
+
 st.header("Metrics")
 report_path = installed.report_path(folder)
 report = None
@@ -62,12 +81,13 @@ if report_path.is_file():
     try:
         report = read_report(str(report_path), report_path.stat().st_mtime)
     except reports.ReportError as exc:
-        st.warning(f"{report_path} cannot be read: {exc}")
+        st.warning(f"The installed ensemble's report cannot be read: {exc}")
 if report:
     data = report.get("data") or {}
-    st.caption(f"The ensemble on {data.get('root', '?')} ({data.get('split', '?')} split, "
+    st.caption(f"The ensemble on {dataset_name(data)} ({data.get('split', '?')} split, "
                f"{data.get('n_images', '?')} images, {data.get('n_studies', '?')} studies), from "
-               f"{report_path.name}; 95% bootstrap intervals in brackets. Details on the Evaluation page.")
+               "the installed ensemble's report; 95% bootstrap intervals in brackets. Details on the Evaluation "
+               "page.")
     st.dataframe(reports.model_card_metrics(report, "ensemble"), width="content")
 elif not report_path.is_file():
     st.caption("No evaluation report is installed with these weights.")

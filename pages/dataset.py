@@ -1,13 +1,24 @@
-"""Dataset explorer: counts, class balance, image sizes and a thumbnail browser for a dataset folder."""
+"""Dataset explorer: counts, class balance, image sizes and a thumbnail browser for a dataset folder.
+
+Without a folder it shows what ships with the repository: MURA v1.1's published counts, the installed
+model's training data (from its manifest) and the bundled sample images.
+"""
 
 import math
 from pathlib import Path
 
 import streamlit as st
 
-from mura_core import body_parts, charts, installed, vocabulary
-from mura_core.datasets import DatasetError, get_layout, layout_names, stats
-from pages._common import image_sizes, index_root, thumbnail
+from dashboard.frame import page_frame
+
+page_frame("pages/dataset.py")
+st.title("Dataset explorer")
+
+# Imported after the first paint: pandas and plotly take a second or two on a cold server.
+from dashboard.common import image_sizes, index_root, installed_info, thumbnail  # noqa: E402
+from mura_core import body_parts, charts, data_overview, installed, mura_facts, vocabulary  # noqa: E402
+from mura_core.coverage import Coverage, training_data_frame  # noqa: E402
+from mura_core.datasets import DatasetError, get_layout, layout_names, stats  # noqa: E402
 
 FORMATS = {"auto": "Detect", **{name: get_layout(name).title for name in layout_names()}}
 THUMBS_PER_ROW = 6
@@ -30,7 +41,6 @@ def _thumbnail_grid(rows, caption_of) -> None:
                 column.image(picture, caption=caption_of(row), width="stretch")
 
 
-st.title("Dataset explorer")
 root_col, format_col = st.columns([4, 1])
 root = root_col.text_input("Dataset folder", placeholder="/data/MURA-v1.1  or  /data/fracatlas",
                            help="A folder on the server running this app; nothing is uploaded.").strip()
@@ -38,18 +48,64 @@ layout = format_col.selectbox("Layout", list(FORMATS), format_func=FORMATS.get)
 
 if not root:
     st.info(HOW_TO, icon=":material/folder_open:")
-    samples, _ = installed.read_samples(installed.weights_folder())
-    st.subheader("Bundled sample images")
-    if samples.empty:
-        st.caption("No sample images are installed with the current weights.")
-    else:
-        st.caption(f"{len(samples)} image(s) in {samples['study'].nunique()} sample studies, used by "
-                   "**Try a sample study** on the Diagnose page.")
-        _thumbnail_grid(samples.to_dict("records"),
-                        lambda r: f"{r['study']} · {vocabulary.label_text(r['label']) or 'unlabelled'}")
-        attributions = sorted({a for a in samples["attribution"] if a})
-        if attributions:
-            st.caption("Attribution: " + "; ".join(attributions))
+    glance_tab, training_tab, samples_tab = st.tabs(
+        ["MURA v1.1 at a glance", "The installed model's training data", "Bundled sample images"])
+
+    with glance_tab:
+        st.subheader("MURA v1.1 at a glance")
+        st.caption("Published figures only; no MURA image is bundled. MURA (Stanford AIMI, research-use "
+                   "agreement) holds upper-extremity radiographs of seven body parts, labelled normal or "
+                   "abnormal per study by radiologists. Its test set (207 studies) is not public.")
+        totals = data_overview.mura_totals()
+        cols = st.columns(4)
+        cols[0].metric("Train images", f"{totals.loc['train', 'images']:,}")
+        cols[1].metric("Train studies", f"{totals.loc['train', 'studies']:,}")
+        cols[2].metric("Valid images", f"{totals.loc['valid', 'images']:,}")
+        cols[3].metric("Valid studies", f"{totals.loc['valid', 'studies']:,}")
+        st.plotly_chart(data_overview.mura_images_figure())
+        st.plotly_chart(data_overview.mura_studies_figure())
+        st.caption("Normal vs abnormal is shown for studies, as the paper publishes it (Table 1): the paper "
+                   "gives no per-body-part image counts by label. Image counts come from MURA v1.1's image "
+                   "lists. Table 1 counts 13,457 train and 1,199 valid studies; the released v1.1 folders "
+                   "number 13,460 and 1,201.")
+        st.dataframe(data_overview.mura_study_table(), width="content")
+        st.caption(f"Source: {mura_facts.CITATION}")
+
+    with training_tab:
+        st.subheader("The installed model's training data")
+        info = installed_info()
+        coverage = Coverage.from_info(info)
+        counts = training_data_frame(info)
+        if coverage is not None:
+            st.markdown(f"Trained on **{coverage.describe()}**. Other body parts are outside its training "
+                        "data: the Diagnose page and the CLI warn that its verdict is not meaningful there.")
+            if coverage.notes:
+                st.caption(coverage.notes)
+        if counts.empty:
+            st.caption("The installed weights do not record their training data.")
+        else:
+            label = coverage.positive_label if coverage is not None else "abnormal"
+            split_file = (info.get("training_data") or {}).get("split_file")
+            st.plotly_chart(data_overview.training_split_figure(counts, label))
+            st.markdown("**Class balance**")
+            st.dataframe(data_overview.training_balance(counts, label), width="content")
+            st.caption("Counts recorded in the installed ensemble's manifest"
+                       + (f", from the committed split `{split_file}`." if split_file else ".")
+                       + " An image flagged with several body parts is shown as *Mixed*.")
+
+    with samples_tab:
+        samples, _ = installed.read_samples(installed.weights_folder())
+        st.subheader("Bundled sample images")
+        if samples.empty:
+            st.caption("No sample images are installed with the current weights.")
+        else:
+            st.caption(f"{len(samples)} image(s) in {samples['study'].nunique()} sample studies, used by "
+                       "**Try a sample study** on the Diagnose page.")
+            _thumbnail_grid(samples.to_dict("records"),
+                            lambda r: f"{r['study']} · {vocabulary.label_text(r['label']) or 'unlabelled'}")
+            attributions = sorted({a for a in samples["attribution"] if a})
+            if attributions:
+                st.caption("Attribution: " + "; ".join(attributions))
     st.stop()
 
 try:

@@ -2,12 +2,18 @@
 
 import streamlit as st
 
-from mura_core import charts, installed, reports, vocabulary
-from pages._common import read_report
+from dashboard.frame import page_frame
+
+page_frame("pages/evaluation.py")
+st.title("Evaluation")
+
+# Imported after the first paint: pandas and plotly take a second or two on a cold server.
+from dashboard.common import read_report  # noqa: E402
+from mura_core import charts, installed, reports, vocabulary  # noqa: E402
+from mura_core.coverage import dataset_name  # noqa: E402
 
 MISSING = "Not in this report."
 
-st.title("Evaluation")
 folder = installed.weights_folder()
 report_path = installed.report_path(folder)
 uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],
@@ -17,9 +23,9 @@ try:
     if uploaded is not None:
         report, origin = reports.load_report(uploaded.getvalue()), f"uploaded file {uploaded.name}"
     elif report_path.is_file():
-        report, origin = read_report(str(report_path), report_path.stat().st_mtime), str(report_path)
+        report, origin = read_report(str(report_path), report_path.stat().st_mtime), "the installed ensemble's report"
     else:
-        st.info(f"No evaluation report is installed ({report_path} does not exist). `train.evaluate` writes "
+        st.info("No evaluation report is installed with the ensemble. `train.evaluate` writes "
                 "it next to the ensemble; you can also upload one above.", icon=":material/info:")
         st.stop()
 except reports.ReportError as exc:
@@ -29,7 +35,7 @@ except reports.ReportError as exc:
 data = report.get("data") or {}
 threshold = report.get("threshold")
 st.caption(
-    f"Source: {origin} · created {report.get('created', '?')} · data: {data.get('root', '?')} "
+    f"Source: {origin} · created {report.get('created', '?')} · data: {dataset_name(data)} "
     f"({data.get('format', '?')}, split {data.get('split', '?')}, {data.get('n_images', '?')} images, "
     f"{data.get('n_studies', '?')} studies)"
     + (f" · decision threshold {threshold:.2f}" if isinstance(threshold, (int, float)) else "")
@@ -128,10 +134,45 @@ else:
 
 st.header("Localization")
 if report.get("localization"):
-    st.caption("Pointing game: share of abnormal images whose heatmap peak falls inside an annotated box. "
-               "Mass in boxes: share of the heatmap inside the boxes; the box area share is what a "
-               "uniform heatmap would reach by chance.")
-    st.dataframe(reports.localization_frame(report))
-    st.plotly_chart(charts.localization_figure(report))
+    by_method = report.get("localization_by_method") or {}
+    shown = report.get("localization_method", "gradcam")
+    if len(by_method) > 1:
+        shown = st.segmented_control("Heatmap", list(by_method), default=shown, required=True,
+                                     format_func=vocabulary.CAM_METHODS.get)
+    st.caption("Scored on the abnormal images with annotated boxes, at each image's native resolution. "
+               "Pointing game: share of images whose heatmap peak falls inside a box. Mass in boxes: share "
+               "of the heatmap inside the boxes. IoU: overlap of the map's region above half its peak with "
+               "the boxes. The box area share is what a uniform heatmap would reach by chance.")
+    left, right = st.columns([3, 2], gap="large")
+    left.dataframe(reports.localization_frame(report, shown))
+    sanity = reports.sanity_frame(report)
+    with right:
+        st.markdown("**Sanity check: model randomization**")
+        if sanity.empty:
+            st.caption(MISSING)
+        else:
+            method = vocabulary.CAM_METHODS.get(report["sanity"]["method"], report["sanity"]["method"])
+            st.caption(f"{method} maps of {report['sanity']['images']} test images as each member's weights are "
+                       "re-initialised from the top (Adebayo et al., 2018). A rank correlation near 1 means the "
+                       "map ignores the weights (an edge detector); near 0, the map depends on what was learnt.")
+            st.dataframe(sanity, hide_index=True,
+                         column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                        for c in ("rank correlation with the trained maps", "|rank correlation|")})
+    st.plotly_chart(charts.localization_figure({"localization": by_method.get(shown) or report["localization"]}))
+    gallery = [case for case in report.get("localization_gallery") or []
+               if uploaded is None and (report_path.parent / case["picture"]).is_file()]
+    if gallery:
+        st.subheader("Best and worst cases")
+        st.caption(f"Fused {vocabulary.CAM_METHODS.get(report.get('localization_method'), '')} map of test images "
+                   "beside the original, annotated boxes in green; ranked by the heatmap's mass in the boxes.")
+        for kind in ("best", "worst"):
+            cases = [case for case in gallery if case["kind"] == kind]
+            if not cases:
+                continue
+            st.markdown(f"**{kind.capitalize()}**")
+            for column, case in zip(st.columns(len(cases)), cases):
+                column.image(str(report_path.parent / case["picture"]), width="stretch",
+                             caption=f"{case['file']} · mass in boxes {case['mass']:.2f} · "
+                                     f"{'hit' if case['hit'] else 'miss'} · p = {case['probability']:.2f}")
 else:
     st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas)")

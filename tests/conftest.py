@@ -34,7 +34,7 @@ def fracatlas() -> Path:
 
 def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_studies: int = 48) -> dict:
     """A report.json dict with every section, built by `mura_core.reports` from random but informative
-    predictions (plus made-up localization and training history, which need a real run)."""
+    predictions (plus made-up localization, sanity check and training history, which need a real run)."""
     from mura_core.body_parts import MURA_BODY_PARTS
     from mura_core.localization import localization_summary
     from mura_core.reports import build_report as report_from_predictions
@@ -64,6 +64,10 @@ def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_st
     report = report_from_predictions(table, members, threshold,
                                      data={"root": "/data/test", "format": "mura", "split": "valid"},
                                      n_boot=50, localization=localization, history=history)
+    report["sanity"] = {"method": "gradcam", "images": 8, "members": {
+        m: [{"stage": "head", "layers": 3, "spearman": 0.8 - 0.1 * i, "spearman_abs": 0.8 - 0.1 * i, "undefined": 0},
+            {"stage": "head + top 10% of the backbone (5 layers)", "layers": 8, "spearman": 0.2,
+             "spearman_abs": 0.25, "undefined": 1}] for i, m in enumerate(members)}}
     report["created"] = "2024-01-01T00:00:00"
     return report
 

@@ -28,7 +28,7 @@ def _app(monkeypatch, weights: Path) -> AppTest:
 
 
 def _page(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page("app.py" if page == "diagnose" else f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -111,6 +111,56 @@ def test_diagnose_bad_file_is_a_warning(monkeypatch, tiny_weights):
     assert _n_images(at) == 4  # the readable image is still shown
 
 
+@pytest.fixture
+def covered_weights(tiny_weights, tmp_path) -> Path:
+    """`tiny_weights` whose manifest records a coverage (hand and shoulder fractures)."""
+    import shutil
+
+    folder = tmp_path / "covered"
+    shutil.copytree(tiny_weights, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["info"]["coverage"] = {"dataset": "FracAtlas", "body_parts": ["XR_HAND", "XR_SHOULDER"],
+                                    "positive_label": "fracture", "n_images": 100}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    """What the file uploader's callback stores, then a rerun."""
+    at.session_state["study_files"] = tuple(files)
+    at.session_state["study_origin"] = "upload"
+    return at.run()
+
+
+def test_diagnose_warns_outside_the_coverage(monkeypatch, covered_weights):
+    at = _app(monkeypatch, covered_weights)
+    radiograph = (covered_weights / "samples" / "sample1.jpg").read_bytes()
+    _upload(at, [("XR_HUMERUS.png", radiograph)])
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("Humerus is outside the installed model's training data") and
+               "hand and shoulder radiographs of FracAtlas (100 images)" in w and "not meaningful" in w
+               for w in warnings), warnings
+
+    part = next(s for s in at.selectbox if s.label == "Body part")
+    part.set_value("XR_HAND").run()  # the user says it is a hand: inside the coverage
+    assert not any("outside the installed model" in w.value for w in at.warning)
+    part.set_value("OTHER").run()
+    assert any(w.value.startswith("Body part unknown") for w in at.warning)
+
+
+def test_diagnose_warns_on_a_colour_picture(monkeypatch, covered_weights):
+    import io
+
+    photo = np.zeros((96, 128, 3), np.uint8)
+    photo[:, :64], photo[:, 64:] = (224, 172, 140), (60, 140, 60)
+    buffer = io.BytesIO()
+    Image.fromarray(photo).save(buffer, "PNG")
+    at = _upload(_app(monkeypatch, covered_weights), [("XR_HAND_photo.png", buffer.getvalue())])
+    assert not at.exception
+    assert any("XR_HAND_photo.png is in strong colour" in w.value for w in at.warning)
+
+
 def test_no_weights(monkeypatch, tmp_path):
     at = _app(monkeypatch, tmp_path)
     assert not at.exception
@@ -151,6 +201,8 @@ def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
                    "Threshold explorer", "Training history", "Localization"):
         assert header in headers
     assert "Not in this report." not in _texts(at)
+    assert "the installed ensemble's report" in _texts(at)
+    assert str(tiny_weights) not in _texts(at)  # no server path in the browser
     assert len(at.get("plotly_chart")) >= 10
     assert {m.label for m in at.metric} >= {"Sensitivity", "Specificity", "Precision (PPV)"}
     # The explorer opens at the installed threshold, where it agrees with the report's ensemble row.
@@ -187,6 +239,8 @@ def test_model_card(monkeypatch, tiny_weights):
                    "not a diagnosis"):
         assert needle in text
     assert len(at.dataframe) >= 2  # members + metrics
+    assert str(tiny_weights) not in text  # no server path in the browser
+    assert "coverage is unknown" in text  # the tiny ensemble records none
 
 
 def _folder_dataset(root: Path) -> Path:
@@ -200,6 +254,26 @@ def _folder_dataset(root: Path) -> Path:
                 Image.fromarray(pixels).save(folder / f"{cls}{i}.png")
     (root / "train" / "stray.png").write_bytes((root / "train" / "normal" / "normal0.png").read_bytes())
     return root
+
+
+def test_dataset_explorer_without_a_folder(monkeypatch, covered_weights):
+    bundled = json.loads((ROOT / "weights" / "manifest.json").read_text())["info"]["training_data"]
+    manifest = json.loads((covered_weights / "manifest.json").read_text())
+    manifest["info"]["training_data"] = bundled
+    (covered_weights / "manifest.json").write_text(json.dumps(manifest))
+    at = _page(_app(monkeypatch, covered_weights), "dataset")
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders == ["MURA v1.1 at a glance", "The installed model's training data", "Bundled sample images"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Train images": "36,808", "Train studies": "13,457", "Valid images": "3,197",
+                       "Valid studies": "1,199"}
+    assert len(at.get("plotly_chart")) == 3  # MURA images, MURA studies, the training split
+    text = _texts(at)
+    assert "Trained on **hand and shoulder radiographs of FracAtlas (100 images), fracture vs no fracture**" in text
+    assert "arXiv:1712.06957" in text
+    balance = at.dataframe[1].value
+    assert balance.loc["train", "images"] == 2429 and balance.loc["total", "images"] == 3471
+    assert _n_images(at) >= 4  # the samples' thumbnails
 
 
 def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
@@ -305,10 +379,14 @@ def test_heatmap_panels_and_exports():
     assert exported["verdict"] == "abnormal" and exported["study_body_part"] == "Wrist"
     assert exported["verdict_text"] == "Abnormal (ensemble 0.70 ≥ threshold 0.45)"
     assert exported["images"][1]["error"].startswith("not an image")
-    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error"}
+    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error", "warning"}
+    assert exported["body_part"] == "XR_WRIST"
+    assert "competence is unknown" in exported["warning"]  # this result records no coverage
     table = results.study_table(result, "")
     assert list(table["image"]) == ["XR_WRIST_a.png", "b.png"]
     assert set(table["study_body_part"]) == {"unknown"}
+    assert set(table["study_warning"]) == {exported_unknown := result.with_body_part("").warning}
+    assert exported_unknown.startswith("Body part unknown")
 
 
 def _index_table() -> pd.DataFrame:

@@ -77,3 +77,45 @@ def test_cli_default_weights_reproduce_the_report(tmp_path, report):
     names = rows["path"].map(lambda p: Path(p).name)
     assert names.isin(recorded.index).all(), "the samples come from the evaluated test split"
     np.testing.assert_allclose(rows["ensemble"], recorded.loc[names, "ensemble"], atol=1e-4)
+
+
+def test_manifest_records_the_coverage_build_ensemble_derives(tmp_path, manifest, fracatlas):
+    import yaml
+
+    from mura_core.coverage import Coverage, training_data_frame
+    from train.build_ensemble import training_data
+
+    info = manifest["info"]
+    config = dict(next(iter(info["members"].values())))
+    config["data"] = [{**source, "root": str(fracatlas)} for source in config["data"]]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    derived = training_data(tmp_path, info["coverage"]["notes"])
+    assert derived["coverage"] == info["coverage"]
+    assert training_data_frame(derived).equals(training_data_frame(info))
+    coverage = Coverage.from_info(info)
+    assert coverage.body_parts == ("XR_HAND", "XR_SHOULDER", "LEG", "HIP")
+    assert (coverage.positive_label, coverage.n_images) == ("fracture", 2429)
+    assert "hand and shoulder are covered" in coverage.notes
+
+
+def test_cli_warns_outside_the_coverage(tmp_path):
+    from PIL import Image
+
+    hand = WEIGHTS / "samples" / "IMG0000019.jpg"  # a FracAtlas hand radiograph
+    for folder, name in (("a", "XR_HUMERUS.png"), ("b", "XR_HAND.png"), ("c", "image.png")):
+        (tmp_path / folder).mkdir()
+        Image.open(hand).save(tmp_path / folder / name)
+    photo = np.zeros((96, 128, 3), np.uint8)
+    photo[:, :64], photo[:, 64:] = (224, 172, 140), (60, 140, 60)
+    (tmp_path / "d").mkdir()
+    Image.fromarray(photo).save(tmp_path / "d" / "XR_HAND_photo.png")
+    out = tmp_path / "out.csv"
+    assert cli.main(["predict", "--out", str(out), str(tmp_path)]) == 0
+    rows = pd.read_csv(out, keep_default_na=False)
+    warning = dict(zip(rows["path"].map(lambda p: Path(p).name), rows["warning"]))
+    assert warning["XR_HUMERUS.png"].startswith("Humerus is outside the installed model's training data")
+    assert "hand, shoulder, leg and hip radiographs of FracAtlas" in warning["XR_HUMERUS.png"]
+    assert warning["XR_HAND.png"] == ""
+    assert warning["image.png"].startswith("Body part unknown")
+    assert "strong colour" in warning["XR_HAND_photo.png"]
+    assert list(rows.columns[-2:]) == ["warning", "error"]

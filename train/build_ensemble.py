@@ -6,6 +6,11 @@
 The threshold is chosen on the runs' shared validation predictions (mean of the members, as the
 ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
 Never choose it on the test split.
+
+The manifest also records what the members were trained on, read from the first run's data (the
+members of an ensemble share their data): the coverage (body parts of the training split, what the
+positive label means, image count, dataset) and the images per split, body part and label. Notes on
+how the body parts were decided can be given in the info file as `coverage: {notes: ...}`.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from mura_core import metrics  # noqa: E402
+from mura_core.coverage import COVERAGE_KEY, TRAINING_DATA_KEY, training_coverage, training_data_info  # noqa: E402
+from mura_core.datasets import combine, index_dataset  # noqa: E402
 from mura_core.decision import ensemble_probability  # noqa: E402
 from mura_core.ensemble import Ensemble  # noqa: E402
+from train.config import load_config  # noqa: E402
 
 
 def validation_predictions(runs: list[Path]) -> pd.DataFrame:
@@ -42,6 +50,16 @@ def validation_predictions(runs: list[Path]) -> pd.DataFrame:
     return merged
 
 
+def training_data(run: Path, notes: str = "") -> dict:
+    """The manifest entries `coverage` and `training_data` for the data the run in `run` was trained on."""
+    config = load_config(run / "config.yaml")
+    indexes = [index_dataset(s.root, s.format, s.split_file) for s in config.data]
+    table = combine(indexes).table
+    split_files = ", ".join(s.split_file for s in config.data if s.split_file)
+    coverage = training_coverage(table, [i.format for i in indexes], config.train_split, notes)
+    return {COVERAGE_KEY: coverage.to_info(), TRAINING_DATA_KEY: training_data_info(table, split_files)}
+
+
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble and its histories."""
     members, architectures = {}, {}
@@ -54,6 +72,8 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) ->
     if sensitivity:
         threshold = metrics.threshold_for_sensitivity(val["label"], val["ensemble"], sensitivity)
     val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
+    notes = (info.get(COVERAGE_KEY) or {}).get("notes", "")
+    info = {**info, **training_data(runs[0], notes)}
     info = {**info, "threshold_rule": f"highest threshold with validation sensitivity >= {sensitivity}"
             if sensitivity else "0.5", "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}

@@ -109,6 +109,18 @@ def _data_sources(value: Any) -> tuple[DataSource, ...]:
     return tuple(sources)
 
 
+_FLAT_AUGMENTATION = ("augment", "rotation_degrees", "shift", "zoom", "horizontal_flip")
+"""Keys of configs written before `augmentation` was one mapping (older run folders' config.yaml)."""
+
+
+def _nest_flat_augmentation(values: dict[str, Any]) -> dict[str, Any]:
+    flat = {key: values.pop(key) for key in _FLAT_AUGMENTATION if key in values}
+    if flat and "augmentation" not in values:
+        enabled = flat.pop("augment", True)
+        values["augmentation"] = {**dataclasses.asdict(Augmentation()), **flat} if enabled else None
+    return values
+
+
 def _augmentation(value: Any) -> Augmentation | None:
     if value is None or value is False:
         return None
@@ -138,7 +150,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config must be a mapping of keys to values")
-        values.update(loaded)
+        values.update(_nest_flat_augmentation(dict(loaded)))
     defaults = TrainConfig()
     valid = {f.name for f in fields(TrainConfig)}
     for item in overrides or []:

@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from mura_core.coverage import Coverage
 from mura_core.installed import read_manifest, report_path, weights_folder
-from mura_core.results import DISCLAIMER
+from mura_core.notices import DISCLAIMER
 from mura_core.vocabulary import CAM_METHODS, level_key
 
 
@@ -33,6 +34,15 @@ def _metric_rows(level: dict) -> list[str]:
         rows.append(f"| {model} | {with_ci('auc')} | {with_ci('recall')} | {with_ci('specificity')} | "
                     f"{_fmt(m.get('accuracy'))} | {_fmt(m.get('f1'))} | {_fmt(m.get('kappa'))} |")
     return rows
+
+
+def _coverage_text(coverage: Coverage | None) -> str:
+    if coverage is None:
+        return ("The manifest does not record what the ensemble was trained on, so its coverage is unknown; "
+                "the dashboard and the CLI warn on every study.")
+    text = (f"Trained on {coverage.describe()}. For any other body part the dashboard and the CLI warn that "
+            "the verdict is not meaningful, and an unknown body part is reported as unknown.")
+    return f"{text} {coverage.notes}" if coverage.notes else text
 
 
 def model_card(manifest: dict, report: dict) -> str:
@@ -58,6 +68,9 @@ def model_card(manifest: dict, report: dict) -> str:
         f"Attribution: {info.get('attribution', '')}",
         "",
         f"License: {info.get('license', '')}",
+        "",
+        "## Coverage",
+        _coverage_text(Coverage.from_info(info)),
         "",
         "## Evaluation",
         f"Test split of {data.get('root')} ({data.get('split')}): {data['n_images']} images, evaluated once "

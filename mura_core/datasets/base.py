@@ -77,6 +77,7 @@ class Layout:
         title: the dataset's name for people ("MURA v1.1").
         description: what the layout looks like on disk (Markdown), for help texts and errors.
         notes: what its labels and ids mean, shown beside an index of it ('' when nothing to say).
+        positive_label: what label 1 means in this dataset ("abnormal", "fracture").
         priority: detection order, highest first; a catch-all layout (class folders) goes last.
     """
 
@@ -84,6 +85,7 @@ class Layout:
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
     notes: ClassVar[str] = ""
+    positive_label: ClassVar[str] = "abnormal"
     priority: ClassVar[int] = 10
 
     def detect(self, root: Path) -> bool:

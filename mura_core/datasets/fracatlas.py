@@ -136,6 +136,7 @@ class FracAtlasLayout(Layout):
 
     name = "fracatlas"
     title = "FracAtlas"
+    positive_label = "fracture"
     description = "the folder holding `dataset.csv` (with `image_id` and `fractured` columns) and `images/`"
     notes = ("FracAtlas labels mean fractured (shown as abnormal) or not fractured (normal); it records "
              "no patient ids, so images of one patient may appear more than once.")

@@ -1,8 +1,9 @@
 """What the pages share: the one cached ensemble, cached study runs and reads, help texts.
 
 The ensemble is loaded once per server process by `load_models` (a `st.cache_resource`) and never
-mutated; study results are cached per upload and CAM method, so moving a slider or switching page
-does not recompute anything. No widget is created inside a cached function.
+mutated; the first load shows its steps on the page (`get_ensemble`). Study results are cached per
+upload and CAM method, so moving a slider or switching page does not recompute anything. No widget
+is created inside a cached function.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PRIVACY = """\
 """
 
 
-@st.cache_resource(show_spinner="Loading the models (once per server process)...", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def load_models(folder: str, stamp: str):
     """Load and warm up the ensemble in `folder`; `stamp` changes when the weights are replaced."""
     from mura_core.ensemble import load_ensemble
@@ -48,24 +49,42 @@ def load_models(folder: str, stamp: str):
     return ensemble
 
 
+_LOADED: set[str] = set()  # stamps of the ensembles `load_models` holds in this server process
+
+
 def get_ensemble():
     """The installed ensemble, or (None, message) saying why it cannot be used.
+
+    The first call in a server process shows the loading steps on the page (importing TensorFlow alone
+    takes seconds); later calls return the cached ensemble at once.
 
     Returns:
         (ensemble or None, error message or "").
     """
-    from mura_core.ensemble import EnsembleLoadError, weights_installed
-
     folder = installed.weights_folder()
-    if not weights_installed(folder):
-        return None, f"No ensemble is installed: {folder / 'manifest.json'} does not exist."
-    try:
-        return load_models(str(folder), installed.folder_stamp(folder)), ""
-    except EnsembleLoadError as exc:
-        return None, f"The ensemble could not be loaded: {exc}"
-    except Exception as exc:  # never a traceback in the UI; the log keeps it
-        LOG.exception("loading the ensemble failed")
-        return None, f"The ensemble could not be loaded ({type(exc).__name__}: {exc})."
+    stamp = installed.folder_stamp(folder)
+    if stamp in _LOADED:
+        return load_models(str(folder), stamp), ""
+    with st.status("Loading the models (once per server process)...", expanded=True) as status:
+        status.write("Importing TensorFlow and Keras...")
+        from mura_core.installed import EnsembleLoadError, read_manifest, weights_installed
+
+        if not weights_installed(folder):
+            status.update(label="No ensemble is installed", state="error", expanded=False)
+            return None, "No ensemble is installed: the weights folder holds no manifest.json."
+        try:
+            n_members = len(read_manifest(folder)["members"])
+            status.write(f"Loading {n_members} models, checking their checksums, and warming them up...")
+            ensemble = load_models(str(folder), stamp)
+        except Exception as exc:
+            status.update(label="The models could not be loaded", state="error", expanded=False)
+            if isinstance(exc, EnsembleLoadError):
+                return None, f"The ensemble could not be loaded: {exc}"
+            LOG.exception("loading the ensemble failed")  # never a traceback in the UI; the log keeps it
+            return None, f"The ensemble could not be loaded ({type(exc).__name__}: {exc})."
+        status.update(label=f"{n_members} models loaded", state="complete", expanded=False)
+    _LOADED.add(stamp)
+    return ensemble, ""
 
 
 @st.cache_data(max_entries=8, ttl=3600, show_spinner=False)
@@ -93,6 +112,22 @@ def image_sizes(paths: tuple[str, ...]) -> pd.DataFrame:
 def thumbnail(path: str, side: int):
     """A cached small grayscale copy of the image at `path`."""
     return imaging.thumbnail(path, side)
+
+
+@st.cache_data(max_entries=4, ttl=600, show_spinner="Reading the installed ensemble's manifest...")
+def _manifest_info(folder: str, stamp: str) -> dict:
+    from mura_core.installed import EnsembleLoadError, read_manifest
+
+    try:
+        return dict(read_manifest(folder).get("info") or {})
+    except EnsembleLoadError:
+        return {}
+
+
+def installed_info() -> dict:
+    """The installed ensemble's manifest `info` (training data, coverage, ...); {} when none is installed."""
+    folder = installed.weights_folder()
+    return _manifest_info(str(folder), installed.folder_stamp(folder))
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
