@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,13 +32,18 @@ from mura_core.pipeline import Augmentation, build_cache, make_dataset, oversamp
 from mura_core.registry import create_model, get_spec  # noqa: E402
 from mura_core.reports import plot_history  # noqa: E402
 
+from . import multi_worker  # noqa: E402
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
 log = logging.getLogger("train")
 
 
 def choose_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default."""
+    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default.
+
+    With TF_CONFIG this must run before any other TensorFlow op in the process (collective ops are
+    configured when the runtime starts), which is why `run` calls it first.
+    """
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
@@ -92,20 +98,35 @@ def _best_so_far(history_csv, monitor: str) -> float | None:
 
 
 def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
-    """Train one member as `config` says; returns the validation metrics of the best checkpoint."""
+    """Train one member as `config` says.
+
+    Across machines (TF_CONFIG set) every worker runs this; only the chief writes the run folder
+    (config, history, checkpoints, predictions, plots). The other workers write their checkpoints
+    and backup to `multi_worker.scratch_dir`, removed when training ends.
+
+    Args:
+        config: the resolved training config.
+        extra_callbacks: Keras callbacks added after the run's own (tests, progress reports).
+
+    Returns:
+        On the chief, the validation metrics of the best checkpoint (also in `val_metrics.json`);
+        on another worker, {"chief": False, "epochs_run": ...}.
+    """
+    strategy = choose_strategy()  # first: MultiWorkerMirroredStrategy must precede any other TF op
+    chief, role = multi_worker.worker_role(strategy)
     keras.utils.set_random_seed(config.seed)
-    run_dir = config.run_dir
+    run_dir = config.run_dir if chief else multi_worker.scratch_dir(config.name, role)
     run_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv, best_path = run_dir / "backup", run_dir / "history.csv", run_dir / "best.keras"
     resuming = backup_dir.exists()
     if not resuming:
         history_csv.unlink(missing_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if chief:
+        save_config(config, run_dir / "config.yaml")
 
     gpus = tf.config.list_physical_devices("GPU")
     if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = choose_strategy()
     size = int(config.input_size or get_spec(config.model).input_size)
 
     train_rows, val_rows, _ = load_data(config)
@@ -117,7 +138,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     cache = None
     if config.cache_dir:
         all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
-        cache = build_cache(all_paths, size, config.cache_dir)
+        # Each worker builds its own cache: workers may share the folder, never the file being written.
+        cache = build_cache(all_paths, size, Path(config.cache_dir) / ("" if chief else role))
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     augmentation = Augmentation(config.rotation_degrees, config.shift, config.zoom,
                                 config.horizontal_flip) if config.augment else None
@@ -130,6 +152,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
                              config.bn_momentum)
         _compile(model, config)
+    multi_worker.prepare_fit(model, strategy, size)
 
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup_dir)),
@@ -148,6 +171,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
               validation_steps=config.validation_steps, class_weight=weights, callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
     history = pd.read_csv(history_csv)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {"chief": False, "epochs_run": len(history)}
     plot_history(history, run_dir / "history.png", title=config.name)
     if not best_path.exists():  # e.g. the monitored metric never improved on a resumed run's best
         model.save(best_path)
