@@ -12,13 +12,14 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from train import train as train_module
 from train.config import load_config
 
 
 class SaveFinalWeights(keras.callbacks.Callback):
-    """Writes the model's weights before and after training (in order) and its strategy to a .npz file."""
+    """Writes the model's weights before and after training (in order) and its strategy's kind to a .npz."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -30,7 +31,9 @@ class SaveFinalWeights(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         final = [np.asarray(w) for w in self.model.get_weights()]
-        np.savez(self.path, strategy=type(self.model.distribute_strategy).__name__,
+        strategy = self.model.distribute_strategy
+        np.savez(self.path, multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
+                 replicas=strategy.num_replicas_in_sync,
                  **{f"initial_{i}": w for i, w in enumerate(self.initial)},
                  **{f"final_{i}": w for i, w in enumerate(final)})
 

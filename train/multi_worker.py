@@ -8,7 +8,9 @@ TensorFlow's "Multi-worker training with Keras" tutorial).
 Keras 3's `Model.fit` does not run under MultiWorkerMirroredStrategy as released (keras-team/keras#20585,
 tensorflow/tensorflow#72388): it reduces the first data batch across workers to build the model's
 state, and it reduces scalar logs with `axis=0`. `prepare_fit` works around both; the two-worker
-test (`tests/test_multi_worker.py`) checks that the workers end with identical weights.
+test (`tests/test_multi_worker.py`) checks that the workers end with identical weights. BatchNormalization's
+moving statistics are not synchronized by the strategy; `AverageBatchNormStatistics` averages them
+across workers after every epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as tf_trainer
@@ -56,6 +59,37 @@ def _reduce_per_replica(values, strategy, reduction):
 
 
 _keras_reduce_per_replica = tf_trainer.reduce_per_replica
+
+
+class AverageBatchNormStatistics(keras.callbacks.Callback):
+    """Averages every BatchNormalization layer's moving mean and variance across workers after each epoch.
+
+    Under a multi-worker strategy the gradients, hence the trainable weights, are synchronized, but the
+    moving statistics are updated by each worker from its own shard of the data. Averaging them before
+    the checkpoints are written gives every worker (and the chief's saved model) the same statistics,
+    estimated from all the data. It must come before ModelCheckpoint and BackupAndRestore.
+
+    Args:
+        strategy: the training strategy; every worker runs this callback (it is a collective step).
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = [v for layer in self.model.layers if isinstance(layer, keras.layers.BatchNormalization)
+                     for v in (layer.moving_mean, layer.moving_variance)]
+        if not variables:
+            return
+        flat = self.strategy.run(lambda: tf.concat([tf.reshape(tf.cast(v.value, tf.float32), [-1])
+                                                    for v in variables], axis=0))
+        mean = self.strategy.reduce("MEAN", flat, axis=None)
+        start = 0
+        for v in variables:
+            size = int(np.prod(v.shape))
+            v.assign(tf.cast(tf.reshape(mean[start:start + size], v.shape), v.dtype))
+            start += size
 
 
 def prepare_fit(model: keras.Model, strategy: tf.distribute.Strategy, size: int) -> None:

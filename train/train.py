@@ -75,7 +75,8 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
     return train.reset_index(drop=True), val.reset_index(drop=True), index
 
 
-def _compile(model: keras.Model, config: TrainConfig) -> None:
+def compile_model(model: keras.Model, config: TrainConfig) -> None:
+    """Compile `model` as the method trains: Adam, binary cross-entropy, accuracy, AUC, precision, recall."""
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -151,10 +152,12 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     with strategy.scope():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
                              config.bn_momentum)
-        _compile(model, config)
+        compile_model(model, config)
     multi_worker.prepare_fit(model, strategy, size)
 
+    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     callbacks = [
+        *([multi_worker.AverageBatchNormStatistics(strategy)] if multi else []),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=config.monitor, mode="max",
                                         save_best_only=True,
