@@ -92,15 +92,29 @@ def model_card(manifest: dict, report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_model_card(weights: str | Path, report: str | Path, out: str | Path) -> str:
+    """Write the card of the ensemble in `weights`, evaluated in `report` (report.json), to `out`.
+
+    Args:
+        weights: the ensemble folder (its manifest is read).
+        report: `report.json` written by `train.evaluate`.
+        out: the Markdown file to write.
+
+    Returns:
+        The card's text.
+    """
+    card = model_card(read_manifest(weights), json.loads(Path(report).read_text()))
+    Path(out).write_text(card)
+    return card
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default="weights")
     parser.add_argument("--report", default="weights/report/report.json")
     parser.add_argument("--out", default="weights/MODEL_CARD.md")
     args = parser.parse_args(argv)
-    card = model_card(read_manifest(args.weights), json.loads(Path(args.report).read_text()))
-    Path(args.out).write_text(card)
-    print(card)
+    print(write_model_card(args.weights, args.report, args.out))
 
 
 if __name__ == "__main__":
