@@ -35,7 +35,7 @@ class InterruptSecondMember(keras.callbacks.Callback):
 
 
 def test_pipeline_interrupted_then_resumed_to_the_end(tmp_path, capsys):
-    data = make_mura_tree(tmp_path / "data", {"train": 12, "valid": 6}, images_per_study=1)
+    data = make_mura_tree(tmp_path / "data", {"train": 12, "valid": 6}, images_per_study=2)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         train_mura.run_pipeline(data, out, TINY, n_boot=20, extra_callbacks=[InterruptSecondMember()])
@@ -61,7 +61,7 @@ def test_pipeline_interrupted_then_resumed_to_the_end(tmp_path, capsys):
     assert [m["name"] for m in manifest["members"]] == list(train_mura.MEMBERS)
     assert "sensitivity >= 0.8" in manifest["info"]["threshold_rule"]
     report = result["report"]
-    assert report["data"]["split"] == "valid" and report["data"]["n_images"] == 6
+    assert report["data"]["split"] == "valid" and report["data"]["n_images"] == 12
     assert {"auc", "kappa"} <= set(report["study_level"]["ensemble"]["ci"])
     assert (weights / "report" / "per_body_part_image.csv").is_file()
     card = (weights / "MODEL_CARD.md").read_text()
@@ -106,3 +106,11 @@ def test_time_left_uses_measured_epochs(tmp_path):
     state.member("r1")["epoch_seconds"] = [30.0]
     assert seconds_left(plan, state) == pytest.approx(30.0)
     assert format_seconds(3725) == "1 h 02 min" and format_seconds(75) == "1 min 15 s"
+
+
+def test_missing_data_is_named_and_nothing_is_written(tmp_path, capsys):
+    from mura_core.datasets import DatasetError
+
+    with pytest.raises(DatasetError, match="nowhere: dataset root does not exist"):
+        train_mura.run_pipeline(tmp_path / "nowhere", tmp_path / "out", TINY)
+    assert not (tmp_path / "out").exists()

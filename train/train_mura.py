@@ -81,6 +81,7 @@ def check_data(data: str | os.PathLike, out: Path, echo=print) -> list[str]:
     """
     index = index_dataset(data, "mura")
     comparison = compare_with_published(index.table)
+    out.mkdir(parents=True, exist_ok=True)
     comparison.to_csv(out / "data_check.csv", index=False)
     echo("MURA v1.1 found vs published (images must match; study folders may exceed the paper's count "
          "slightly):")
@@ -121,12 +122,11 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
         "skipped": members already finished, "warnings": data warnings}.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     configs = member_configs(data, out, overrides)  # before any work: a bad override fails at once
-    state = RunState(out / "state.json")
     started = time.perf_counter()
     echo(f"== 1/5 checking the data at {data}")
-    warnings = check_data(data, out, echo)
+    warnings = check_data(data, out, echo)  # raises DatasetError (naming the folder) before OUT is made
+    state = RunState(out / "state.json")
 
     plan = [PlannedMember(c.name, c.model, c.epochs) for c in configs]
     trained, skipped = [], []
@@ -178,7 +178,9 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
     else:
         echo(f"== 4/5 already evaluated ({report_dir}), skipped")
         report = json.loads((report_dir / "report.json").read_text())
-    for level in ("image_level", "study_level"):
+    for level in ("image_level", "study_level"):  # no study level when every study has one image
+        if level not in report:
+            continue
         m = report[level]["ensemble"]
         echo(f"   ensemble, {level.replace('_', ' ')}: AUC {m.get('auc')}, kappa {m.get('kappa')}, "
              f"sensitivity {m.get('recall')}, specificity {m.get('specificity')}")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sensitivity", type=float, default=0.8,
                         help="threshold: the highest with hold-out sensitivity >= this (0 for 0.5)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         run_pipeline(args.data, args.out, args.overrides, args.sensitivity or None, args.n_boot)

@@ -8,4 +8,4 @@ data="$1"; shift
 out="mura_run"
 if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then out="$1"; shift; fi
 export PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m train.train_mura "$data" --out "$out" "$@"
+exec python -m train.train_mura "$data" "$@" --out "$out"
