@@ -17,6 +17,7 @@ CORRECTNESS = ("loss_falls_and_checkpoint", "backup_and_restore", "gradcam_devic
 pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_check_and_writes_json_and_summary(tmp_path):
     out = tmp_path / "check"
     # A generous budget: on a loaded CI machine no check may be skipped for time.

@@ -17,7 +17,8 @@ from tests.mura_tree import FRACATLAS, make_mura_tree
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
+pytestmark = [pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas"),
+              pytest.mark.slow]
 
 
 def free_loopback_ports(n: int) -> list[int]:

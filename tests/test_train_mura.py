@@ -34,6 +34,7 @@ class InterruptSecondMember(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
+@pytest.mark.slow
 def test_pipeline_interrupted_then_resumed_to_the_end(tmp_path, capsys):
     data = make_mura_tree(tmp_path / "data", {"train": 12, "valid": 6}, images_per_study=2)
     out = tmp_path / "out"

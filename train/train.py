@@ -6,7 +6,8 @@ A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best che
 `best.keras` (by `monitor`), `history.csv` and `history.png`, the validation predictions and
 `val_metrics.json`. An interrupted run resumes from `backup/` when started again with the same
 config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
-TF_CONFIG is set (MultiWorkerMirroredStrategy), with mixed precision on GPUs.
+TF_CONFIG is set (MultiWorkerMirroredStrategy, see `train/multi_worker.py`: only the chief writes
+the run folder), with mixed precision on GPUs.
 """
 
 from __future__ import annotations
