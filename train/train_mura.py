@@ -139,9 +139,9 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
             echo(f"== 2/5 member {position}/{len(configs)} {config.name}: already trained ({config.run_dir}), "
                  "skipped")
             continue
-        if record["status"] != "running":  # a fresh start (not a resumed member): forget old timings
-            record["epoch_seconds"] = []
         resuming = (config.run_dir / "backup").exists()
+        if not resuming:  # training starts at epoch 1: forget timings of an earlier, unfinished try
+            record["epoch_seconds"] = []
         echo(f"== 2/5 member {position}/{len(configs)} {config.name} ({config.model}, {config.input_size} px, "
              f"at most {config.epochs} epochs){', resuming' if resuming else ''}")
         record["status"] = "running"
