@@ -164,6 +164,11 @@ def cached_images(table: pd.DataFrame, settings: Settings) -> tuple[Path, np.nda
     return folder, np.repeat(gray, 3, axis=-1).astype(np.float32)
 
 
+def full_batches(dataset: tf.data.Dataset, batch: int) -> tf.data.Dataset:
+    """The batched dataset repeated forever and rebatched so that every batch has exactly `batch` images."""
+    return dataset.repeat().unbatch().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 class StepTimer(keras.callbacks.Callback):
     """Wall time at the end of each training batch (reading the loss waits for the device)."""
 
@@ -185,7 +190,7 @@ def check_training_speed(arch: str, xla: bool, batch: int, table, cache, setting
     model = create_model(config.model, None, settings.size, config.dense_units, config.dropout)
     train_module.compile_model(model, config)
     augmentation = Augmentation(config.rotation_degrees, config.shift, config.zoom, config.horizontal_flip)
-    dataset = make_dataset(table, settings.size, batch, True, augmentation, cache=cache).repeat()
+    dataset = full_batches(make_dataset(table, settings.size, batch, True, augmentation, cache=cache), batch)
     timer = StepTimer()
     start = time.perf_counter()
     model.fit(dataset, epochs=1, steps_per_epoch=settings.warmup_steps + settings.steps, callbacks=[timer],
@@ -206,7 +211,8 @@ def check_input_pipeline(table, cache, settings: Settings) -> dict:
     """Images/s the augmented input pipeline delivers from the cache alone (no model)."""
     config = method_config(settings.models[0], settings)
     augmentation = Augmentation(config.rotation_degrees, config.shift, config.zoom, config.horizontal_flip)
-    dataset = make_dataset(table, settings.size, settings.batch, True, augmentation, cache=cache).repeat()
+    dataset = full_batches(make_dataset(table, settings.size, settings.batch, True, augmentation, cache=cache),
+                           settings.batch)
     iterator = iter(dataset)
     for _ in range(settings.warmup_steps):
         next(iterator)
