@@ -120,17 +120,32 @@ def model_card(manifest: dict, report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_model_card(weights: str | Path | None = None, report: str | Path | None = None,
+                     out: str | Path | None = None) -> str:
+    """Write the card of the ensemble in `weights`, evaluated in `report` (report.json), to `out`.
+
+    Args:
+        weights: the ensemble folder (its manifest is read); default `installed.weights_folder()`.
+        report: `report.json` written by `train.evaluate`; default the one installed with the ensemble.
+        out: the Markdown file to write; default `MODEL_CARD.md` in the ensemble folder.
+
+    Returns:
+        The card's text.
+    """
+    folder = weights_folder(weights)
+    report = Path(report) if report else report_path(folder)
+    card = model_card(read_manifest(folder), json.loads(report.read_text()))
+    Path(out or folder / "MODEL_CARD.md").write_text(card)
+    return card
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
     parser.add_argument("--report", help="report.json (default: the one installed with the ensemble)")
     parser.add_argument("--out", help="Markdown file to write (default: MODEL_CARD.md in the ensemble folder)")
     args = parser.parse_args(argv)
-    folder = weights_folder(args.weights)
-    report = Path(args.report) if args.report else report_path(folder)
-    card = model_card(read_manifest(folder), json.loads(report.read_text()))
-    Path(args.out or folder / "MODEL_CARD.md").write_text(card)
-    print(card)
+    print(write_model_card(args.weights, args.report, args.out))
 
 
 if __name__ == "__main__":

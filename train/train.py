@@ -6,7 +6,8 @@ A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best che
 `best.keras` (by `monitor`), `history.csv` and `history.html`, the validation predictions and
 `val_metrics.json`. An interrupted run resumes from `backup/` when started again with the same
 config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
-TF_CONFIG is set (MultiWorkerMirroredStrategy), with mixed precision on GPUs.
+TF_CONFIG is set (MultiWorkerMirroredStrategy, see `train/multi_worker.py`: only the chief writes
+the run folder), with mixed precision on GPUs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,13 +47,18 @@ from mura_core.pipeline import (  # noqa: E402
 from mura_core.registry import create_model, get_spec  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
+from . import multi_worker  # noqa: E402
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
 log = logging.getLogger("train")
 
 
 def choose_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default."""
+    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default.
+
+    With TF_CONFIG this must run before any other TensorFlow op in the process (collective ops are
+    configured when the runtime starts), which is why `run` calls it first.
+    """
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
@@ -83,7 +90,9 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
     return train.reset_index(drop=True), val.reset_index(drop=True), index
 
 
-def _compile(model: keras.Model, config: TrainConfig) -> None:
+def compile_model(model: keras.Model, config: TrainConfig) -> None:
+    """Compile `model` as the method trains: Adam, binary cross-entropy, accuracy, AUC, precision, recall
+    (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`)."""
     classification = [
         keras.metrics.BinaryAccuracy(name="accuracy"),
         keras.metrics.AUC(name="auc"),
@@ -129,20 +138,35 @@ def _best_so_far(history_csv, monitor: str) -> float | None:
 
 
 def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
-    """Train one member as `config` says; returns the validation metrics of the best checkpoint."""
+    """Train one member as `config` says.
+
+    Across machines (TF_CONFIG set) every worker runs this; only the chief writes the run folder
+    (config, history, checkpoints, predictions, plots). The other workers write their checkpoints
+    and backup to `multi_worker.scratch_dir`, removed when training ends.
+
+    Args:
+        config: the resolved training config.
+        extra_callbacks: Keras callbacks added after the run's own (tests, progress reports).
+
+    Returns:
+        On the chief, the validation metrics of the best checkpoint (also in `val_metrics.json`);
+        on another worker, {"chief": False, "epochs_run": ...}.
+    """
+    strategy = choose_strategy()  # first: MultiWorkerMirroredStrategy must precede any other TF op
+    chief, role = multi_worker.worker_role(strategy)
     keras.utils.set_random_seed(config.seed)
-    run_dir = config.run_dir
+    run_dir = config.run_dir if chief else multi_worker.scratch_dir(config.name, role)
     run_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv, best_path = run_dir / "backup", run_dir / "history.csv", run_dir / "best.keras"
     resuming = backup_dir.exists()
     if not resuming:
         history_csv.unlink(missing_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if chief:
+        save_config(config, run_dir / "config.yaml")
 
     gpus = tf.config.list_physical_devices("GPU")
     if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = choose_strategy()
     size = int(config.input_size or get_spec(config.model).input_size)
 
     train_rows, val_rows, _ = load_data(config)
@@ -154,7 +178,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     cache = None
     if config.cache_dir:
         all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
-        cache = build_cache(all_paths, size, config.cache_dir)
+        # Each worker builds its own cache: workers may share the folder, never the file being written.
+        cache = build_cache(all_paths, size, Path(config.cache_dir) / ("" if chief else role))
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_lesions = val_lesions = None
     if config.lesion_map:
@@ -173,10 +198,13 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     with strategy.scope():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
                              config.bn_momentum, config.lesion_map)
-        _compile(model, config)
+        compile_model(model, config)
+    multi_worker.prepare_fit(model, strategy, size)
 
+    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     monitor = monitored(config)
     callbacks = [
+        *([multi_worker.AverageBatchNormStatistics(strategy)] if multi else []),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max",
                                         save_best_only=True,
@@ -194,6 +222,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
               callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
     history = pd.read_csv(history_csv)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return {"chief": False, "epochs_run": len(history)}
     curves = {config.name: history.to_dict("list")}  # CSVLogger keeps an `epoch` column
     write_figures([history_figure({"history": curves})], run_dir / "history.html", config.name)
     if not best_path.exists():  # e.g. the monitored metric never improved on a resumed run's best
