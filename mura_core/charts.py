@@ -337,8 +337,13 @@ def threshold_figure(frame: pd.DataFrame, chosen: float, operating: float | None
 
 
 def history_figure(report: Mapping[str, Any]) -> go.Figure:
-    """Training curves per member: loss, then AUC (or accuracy), training solid and validation dashed."""
-    history = report.get("history") or {}
+    """Training curves per member: loss, then AUC (or accuracy), training solid and validation dashed.
+
+    A member trained with a lesion map logs its classifier's metrics as `probability_auc`, ...: those
+    are shown (its `loss` is the total, classification plus lesion map).
+    """
+    history = {member: {key.replace("probability_", ""): values for key, values in curves.items()}
+               for member, curves in (report.get("history") or {}).items()}
     second = "auc" if any("auc" in h for h in history.values()) else "accuracy"
     fig = make_subplots(rows=1, cols=2, subplot_titles=["loss", "AUC" if second == "auc" else second])
     for i, (member, curves) in enumerate(history.items()):
