@@ -143,22 +143,20 @@ if report.get("localization"):
                "Pointing game: share of images whose heatmap peak falls inside a box. Mass in boxes: share "
                "of the heatmap inside the boxes. IoU: overlap of the map's region above half its peak with "
                "the boxes. The box area share is what a uniform heatmap would reach by chance.")
-    left, right = st.columns([3, 2], gap="large")
-    left.dataframe(reports.localization_frame(report, shown))
-    sanity = reports.sanity_frame(report)
-    with right:
-        st.markdown("**Sanity check: model randomization**")
-        if sanity.empty:
-            st.caption(MISSING)
-        else:
-            method = vocabulary.CAM_METHODS.get(report["sanity"]["method"], report["sanity"]["method"])
-            st.caption(f"{method} maps of {report['sanity']['images']} test images as each member's weights are "
-                       "re-initialised from the top (Adebayo et al., 2018). A rank correlation near 1 means the "
-                       "map ignores the weights (an edge detector); near 0, the map depends on what was learnt.")
-            st.dataframe(sanity, hide_index=True,
-                         column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                        for c in ("rank correlation with the trained maps", "|rank correlation|")})
+    st.dataframe(reports.localization_frame(report, shown))
     st.plotly_chart(charts.localization_figure({"localization": by_method.get(shown) or report["localization"]}))
+    st.subheader("Sanity check: model randomization")
+    sanity = reports.sanity_frame(report)
+    if sanity.empty:
+        st.caption(MISSING)
+    else:
+        method = vocabulary.CAM_METHODS.get(report["sanity"]["method"], report["sanity"]["method"])
+        st.caption(f"{method} maps of {report['sanity']['images']} test images as each member's weights are "
+                   "re-initialised from the top (Adebayo et al., 2018). A rank correlation near 1 means the "
+                   "map ignores the weights (an edge detector); near 0, the map depends on what was learnt.")
+        st.dataframe(sanity, hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                    for c in ("rank correlation with the trained maps", "|rank correlation|")})
     gallery = [case for case in report.get("localization_gallery") or []
                if uploaded is None and (report_path.parent / case["picture"]).is_file()]
     if gallery:

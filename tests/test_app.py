@@ -201,6 +201,7 @@ def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
                    "Threshold explorer", "Training history", "Localization"):
         assert header in headers
     assert "Not in this report." not in _texts(at)
+    assert "Sanity check: model randomization" in [h.value for h in at.subheader]
     assert "the installed ensemble's report" in _texts(at)
     assert str(tiny_weights) not in _texts(at)  # no server path in the browser
     assert len(at.get("plotly_chart")) >= 10
