@@ -1,22 +1,22 @@
 """Localization: how well a heatmap points at annotated lesion boxes.
 
-Pure scores of one heatmap against boxes (`pointing_game`, `mass_in_boxes`), their summary over
-images, and `score_ensemble`, which explains the positives of a dataset with boxes and scores every
-member's map and the fused map. Used by `train.evaluate`, the Evaluation page's table and the tests.
+Pure scores of one heatmap against boxes (`pointing_game`, `mass_in_boxes`, `thresholded_iou`), all
+computed by `score_heatmap` at the stored image's native resolution, where the boxes live; their
+summary over images; and `score_images` / `score_ensemble`, which explain the positives of a dataset
+with boxes and score every member's map and the fused map. Used by `train.evaluate` and the tests.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .datasets.base import Box
 from .metrics import percentile_interval
-
-Box = Sequence[float]  # (x, y, w, h) in pixels
 
 
 def boxes_to_mask(shape, boxes: Iterable[Box]) -> np.ndarray:
