@@ -248,7 +248,8 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     page.goto(f"{url}/evaluation", wait_until="domcontentloaded")
     page.get_by_role("heading", name="Localization").wait_for(timeout=60_000)
     _settle(page)
-    assert page.locator(".js-plotly-plot").count() >= 6  # ROC, confusion, calibration, threshold, ...
+    # ROC, confusion, calibration, threshold, ...: plotly draws them one after another on a busy machine.
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
     assert "the installed ensemble's report" in page.inner_text("body")
     assert str(ROOT) not in page.inner_text("body")  # no server path in the browser
     _shoot(page, shots / "5-evaluation.png")
