@@ -191,8 +191,8 @@ else:
     )
 reference_boxes = {}
 if sample_rows is not None and len(sample_rows):
-    reference_boxes = {row.file: installed.sample_boxes(row.boxes) for row in sample_rows.itertuples()
-                       if installed.sample_boxes(row.boxes)}
+    parsed = {row.file: installed.sample_boxes(row.boxes) for row in sample_rows.itertuples()}
+    reference_boxes = {file: boxes for file, boxes in parsed.items() if boxes}
 show_boxes = bool(reference_boxes) and st.toggle(
     "Show the annotated fracture boxes", value=True,
     help="The sample list's reference boxes (FracAtlas annotations), drawn in green over every picture.")

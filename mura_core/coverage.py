@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .body_parts import MURA_BODY_PARTS, OTHER_BODY_PART, body_part_label, normalize_body_part
+from .datasets import get_layout, layout_names
 
 COVERAGE_KEY = "coverage"
 TRAINING_DATA_KEY = "training_data"
@@ -214,14 +215,10 @@ def dataset_name(data: Mapping[str, Any]) -> str:
 
 
 def _layout_title(name: str) -> str:
-    from .datasets import get_layout, layout_names
-
     return get_layout(name).title if name in layout_names() else name
 
 
 def _positive_label(name: str) -> str:
-    from .datasets import get_layout, layout_names
-
     return get_layout(name).positive_label if name in layout_names() else "abnormal"
 
 

@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 
 from mura_core import localization, sanity  # noqa: E402
 from mura_core.charts import display_copy, heatmap_panels  # noqa: E402
-from mura_core.datasets import get_layout, index_dataset, layout_names  # noqa: E402
+from mura_core.datasets import index_dataset, layout_names, load_boxes  # noqa: E402
 from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
 from mura_core.gradcam import LESION_MAP  # noqa: E402
 from mura_core.imaging import load_image  # noqa: E402
@@ -78,7 +78,7 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
               "unreadable_images": int(len(failed))},
         n_boot=n_boot, history=_histories(weights_dir) or None,
     )
-    boxes = get_layout(index.format).boxes(data) if localize else None
+    boxes = load_boxes(data, index.format) if localize else None
     if boxes:
         report.update(explanations(ensemble, merged, boxes, Path(out), sanity_images))
     write_report(report, merged.assign(path=merged["path"].map(lambda p: _relative_to(p, data))), out)
