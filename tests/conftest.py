@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-- `fracatlas`: the real FracAtlas copy in ../shared/data (skips when absent).
+- `fracatlas`: the committed FracAtlas fixture (tests/data/fracatlas: real radiographs with boxes).
 - `fake_report`: a report.json dict built by `mura_core.reports` from random predictions.
 - `tiny_weights`: a weights folder like the one the app installs: a two-member ensemble of tiny
   untrained models (32-64 px), `samples/` with a few real radiographs, and `report.json`.
@@ -16,19 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
-FRACATLAS_ATTRIBUTION = (
-    "FracAtlas, Abedeen et al., Scientific Data 10, 521 (2023), doi:10.6084/m9.figshare.22363012, CC BY 4.0"
-)
+from tests.data import FRACATLAS, FRACATLAS_ATTRIBUTION
+
 TINY_MEMBERS = {"mobilenetv2_a": ("mobilenetv2", 64), "densenet121_b": ("densenet121", 32)}
 TINY_THRESHOLD = 0.45
 
 
 @pytest.fixture(scope="session")
 def fracatlas() -> Path:
-    """The shared FracAtlas folder (dataset.csv, images/, annotations.json)."""
-    if not (FRACATLAS / "dataset.csv").is_file():
-        pytest.skip("shared/data/fracatlas is not present")
+    """The committed FracAtlas fixture folder (dataset.csv, images/, annotations.json)."""
     return FRACATLAS
 
 
@@ -78,12 +74,10 @@ def fake_report() -> dict:
     return build_report(list(TINY_MEMBERS), TINY_THRESHOLD)
 
 
-def _sample_sources() -> list[tuple[str, int, Path | None]]:
-    """(study, label, FracAtlas image or None) for the sample studies; synthetic images without FracAtlas."""
+def _sample_sources() -> list[tuple[str, int, Path]]:
+    """(study, label, FracAtlas image) for the sample studies."""
     plan = [("demo-fractured-hand", 1), ("demo-fractured-hand", 1), ("demo-normal-hand", 0),
             ("demo-one-unreadable-file", 0)]
-    if not (FRACATLAS / "dataset.csv").is_file():
-        return [(study, label, None) for study, label in plan]
     table = pd.read_csv(FRACATLAS / "dataset.csv")
     hands = table[(table["hand"] == 1) & (table["mixed"] == 0)]
     fractured = list(hands.loc[hands["fractured"] == 1, "image_id"][:2])
@@ -92,28 +86,16 @@ def _sample_sources() -> list[tuple[str, int, Path | None]]:
     return [(study, label, FRACATLAS / "images" / image) for (study, label), image in zip(plan, images)]
 
 
-def _synthetic_radiograph(path: Path, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:256, 0:200]
-    bone = np.exp(-(((xx - 100) / 22.0) ** 2)) * 180 + rng.normal(0, 6, xx.shape) + 30
-    Image.fromarray(np.clip(bone, 0, 255).astype(np.uint8)).save(path)
-
-
 def write_samples(folder: Path) -> None:
     """Write `samples/` (images + samples.csv) into a weights folder; one study has a truncated file."""
     samples = folder / "samples"
     samples.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (study, label, source) in enumerate(_sample_sources()):
-        name = f"sample{i + 1}.jpg" if source is not None else f"sample{i + 1}.png"
-        if source is not None:
-            shutil.copyfile(source, samples / name)
-        else:
-            _synthetic_radiograph(samples / name, i)
+        name = f"sample{i + 1}.jpg"
+        shutil.copyfile(source, samples / name)
         rows.append({"file": name, "study": study, "label": label, "body_part": "XR_HAND",
-                     "attribution": FRACATLAS_ATTRIBUTION if source is not None else "synthetic test image"})
+                     "attribution": FRACATLAS_ATTRIBUTION})
     good = samples / rows[-1]["file"]
     (samples / "truncated.jpg").write_bytes(good.read_bytes()[:600])
     rows.append({**rows[-1], "file": "truncated.jpg"})

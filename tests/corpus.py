@@ -34,8 +34,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BASE_SOURCE = SHARED / "data/fracatlas/images/IMG0000019.jpg"
+from tests.data import FRACATLAS
+
+BASE_SOURCE = FRACATLAS / "images" / "IMG0000019.jpg"
 BASE_SHAPE = (512, 410)  # (height, width) of the base radiograph
 LARGE_SIZE = (4000, 5000)  # (width, height) of the upscaled copy: 20 MP, within MAX_PIXELS
 
@@ -61,23 +62,13 @@ class BadCase:
 
 
 def base_radiograph() -> np.ndarray:
-    """The (512, 410) uint8 radiograph every good form stores: FracAtlas IMG0000019, else a synthetic one.
+    """The (512, 410) uint8 radiograph every good form stores: FracAtlas IMG0000019 from the fixture.
 
-    Both span the full 0..255 range and hold pure black and pure white pixels, which the DICOM cases
-    use as out-of-window outliers.
+    Stretched to the full 0..255 range, so it holds pure black and pure white pixels, which the DICOM
+    cases use as out-of-window outliers.
     """
-    if BASE_SOURCE.is_file():
-        with Image.open(BASE_SOURCE) as image:
-            gray = np.asarray(image.convert("L"), dtype=np.float64)
-    else:
-        yy, xx = np.mgrid[0 : BASE_SHAPE[0], 0 : BASE_SHAPE[1]].astype(np.float64)
-        gray = 40 + 60 * yy / BASE_SHAPE[0] + 20 * np.sin(xx / 23.0)
-        bone = ((xx - 205) / 60) ** 2 + ((yy - 256) / 200) ** 2 < 1
-        marrow = ((xx - 205) / 30) ** 2 + ((yy - 256) / 170) ** 2 < 1
-        gray[bone] += 120
-        gray[marrow] -= 50
-        gray[20:60, 20:90] = 0
-        gray[450:480, 330:390] = 255
+    with Image.open(BASE_SOURCE) as image:
+        gray = np.asarray(image.convert("L"), dtype=np.float64)
     gray = (gray - gray.min()) * (255.0 / (gray.max() - gray.min()))
     return np.round(gray).astype(np.uint8)
 

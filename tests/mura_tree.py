@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FRACATLAS = SHARED / "data" / "fracatlas"
+from tests.data import FRACATLAS
+
 PARTS = ("XR_WRIST", "XR_HAND", "XR_SHOULDER")
 
 
 def fracatlas_images(n_positive: int, n_negative: int) -> list[tuple[Path, int]]:
-    """The first n fractured and n non-fractured FracAtlas images, as (path, label)."""
+    """The first n fractured and n non-fractured images of the FracAtlas fixture, as (path, label)."""
     table = pd.read_csv(FRACATLAS / "dataset.csv")
     pos = table[table["fractured"] == 1]["image_id"].head(n_positive)
     neg = table[table["fractured"] == 0]["image_id"].head(n_negative)
@@ -28,8 +28,10 @@ def make_mura_tree(root: Path, patients_per_split: dict[str, int] | None = None,
     matching label (fractured = abnormal). Returns the MURA-v1.1 folder.
     """
     patients_per_split = patients_per_split or {"train": 12, "valid": 6}
-    needed = sum(patients_per_split.values()) * images_per_study
+    needed = (sum(patients_per_split.values()) + 1) // 2 * images_per_study  # per label
     pool = {1: [p for p, y in fracatlas_images(needed, 0)], 0: [p for p, y in fracatlas_images(0, needed)]}
+    if min(len(pool[0]), len(pool[1])) < needed:
+        raise ValueError(f"the FracAtlas fixture holds fewer than {needed} images of each label")
     mura = root / "MURA-v1.1"
     patient_id, used = 0, {0: 0, 1: 0}
     for split, n_patients in patients_per_split.items():

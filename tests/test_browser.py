@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from mura_core.ensemble import read_manifest
+from tests.data import FRACATLAS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
 WEIGHTS = ROOT / "weights"
 START_TIMEOUT = 90
 ARTIFACTS = Path(os.environ.get("MURA_SCREENSHOT_DIR") or ROOT / "tests" / "artifacts" / "browser")
@@ -233,17 +233,16 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     page.get_by_role("tab", name="Bundled sample images").click()
     page.wait_for_timeout(800)
     _shoot(page, shots / "3c-dataset-samples.png")
-    if FRACATLAS.is_dir():
-        field = page.get_by_role("textbox", name="Dataset folder")
-        field.fill(str(FRACATLAS))
-        field.press("Enter")
-        page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
-        _settle(page)
-        _shoot(page, shots / "4-dataset-fracatlas.png")
-        for number, tab in enumerate(("Class balance", "Image sizes", "Browse images")):
-            page.get_by_role("tab", name=tab).click()
-            page.wait_for_timeout(800)
-            _shoot(page, shots / f"4{'abc'[number]}-dataset-{tab.split()[-1].lower()}.png")
+    field = page.get_by_role("textbox", name="Dataset folder")
+    field.fill(str(FRACATLAS))
+    field.press("Enter")
+    page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
+    _settle(page)
+    _shoot(page, shots / "4-dataset-fracatlas.png")
+    for number, tab in enumerate(("Class balance", "Image sizes", "Browse images")):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(800)
+        _shoot(page, shots / f"4{'abc'[number]}-dataset-{tab.split()[-1].lower()}.png")
 
     page.goto(f"{url}/evaluation", wait_until="domcontentloaded")
     page.get_by_role("heading", name="Localization").wait_for(timeout=60_000)

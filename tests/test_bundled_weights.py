@@ -79,19 +79,36 @@ def test_cli_default_weights_reproduce_the_report(tmp_path, report):
     np.testing.assert_allclose(rows["ensemble"], recorded.loc[names, "ensemble"], atol=1e-4)
 
 
-def test_manifest_records_the_coverage_build_ensemble_derives(tmp_path, manifest, fracatlas):
+def _derived_training_data(folder, info, root):
     import yaml
 
-    from mura_core.coverage import Coverage, training_data_frame
     from train.build_ensemble import training_data
 
-    info = manifest["info"]
     config = dict(next(iter(info["members"].values())))
-    config["data"] = [{**source, "root": str(fracatlas)} for source in config["data"]]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    derived = training_data(tmp_path, info["coverage"]["notes"])
-    assert derived["coverage"] == info["coverage"]
-    assert training_data_frame(derived).equals(training_data_frame(info))
+    config["data"] = [{**source, "root": str(root)} for source in config["data"]]
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return training_data(folder, info["coverage"]["notes"])
+
+
+def test_manifest_records_the_coverage_build_ensemble_derives(tmp_path, manifest, fracatlas):
+    """On the fixture, build_ensemble's derivation is a part of the recorded one; on the full copy
+    (when it is beside the repository) it is the recorded one."""
+    from mura_core.coverage import Coverage, training_data_frame
+    from tests.data import FRACATLAS_FULL
+
+    info = manifest["info"]
+    derived = _derived_training_data(tmp_path, info, fracatlas)
+    recorded = training_data_frame(info).set_index(["split", "body_part", "label"])["images"]
+    part = training_data_frame(derived).set_index(["split", "body_part", "label"])["images"]
+    assert len(part) and (part <= recorded.reindex(part.index)).all()
+    same = ("dataset", "positive_label", "notes")
+    assert {k: derived["coverage"][k] for k in same} == {k: info["coverage"][k] for k in same}
+    assert set(derived["coverage"]["body_parts"]) <= set(info["coverage"]["body_parts"])
+    assert derived["coverage"]["n_images"] == part.xs("train", level="split").sum()
+    if FRACATLAS_FULL.is_dir():
+        derived = _derived_training_data(tmp_path, info, FRACATLAS_FULL)
+        assert derived["coverage"] == info["coverage"]
+        assert training_data_frame(derived).equals(training_data_frame(info))
     coverage = Coverage.from_info(info)
     assert coverage.body_parts == ("XR_HAND", "XR_SHOULDER", "LEG", "HIP")
     assert (coverage.positive_label, coverage.n_images) == ("fracture", 2429)

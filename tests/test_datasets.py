@@ -1,4 +1,4 @@
-"""Tests for mura_core.datasets: tiny trees in tmp_path and the real FracAtlas."""
+"""Tests for mura_core.datasets: tiny trees in tmp_path and the FracAtlas fixture."""
 
 from pathlib import Path
 
@@ -18,8 +18,7 @@ from mura_core.datasets import (
     summarize,
     write_split_file,
 )
-
-FRACATLAS = Path(__file__).resolve().parents[2] / "shared/data/fracatlas"
+from tests.data import FRACATLAS, FRACATLAS_FULL
 
 # (split, part, patient, study folder, number of images)
 MURA_STUDIES = [
@@ -259,16 +258,19 @@ def test_split_file_round_trip(mura_root: Path, tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.skipif(
-    not FRACATLAS.is_dir(), reason="shared/data/fracatlas is not present"
-)
 def test_real_fracatlas() -> None:
-    assert detect_format(FRACATLAS) == "fracatlas"
-    index = index_dataset(FRACATLAS)
+    """The committed fixture; the full copy as well when it is beside the repository."""
+    for root in (FRACATLAS, FRACATLAS_FULL) if FRACATLAS_FULL.is_dir() else (FRACATLAS,):
+        _check_real_fracatlas(root)
+
+
+def _check_real_fracatlas(root: Path) -> None:
+    assert detect_format(root) == "fracatlas"
+    index = index_dataset(root)
     table = index.table
     assert index.problems == []
-    assert len(table) == 3471
-    assert table["label"].sum() == 609
+    csv = pd.read_csv(root / "dataset.csv")
+    assert len(table) == len(csv) and table["label"].sum() == csv["fractured"].sum() > 0
     assert (
         table["study"].is_unique
         and table["study"].str.startswith("fracatlas:IMG").all()
@@ -276,7 +278,7 @@ def test_real_fracatlas() -> None:
     assert set(table["body_part"]) <= {"HAND", "LEG", "HIP", "SHOULDER", "MIXED"}
     assert set(table["split"]) == {""} and set(table["patient"]) == {""}
 
-    boxes = load_fracatlas_boxes(FRACATLAS)
+    boxes = load_fracatlas_boxes(root)
     fractured = table.loc[table["label"] == 1, "path"].map(lambda p: Path(p).name)
     assert all(boxes.get(name) for name in fractured)
     _, _, w, h = boxes[fractured.iloc[0]][0]

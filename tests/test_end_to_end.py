@@ -10,12 +10,11 @@ import pytest
 
 from mura_core import cli
 from mura_core.ensemble import load_ensemble
-from tests.mura_tree import FRACATLAS, make_mura_tree
+from tests.data import FRACATLAS
+from tests.mura_tree import make_mura_tree
 from train import build_ensemble, evaluate
 from train import train as train_module
 from train.config import load_config
-
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 
 
 @pytest.fixture(scope="module")

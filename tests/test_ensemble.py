@@ -15,9 +15,7 @@ from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay
 from mura_core.imaging import load_image
 from mura_core.registry import create_model
-from tests.mura_tree import FRACATLAS, fracatlas_images
-
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
+from tests.mura_tree import fracatlas_images
 
 
 @pytest.fixture(scope="module")

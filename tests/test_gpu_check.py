@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.mura_tree import FRACATLAS
+from tests.data import FRACATLAS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORRECTNESS = ("loss_falls_and_checkpoint", "backup_and_restore", "gradcam_device_vs_cpu", "predict_study_explain")
-
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 
 
 @pytest.mark.slow
 def test_smoke_runs_every_check_and_writes_json_and_summary(tmp_path):
     out = tmp_path / "check"
     # A generous budget: on a loaded CI machine no check may be skipped for time.
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", str(out), "--smoke", "--budget-s", "600"],
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", str(out), "--smoke", "--budget-s", "600",
+                           "--data", str(FRACATLAS)],
                           cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from mura_core import cli
+from tests.data import FRACATLAS
 from mura_core.datasets import base, detect_format, get_layout, index_dataset, layout_names, load_boxes
 
 
@@ -84,4 +85,4 @@ def test_layouts_without_boxes_say_none(tmp_path):
         Image.new("L", (40, 40), 90).save(tmp_path / "train" / "normal" / f"{name}.png")
     assert detect_format(tmp_path) == "folders"
     assert load_boxes(tmp_path) is None
-    assert load_boxes(Path(__file__).resolve().parents[2] / "shared/data/fracatlas")
+    assert load_boxes(FRACATLAS)

@@ -169,19 +169,17 @@ def test_model_randomization_moves_the_maps_of_a_tiny_model():
 
 
 def _fracatlas(n):
-    from pathlib import Path
+    from tests.data import FRACATLAS
 
-    folder = Path(__file__).resolve().parents[2] / "shared/data/fracatlas/images"
-    return sorted(folder.glob("*.jpg"))[:n]
+    return sorted((FRACATLAS / "images").glob("*.jpg"))[:n]
 
 
 def _fracatlas_subset(root, n_fractured=3, n_normal=3):
-    """A FracAtlas-layout copy of a few real images: fractured ones with their boxes, and normals."""
+    """A FracAtlas-layout copy of a few fixture images: fractured ones with their boxes, and normals."""
     import json
     import shutil
-    from pathlib import Path
 
-    source = Path(__file__).resolve().parents[2] / "shared/data/fracatlas"
+    from tests.data import FRACATLAS as source
     csv = pd.read_csv(source / "dataset.csv")
     coco = json.loads((source / "annotations.json").read_text())
     boxed = {image["file_name"] for image in coco["images"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.mura_tree import FRACATLAS, make_mura_tree
+from tests.mura_tree import make_mura_tree
 from train import train as train_module
 from train.config import load_config
 
@@ -23,7 +23,6 @@ def test_unknown_key_rejected():
         load_config(CONFIGS[0], ["learning_rat=0.1"])
 
 
-@pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.stem)
 def test_method_config_trains_a_few_steps(config_path, tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "mura_tiny"

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.mura_tree import FRACATLAS, make_mura_tree
+from tests.mura_tree import make_mura_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 
-pytestmark = [pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas"),
-              pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def free_loopback_ports(n: int) -> list[int]:

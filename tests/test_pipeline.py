@@ -9,9 +9,8 @@ import tensorflow as tf
 
 from mura_core.pipeline import Augmentation, build_cache, make_dataset, oversample
 from mura_core.preprocessing import load_for_model
-from tests.mura_tree import FRACATLAS, fracatlas_images
+from tests.mura_tree import fracatlas_images
 
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 SIZE = 48
 
 

@@ -23,16 +23,25 @@ def test_method_specs():
     assert {"densenet169", "resnet101"} <= set(list_models())
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnetb0", "densenet121", "resnet50"])
+# The keras.applications module whose preprocess_input each family's ImageNet weights expect.
+KERAS_MODULE = {"densenet": "densenet", "resnet": "resnet", "mobilenet": "mobilenet_v2",
+                "efficientnet": "efficientnet"}
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_flat_model_with_named_layers(name):
-    model = create_model(name, input_size=32, dense_units=8)
+    model = create_model(name, input_size=32, dense_units=8, lesion_map=True)
     assert model.name == name
     assert model.input_shape == (None, 32, 32, 3)
     assert not any(isinstance(layer, keras.Model) for layer in model.layers), "backbone must not be nested"
-    for layer in ("scaling", get_spec(name).gradcam_layer, "head_pool", "head_dense", "probability"):
+    spec = get_spec(name)
+    for layer in ("scaling", spec.gradcam_layer, spec.map_layer, "head_pool", "head_dense", "probability",
+                  "lesion_map"):
         model.get_layer(layer)
-    probs = model.predict(np.full((2, 32, 32, 3), 128, np.float32), verbose=0)
+    out = model(np.full((2, 32, 32, 3), 128, np.float32), training=False)  # eager: no graph to trace
+    probs, lesions = np.asarray(out["probability"]), np.asarray(out["lesion_map"])
     assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
+    assert lesions.shape == (2, 2, 2, 1)  # stride 16
 
 
 def test_keras_round_trip_and_weights_file(tmp_path):
@@ -47,10 +56,10 @@ def test_keras_round_trip_and_weights_file(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), rebuilt.predict(x, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("name,module", [("densenet169", "densenet"), ("resnet101", "resnet"),
-                                         ("mobilenetv2", "mobilenet_v2"), ("efficientnetb0", "efficientnet")])
-def test_each_spec_scales_as_its_keras_preprocess_input(name, module):
+@pytest.mark.parametrize("name", list_models())
+def test_each_spec_scales_as_its_keras_preprocess_input(name):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    module = KERAS_MODULE[get_spec(name).family]  # a new family adds its module above
     expected = getattr(keras.applications, module).preprocess_input(x.copy())
     layer = get_spec(name).scaling.layer()
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-3)

@@ -8,12 +8,10 @@ import keras
 import pandas as pd
 import pytest
 
-from tests.mura_tree import FRACATLAS, make_mura_tree
+from tests.mura_tree import make_mura_tree
 from train import train_mura
 from train.mura_check import compare_with_published, comparison_warnings
 from train.progress import PlannedMember, RunState, format_seconds, seconds_left
-
-pytestmark = pytest.mark.skipif(not FRACATLAS.exists(), reason="needs ../shared/data/fracatlas")
 
 # Tiny settings for all four members: the pipeline is under test, not the architectures (the method's
 # DenseNet-169 / ResNet-101 configs are trained in tests/test_method_configs.py).
