@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from mura_core import cli
-from tests.data import FRACATLAS
 from mura_core.datasets import base, detect_format, get_layout, index_dataset, layout_names, load_boxes
+from tests.data import FRACATLAS
 
 
 class ListedLayout(base.Layout):
