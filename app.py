@@ -31,7 +31,6 @@ if ensemble is None:
     st.stop()
 
 from mura_core import body_parts, charts, decision, installed, results, vocabulary  # noqa: E402
-from mura_core.coverage import coverage_warning  # noqa: E402
 from mura_core.imaging import SUPPORTED_EXTENSIONS  # noqa: E402
 from mura_core.vocabulary import CAM_METHODS, LESION_MAP  # noqa: E402
 
@@ -118,11 +117,11 @@ with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} model
         st.error("The study could not be processed. Check that the files are radiographs and try again.")
         st.stop()
 
-detected, detected_source = body_parts.detect_body_part(names, [r.body_part for r in result.images])
+detected, detected_source = result.body_part, result.body_part_source  # detected once, by the ensemble
 if not detected and sample_rows is not None and len(sample_rows):
     detected, detected_source = body_parts.normalize_body_part(sample_rows["body_part"].iloc[0]), "sample list"
 body_part, body_part_source = body_parts.resolve_body_part(body_choice, detected, detected_source)
-result = result.with_body_part(body_part)  # its warning and downloads follow the body part shown
+result = result.with_body_part(body_part, body_part_source)  # its warning and downloads follow it
 
 st.divider()
 if origin == "sample" and sample_rows is not None:
@@ -140,7 +139,7 @@ if result.probability is None:
     st.error("None of the images could be read, so there is no verdict.")
     st.stop()
 
-outside = coverage_warning(result.coverage, body_part)
+outside = result.coverage_note
 if outside:
     st.warning(outside, icon=":material/block:")
 verdict = decision.verdict_text(result.probability, result.threshold)

@@ -122,9 +122,6 @@ def study_table(files: list[str]):
 def _predict(args) -> int:
     import pandas as pd
 
-    from .body_parts import detect_body_part
-    from .coverage import coverage_warning
-    from .decision import study_probability, verdict
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
     if args.weights is None and not weights_installed():
@@ -137,29 +134,10 @@ def _predict(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     files, missing = collect_inputs(args.paths)
-    table = study_table(files)
-    progress = (lambda done, total: print(f"\r{done}/{total} images", end="", file=sys.stderr)) \
-        if sys.stderr.isatty() else None
-    predictions = ensemble.predict_files(files, args.batch_size, progress)
-    if progress:
-        print(file=sys.stderr)
-    table = table.merge(predictions, on="path", how="left")
-    table["body_part"] = table["mura_body_part"].where(table["mura_body_part"] != "", table["body_part"])
-    table["body_part"] = [part or detect_body_part([path])[0] for part, path in zip(table["body_part"],
-                                                                                   table["path"])]
-    read = table["ensemble"].notna()  # a file that wasn't read takes no part in its study's verdict
-    study_prob = table.groupby("study")["ensemble"].transform(study_probability).where(read)
-    table["study_probability"] = study_prob
-    table["verdict"] = study_prob.map(lambda p: verdict(p, ensemble.threshold) or "")
-    table["threshold"] = pd.Series(ensemble.threshold, index=table.index).where(read)
-    coverage = ensemble.coverage
-    table["warning"] = [" ".join(w for w in (coverage_warning(coverage, part), image) if w) if ok else ""
-                        for part, image, ok in zip(table["body_part"], table["warning"], read)]
+    table = prediction_table(ensemble, study_table(files), args.batch_size, sys.stderr.isatty())
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
-    columns = ["path", "study", "body_part", "patient", *ensemble.names, "ensemble", "study_probability",
-               "threshold", "verdict", "warning", "error"]
-    table = table.reindex(columns=columns)
+    table = table.reindex(columns=_columns(ensemble.names))
     table[["warning", "error"]] = table[["warning", "error"]].fillna("")
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.6f")
@@ -171,6 +149,40 @@ def _predict(args) -> int:
     print(f"{len(table) - len(failed)} of {len(table)} inputs predicted"
           f"{f', {len(failed)} failed' if len(failed) else ''}. {_notice()}", file=sys.stderr)
     return EXIT_SOME_FAILED if len(failed) else EXIT_OK
+
+
+def _columns(members: list[str]) -> list[str]:
+    return ["path", "study", "body_part", "patient", *members, "ensemble", "study_probability", "threshold",
+            "verdict", "warning", "error"]
+
+
+def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool = False):
+    """One row per file of `study_table(files)`, predicted study by study through `Ensemble.predict_studies`.
+
+    A study's body part is its MURA folder's when the path has one, else detected from its images.
+    """
+    import pandas as pd
+
+    from .results import Study
+
+    groups = list(files.groupby("study", sort=False))
+    studies = (Study(group["path"].tolist(), [Path(p).name for p in group["path"]],
+                     group["mura_body_part"].iloc[0] or None) for _, group in groups)
+    rows, total = [], len(files)
+    for (study, group), result in zip(groups, ensemble.predict_studies(studies, batch_size=batch_size)):
+        for path, patient, image in zip(group["path"], group["patient"], result.images):
+            row = {"path": path, "study": study, "body_part": result.body_part, "patient": patient,
+                   "warning": result.image_warning(image), "error": image.error or ""}
+            if image.ok:
+                row.update({**image.probabilities, "ensemble": image.ensemble,
+                            "study_probability": result.probability, "threshold": result.threshold,
+                            "verdict": result.verdict or ""})
+            rows.append(row)
+        if show_progress:
+            print(f"\r{len(rows)}/{total} images", end="", file=sys.stderr)
+    if show_progress:
+        print(file=sys.stderr)
+    return pd.DataFrame(rows, columns=_columns(ensemble.names))
 
 
 def _notice() -> str:

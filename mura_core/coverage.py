@@ -14,8 +14,6 @@ coverage was derived from (`training_counts`), so the dashboard can show them wi
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +35,6 @@ colourful" on their scale. Gray radiographs score 0, even as RGB JPEGs. Measured
 radiographs: a faint warm cast (R, G, B scaled by 1, 0.95, 0.85) scores about 11, a blue cast
 (0.7, 0.85, 1) 17 to 26, a strong sepia (1, 0.8, 0.6) 23 to 35, so a strong tint over a bright
 radiograph can be flagged: it is strong colour. Skin against a white or green background: 50 to 80."""
-_COLOUR_SIDE = 256  # images are measured at most this size a side
 
 
 @dataclass(frozen=True)
@@ -135,66 +132,20 @@ def coverage_warning(coverage: Coverage | None, body_part: str) -> str:
             f"{coverage.describe()}. The verdict is not meaningful for this body part.")
 
 
-def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler and Suesstrunk's colourfulness of an RGB image (0 for gray; 33 is 'moderately colourful').
-
-    Hasler D, Suesstrunk S. Measuring colourfulness in natural images. Proc. SPIE 5007 (2003).
-
-    Args:
-        rgb: (H, W, 3) array of 0-255 values.
-
-    Returns:
-        The colourfulness, >= 0.
-    """
-    values = np.asarray(rgb, dtype=np.float64)
-    red, green, blue = values[..., 0], values[..., 1], values[..., 2]
-    rg, yb = red - green, 0.5 * (red + green) - blue
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-
-
-def image_colourfulness(source: str | os.PathLike | bytes | np.ndarray) -> float | None:
-    """The colourfulness of an image file, bytes or array, measured at most 256 px a side.
-
-    Args:
-        source: a path, the file's bytes, or an (H, W[, C]) array.
-
-    Returns:
-        The colourfulness; 0.0 for single-channel images; None when Pillow cannot open it (DICOM,
-        which is measured as gray by the loader, or an unreadable file).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(source, np.ndarray):
-        if source.ndim != 3 or source.shape[-1] < 3:
-            return 0.0
-        step = max(1, max(source.shape[:2]) // _COLOUR_SIDE)
-        return colourfulness(source[::step, ::step, :3])
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            if image.mode in {"1", "L", "LA", "I", "F"} or image.mode.startswith("I;16"):
-                return 0.0
-            image.draft("RGB", (_COLOUR_SIDE, _COLOUR_SIDE))  # JPEG: decode at a reduced size
-            image = image.convert("RGB")
-            image.thumbnail((_COLOUR_SIDE, _COLOUR_SIDE))
-            return colourfulness(np.asarray(image))
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
-
-
-def colour_warning(source: str | os.PathLike | bytes | np.ndarray, name: str = "The image") -> str:
+def colour_warning(score: float | None, name: str = "The image") -> str:
     """A warning when an image is plainly not a radiograph because it is in strong colour; '' otherwise.
 
     Radiographs are gray even when stored as RGB, so strong colour means a photograph, a chart or a
-    screenshot, on which the models' score means nothing.
+    screenshot, on which the models' score means nothing. Reads no file: the decoder measured it.
 
     Args:
-        source: as for `image_colourfulness`.
+        score: the image's colourfulness as the decoder recorded it (`imaging.LoadedImage.colourfulness`;
+            None when not measured).
         name: how to call the image in the warning.
 
     Returns:
         The warning, or ''.
     """
-    score = image_colourfulness(source)
     if score is None or score <= COLOURFULNESS_LIMIT:
         return ""
     return (f"{name} is in strong colour (colourfulness {score:.0f}; radiographs are gray): it does not look "

@@ -9,9 +9,8 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -34,7 +33,7 @@ from .installed import (  # noqa: F401  (re-exported: the public API keeps these
 from .notices import DISCLAIMER  # noqa: F401  (re-exported)
 from .preprocessing import resize_square
 from .registry import get_spec, list_models
-from .results import ImageResult, StudyResult  # noqa: F401  (re-exported)
+from .results import ImageResult, Study, StudyResult  # noqa: F401  (re-exported)
 
 
 class Ensemble:
@@ -88,7 +87,7 @@ class Ensemble:
         return [m for m in CAM_METHODS if all(m in e.methods for e in self._explainers.values())]
 
     def warm_up(self, explain: bool = True) -> None:
-        """Trace the compiled functions once so the first real study is fast."""
+        """Trace the compiled functions once (the default heatmap method) so the first real study is fast."""
         gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
         self.predict_study([gray], explain=explain)
 
@@ -105,67 +104,18 @@ class Ensemble:
                 out[name] = np.concatenate(probs) if probs else np.zeros(0, np.float32)
         return out
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 16,
-                      progress=None) -> pd.DataFrame:
-        """Predict many files, batched across files: one row per path.
+    def decode(self, images: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[ImageResult]:
+        """Decode a study's sources, each once: the one place an input becomes pixels.
 
         Args:
-            paths: image files.
-            batch_size: images decoded and predicted together.
-            progress: optional callable(done, total).
+            images: paths, bytes or arrays.
+            names: display names (default: file names, or image1, image2, ...).
 
         Returns:
-            Columns `path`, one per member, `ensemble`, `body_part` (DICOM), `error` ("" when read) and
-            `warning` (`coverage.colour_warning`, "" when none).
+            One `ImageResult` per source, in order: its pixels, DICOM body part and colour warning
+            (from what the decoder recorded), or its error.
         """
-        rows = []
-        for start in range(0, len(paths), batch_size):
-            chunk, grays, ok_rows = paths[start:start + batch_size], [], []
-            for path in chunk:
-                row = {"path": os.fspath(path), "body_part": "", "error": "", "warning": ""}
-                try:
-                    loaded = load_image_info(path)
-                    grays.append(loaded.pixels)
-                    row["body_part"] = loaded.body_part
-                    row["warning"] = colour_warning(path, Path(path).name)
-                    ok_rows.append(row)
-                except ImageLoadError as exc:
-                    row["error"] = exc.reason
-                rows.append(row)
-            if grays:
-                probs = self.predict_arrays(grays, batch_size)
-                for i, row in enumerate(ok_rows):
-                    row.update({n: float(probs[n][i]) for n in self.names})
-                    row["ensemble"] = ensemble_probability(row[n] for n in self.names)
-            if progress is not None:
-                progress(min(start + batch_size, len(paths)), len(paths))
-        columns = ["path", *self.names, "ensemble", "body_part", "error", "warning"]
-        return pd.DataFrame(rows, columns=columns)
-
-    def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
-                      method: str = "gradcam", names: Sequence[str] | None = None,
-                      body_part: str | None = None) -> StudyResult:
-        """Predict one study.
-
-        Args:
-            images: the study's images as paths, bytes or arrays.
-            explain: also compute a heatmap per member and the fused ensemble heatmap.
-            method: CAM method when `explain` (see `CAM_METHODS`).
-            names: display names for the images (default: file names, or image1, image2, ...).
-            body_part: the study's body part; by default detected from DICOM BodyPartExamined or
-                MURA-style names (`XR_WRIST...`), '' when not found.
-
-        Returns:
-            A `StudyResult`, with its `warning` when the body part is outside the ensemble's coverage
-            (or unknown) or an image is in strong colour. An unreadable image gets its error in its
-            `ImageResult`; the other images are still predicted.
-        """
-        if method not in CAM_METHODS:
-            raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
-        if explain and method not in self.cam_methods:
-            raise ValueError(f"Heatmap method {method!r} is not offered by every member; "
-                             f"choose one of {', '.join(self.cam_methods)}")
-        results, grays = [], []
+        results = []
         for i, source in enumerate(images):
             default = source_name(source) if isinstance(source, (str, os.PathLike)) else f"image{i + 1}"
             name = names[i] if names is not None else Path(default).name
@@ -175,20 +125,101 @@ class Ensemble:
                 results.append(ImageResult(name=name, error=exc.reason))
                 continue
             results.append(ImageResult(name=name, image=loaded.pixels, body_part=loaded.body_part,
-                                       warning=colour_warning(source, name)))
-            grays.append(loaded.pixels)
-        ok = [r for r in results if r.ok]
-        if ok:
-            self._fill(ok, grays, explain, method)
-        if body_part is None:
-            body_part, _ = detect_body_part([r.name for r in results], [r.body_part for r in ok])
-        return replace(self._summarise(results, method if explain else None), coverage=self.coverage,
-                       body_part=body_part)
+                                       warning=colour_warning(loaded.colourfulness, name)))
+        return results
 
-    def _fill(self, ok: list[ImageResult], grays: list[np.ndarray], explain: bool, method: str) -> None:
+    def predict_studies(self, studies: Iterable[Study], explain: bool = False, method: str | None = None,
+                        batch_size: int = 16) -> Iterator[StudyResult]:
+        """The one path from sources to results: decode, predict (batched across studies), explain, summarise.
+
+        Args:
+            studies: each study's sources, display names and body part (None: detect it).
+            explain: also compute a heatmap per member and the fused ensemble heatmap.
+            method: heatmap method when `explain` (`CAM_METHODS`); default `default_cam_method`.
+            batch_size: images predicted together; studies are gathered until they hold this many.
+
+        Yields:
+            One `StudyResult` per study, in order (see `predict_study`).
+        """
+        method = self._resolve_method(explain, method)
+        pending: list[tuple[Study, list[ImageResult]]] = []
+        n_read = 0
+        for study in studies:
+            decoded = self.decode(study.images, study.names)
+            pending.append((study, decoded))
+            n_read += sum(r.ok for r in decoded)
+            if n_read >= batch_size:
+                yield from self._finish(pending, explain, method, batch_size)
+                pending, n_read = [], 0
+        yield from self._finish(pending, explain, method, batch_size)
+
+    def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
+                      method: str | None = None, names: Sequence[str] | None = None,
+                      body_part: str | None = None) -> StudyResult:
+        """Predict one study (`predict_studies` with one study, its images in one batch).
+
+        Args:
+            images: the study's images as paths, bytes or arrays.
+            explain: also compute a heatmap per member and the fused ensemble heatmap.
+            method: heatmap method when `explain` (see `CAM_METHODS`); default `default_cam_method`
+                (the lesion map when every member has one, as the dashboard shows).
+            names: display names for the images (default: file names, or image1, image2, ...).
+            body_part: the study's body part; by default detected from DICOM BodyPartExamined or
+                MURA-style names (`XR_WRIST...`) in the paths, '' when not found.
+
+        Returns:
+            A `StudyResult`, with its `warning` when the body part is outside the ensemble's coverage
+            (or unknown) or an image is in strong colour. An unreadable image gets its error in its
+            `ImageResult`; the other images are still predicted.
+        """
+        study = Study(images, names, body_part)
+        return next(self.predict_studies([study], explain, method, batch_size=max(1, len(images))))
+
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 16,
+                      progress=None) -> pd.DataFrame:
+        """Predict many files, each its own study, batched across files: one row per path.
+
+        Args:
+            paths: image files.
+            batch_size: images predicted together.
+            progress: optional callable(done, total).
+
+        Returns:
+            Columns `path`, one per member, `ensemble`, `body_part` (DICOM), `error` ("" when read) and
+            `warning` (`coverage.colour_warning`, "" when none).
+        """
+        rows = []
+        studies = (Study([path], [Path(path).name], "") for path in paths)
+        for done, result in enumerate(self.predict_studies(studies, batch_size=batch_size), start=1):
+            image = result.images[0]
+            rows.append({"path": os.fspath(paths[done - 1]), **image.probabilities, "ensemble": image.ensemble,
+                         "body_part": image.body_part, "error": image.error or "", "warning": image.warning})
+            if progress is not None and (done % batch_size == 0 or done == len(paths)):
+                progress(done, len(paths))
+        columns = ["path", *self.names, "ensemble", "body_part", "error", "warning"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def _resolve_method(self, explain: bool, method: str | None) -> str:
+        method = method or self.default_cam_method
+        if method not in CAM_METHODS:
+            raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        if explain and method not in self.cam_methods:
+            raise ValueError(f"Heatmap method {method!r} is not offered by every member; "
+                             f"choose one of {', '.join(self.cam_methods)}")
+        return method
+
+    def _finish(self, pending: list[tuple[Study, list[ImageResult]]], explain: bool, method: str,
+                batch_size: int) -> Iterator[StudyResult]:
+        ok = [r for _, decoded in pending for r in decoded if r.ok]
+        for start in range(0, len(ok), batch_size):
+            self._fill(ok[start:start + batch_size], explain, method)
+        for study, decoded in pending:
+            yield self._summarise(study, decoded, method if explain else None)
+
+    def _fill(self, ok: list[ImageResult], explain: bool, method: str) -> None:
         with self._lock:
             for name, explainer in self._explainers.items():
-                batch = np.stack([resize_square(g, explainer.input_size) for g in grays])
+                batch = np.stack([resize_square(r.image, explainer.input_size) for r in ok])
                 if explain:
                     probs, maps = explainer.explain(batch, method)
                     for r, heat in zip(ok, maps):
@@ -204,12 +235,17 @@ class Ensemble:
                 r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
                                                         for n in self.names], normalize=method != LESION_MAP)
 
-    def _summarise(self, results: list[ImageResult], method: str | None) -> StudyResult:
+    def _summarise(self, study: Study, results: list[ImageResult], method: str | None) -> StudyResult:
         ok = [r for r in results if r.ok]
+        body_part, source = study.body_part or "", ""
+        if study.body_part is None:  # detected once, here: DICOM BodyPartExamined, else XR_ names in the paths
+            where = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else r.name
+                     for s, r in zip(study.images, results)]
+            body_part, source = detect_body_part(where, [r.body_part for r in ok])
         probability = study_probability(r.ensemble for r in ok)
         members = {n: study_probability(r.probabilities[n] for r in ok) for n in self.names} if ok else {}
         return StudyResult(results, self.names, self.threshold, probability, members,
-                           verdict(probability, self.threshold), method)
+                           verdict(probability, self.threshold), method, self.coverage, body_part, source)
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write each member as `<name>.keras` and `manifest.json` into `folder`, atomically.

@@ -3,7 +3,9 @@
 Every entry point (training, evaluation, the CLI, the dashboard) goes through `load_image`, so a
 radiograph gets the same pixels whether it arrives as an 8- or 16-bit PNG, an RGB JPEG with an EXIF
 orientation, a TIFF, a BMP or a DICOM file. Anything else gets an `ImageLoadError` that names the
-file and says why, and nothing but that error type comes out of the loader.
+file and says why, and nothing but that error type comes out of the loader. `load_image_info` also
+records, while the file is open, what later steps need: its size, format, DICOM body part and how
+colourful it is (`colourfulness`), so nothing reopens the file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bm
                                   ".dcm", ".dicom"})
 """The image file endings of the product: what the loader reads, the indexers and the CLI's folder
 search pick up, and the dashboard's uploader accepts (DICOM files without an ending are found by content)."""
+COLOUR_SIDE = 256
+"""Colourfulness is measured on a copy at most this many pixels a side."""
 
 
 def is_image_name(name: str | os.PathLike) -> bool:
@@ -88,6 +92,13 @@ class LoadedImage:
     name: str
     source_format: str  # "PNG", "JPEG", "DICOM", ...
     body_part: str = ""  # from DICOM BodyPartExamined, when present
+    # `colourfulness` of the stored colours (0.0 for single-channel images; None for DICOM, not measured)
+    colourfulness: float | None = 0.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.pixels.shape[0], self.pixels.shape[1]
 
 
 def source_name(source: ImageSource, name: str | None = None) -> str:
@@ -119,15 +130,15 @@ def load_image(source: ImageSource, name: str | None = None) -> np.ndarray:
 
 
 def load_image_info(source: ImageSource, name: str | None = None) -> LoadedImage:
-    """Like `load_image`, but also returns the format and DICOM body part.
+    """Like `load_image`, but also returns what later steps need, so nothing reopens the file.
 
     Args:
         source: as for `load_image`.
         name: as for `load_image`.
 
     Returns:
-        The pixels with the input's name, its format ("PNG", "DICOM", "array", ...) and, for DICOM,
-        the body part examined.
+        The pixels with the input's name, its format ("PNG", "DICOM", "array", ...), for DICOM the
+        body part examined, and the stored colours' `colourfulness`.
 
     Raises:
         ImageLoadError: the input is not a readable radiograph; the message says why.
@@ -135,13 +146,14 @@ def load_image_info(source: ImageSource, name: str | None = None) -> LoadedImage
     label = source_name(source, name)
     try:
         if isinstance(source, np.ndarray):
-            return LoadedImage(_check_size(_array_to_gray(source, label), label), label, "array")
+            return LoadedImage(_check_size(_array_to_gray(source, label), label), label, "array",
+                               colourfulness=_array_colourfulness(source))
         data = _read_bytes(source, label)
         if _looks_like_dicom(data, label):
             pixels, body_part = _decode_dicom(data, label)
-            return LoadedImage(_check_size(pixels, label), label, "DICOM", body_part)
-        pixels, fmt = _decode_raster(data, label)
-        return LoadedImage(_check_size(pixels, label), label, fmt)
+            return LoadedImage(_check_size(pixels, label), label, "DICOM", body_part, colourfulness=None)
+        pixels, fmt, colour = _decode_raster(data, label)
+        return LoadedImage(_check_size(pixels, label), label, fmt, colourfulness=colour)
     except ImageLoadError:
         raise
     except MemoryError:
@@ -213,7 +225,7 @@ def _looks_like_dicom(data: bytes, label: str) -> bool:
 # --- PNG, JPEG, TIFF, BMP, ... -----------------------------------------------------------------------
 
 
-def _decode_raster(data: bytes, label: str) -> tuple[np.ndarray, str]:
+def _decode_raster(data: bytes, label: str) -> tuple[np.ndarray, str, float]:
     hint = _raster_kind(data) or "image"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # corrupt EXIF, odd chunks: we load the image or raise
@@ -239,7 +251,43 @@ def _decode_raster(data: bytes, label: str) -> tuple[np.ndarray, str]:
         except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error, ...
             raise ImageLoadError(label, f"the {hint} file is truncated or corrupt{_detail(exc)}") from None
         _apply_orientation(image)
-        return _pil_to_gray(image, label), fmt
+        return _pil_to_gray(image, label), fmt, _image_colourfulness(image)
+
+
+# --- colour ------------------------------------------------------------------------------------------
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Suesstrunk's colourfulness of an RGB image (0 for gray; 33 is 'moderately colourful').
+
+    Hasler D, Suesstrunk S. Measuring colourfulness in natural images. Proc. SPIE 5007 (2003).
+
+    Args:
+        rgb: (H, W, 3) array of 0-255 values.
+
+    Returns:
+        The colourfulness, >= 0.
+    """
+    values = np.asarray(rgb, dtype=np.float64)
+    red, green, blue = values[..., 0], values[..., 1], values[..., 2]
+    rg, yb = red - green, 0.5 * (red + green) - blue
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def _image_colourfulness(image: Image.Image) -> float:
+    """`colourfulness` of a decoded Pillow image at most `COLOUR_SIDE` a side; 0.0 for single-channel modes."""
+    if image.mode in {"1", "L", "LA", "I", "F"} or image.mode.startswith("I;16"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((COLOUR_SIDE, COLOUR_SIDE))
+    return colourfulness(np.asarray(small))
+
+
+def _array_colourfulness(arr: np.ndarray) -> float:
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        return 0.0
+    step = max(1, max(arr.shape[:2]) // COLOUR_SIDE)
+    return colourfulness(arr[::step, ::step, :3])
 
 
 def _raster_formats() -> list[str]:

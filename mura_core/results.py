@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,21 @@ class ImageResult:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Study:
+    """One study to predict (`Ensemble.predict_studies`): its images and what is known about it.
+
+    Attributes:
+        images: paths, bytes (e.g. uploads or instances fetched from a PACS) or arrays.
+        names: display names (default: file names, or image1, image2, ...).
+        body_part: the study's body part; None to detect it from the images.
+    """
+
+    images: Sequence[Any]
+    names: Sequence[str] | None = None
+    body_part: str | None = None
+
+
 @dataclass
 class StudyResult:
     """A study's verdict: images, study probability (mean of its images), threshold and verdict."""
@@ -51,17 +66,25 @@ class StudyResult:
     cam_method: str | None = None
     coverage: Coverage | None = None  # what the ensemble was trained on; None when not recorded
     body_part: str = ""  # the study's body part, '' when unknown
+    body_part_source: str = ""  # where it was found ("DICOM BodyPartExamined", "file names", ...)
+
+    @property
+    def coverage_note(self) -> str:
+        """Why no verdict of this study is meaningful: its body part is outside the coverage (or unknown)."""
+        return coverage_warning(self.coverage, self.body_part)
 
     @property
     def warning(self) -> str:
         """Why the verdict may not be meaningful: body part outside the coverage (or unknown), colour images."""
-        notes = [coverage_warning(self.coverage, self.body_part)]
-        notes += [r.warning for r in self.images if r.warning]
-        return " ".join(n for n in notes if n)
+        return _join(self.coverage_note, *(r.warning for r in self.images))
 
-    def with_body_part(self, body_part: str) -> StudyResult:
+    def image_warning(self, image: ImageResult) -> str:
+        """The warning of one readable image of this study: the coverage note and its own ('' for errors)."""
+        return _join(self.coverage_note, image.warning) if image.ok else ""
+
+    def with_body_part(self, body_part: str, source: str = "") -> StudyResult:
         """A copy of this result for a study of `body_part` (e.g. the one the user chose)."""
-        return replace(self, body_part=body_part or "")
+        return replace(self, body_part=body_part or "", body_part_source=source)
 
     @property
     def errors(self) -> list[str]:
@@ -98,6 +121,10 @@ class StudyResult:
             "cam_method": self.cam_method,
             "notice": DISCLAIMER,
         }
+
+
+def _join(*notes: str) -> str:
+    return " ".join(n for n in notes if n)
 
 
 def study_export(result: StudyResult, body_part: str = "", body_part_source: str = "") -> dict[str, Any]:

@@ -13,14 +13,13 @@ from mura_core.coverage import (
     COLOURFULNESS_LIMIT,
     Coverage,
     colour_warning,
-    colourfulness,
     coverage_warning,
-    image_colourfulness,
     training_counts,
     training_coverage,
     training_data_frame,
     training_data_info,
 )
+from mura_core.imaging import ImageLoadError, colourfulness, load_image_info
 
 DEMO = Coverage("FracAtlas", ("XR_HAND", "XR_SHOULDER", "LEG", "HIP"), "fracture", 2429)
 
@@ -78,16 +77,22 @@ def test_no_recorded_coverage_is_unknown():
     assert "unknown" in coverage_warning(None, "")
 
 
+def _colour(source) -> float | None:
+    """The colourfulness the decoder records (the colour check itself reads no file)."""
+    return load_image_info(source).colourfulness
+
+
 def test_colour_check(fracatlas):
     radiograph = next((fracatlas / "images").glob("*.jpg"))
     gray = np.asarray(Image.open(radiograph).convert("L"))
     as_rgb = io.BytesIO()
     Image.fromarray(np.stack([gray] * 3, axis=-1)).save(as_rgb, "JPEG")
-    assert image_colourfulness(radiograph) == 0.0
-    assert image_colourfulness(as_rgb.getvalue()) < 3  # gray stored as RGB JPEG
-    assert colour_warning(as_rgb.getvalue()) == ""
+    assert _colour(radiograph) == 0.0
+    assert _colour(as_rgb.getvalue()) < 3  # gray stored as RGB JPEG
+    assert colour_warning(_colour(as_rgb.getvalue())) == ""
     cast = np.clip(gray[..., None] * np.array([1.0, 0.95, 0.85]), 0, 255).astype(np.uint8)
-    assert colour_warning(cast) == ""  # a faint colour cast over a radiograph is still a radiograph
+    assert colour_warning(_colour(cast)) == ""  # a faint colour cast over a radiograph is still a radiograph
+    assert colour_warning(None) == ""  # not measured (DICOM)
 
     photo = np.zeros((120, 160, 3), np.uint8)
     photo[:, :80] = (224, 172, 140)  # skin
@@ -95,6 +100,8 @@ def test_colour_check(fracatlas):
     assert colourfulness(photo) > COLOURFULNESS_LIMIT
     png = io.BytesIO()
     Image.fromarray(photo).save(png, "PNG")
-    warning = colour_warning(png.getvalue(), "holiday.png")
+    assert _colour(png.getvalue()) == pytest.approx(colourfulness(photo), rel=0.02)
+    warning = colour_warning(_colour(png.getvalue()), "holiday.png")
     assert warning.startswith("holiday.png is in strong colour") and "not meaningful" in warning
-    assert image_colourfulness(b"DICM not an image") is None
+    with pytest.raises(ImageLoadError):
+        load_image_info(b"DICM not an image")

@@ -46,6 +46,28 @@ def test_predict_study_mean_of_members_and_images(ensemble, images):
     json.dumps(result.to_dict())
 
 
+def test_studies_batched_together_match_one_by_one(ensemble, images, tmp_path, monkeypatch):
+    from mura_core import ensemble as ensemble_module
+    from mura_core.results import Study
+
+    wrist = tmp_path / "XR_WRIST" / "patient1"
+    wrist.mkdir(parents=True)
+    (wrist / "a.jpg").write_bytes(open(images[0], "rb").read())
+    studies = [Study(images[:3]), Study([str(wrist / "a.jpg"), images[3]]), Study(images[1:2], body_part="XR_HAND")]
+    decoded = []
+    original = ensemble_module.load_image_info
+    monkeypatch.setattr(ensemble_module, "load_image_info", lambda *a: decoded.append(a[0]) or original(*a))
+    together = list(ensemble.predict_studies(studies, batch_size=2))
+    assert len(decoded) == 6  # each file decoded once, colour and body part recorded then
+    for study, batched in zip(studies, together):
+        alone = ensemble.predict_study(study.images, body_part=study.body_part)
+        assert batched.probability == pytest.approx(alone.probability, abs=1e-5)
+        assert [r.ensemble for r in batched.images] == pytest.approx([r.ensemble for r in alone.images], abs=1e-5)
+    assert [r.body_part for r in together] == ["", "XR_WRIST", "XR_HAND"]
+    assert together[1].body_part_source == "file names"
+    assert all(together[0].image_warning(r) == together[0].coverage_note for r in together[0].images)
+
+
 def test_bad_file_reported_rest_predicted(ensemble, images, tmp_path):
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"")

@@ -119,8 +119,12 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
     assert "lesion_map" in reloaded.cam_methods
     result = reloaded.predict_study([images[0].astype(np.uint8)], explain=True, method="lesion_map")
     assert set(result.images[0].heatmaps) == {"m", "ensemble"}
+    default = reloaded.predict_study([images[0].astype(np.uint8)], explain=True)  # the dashboard's default
+    assert default.cam_method == reloaded.default_cam_method == "lesion_map"
+    np.testing.assert_allclose(default.images[0].heatmaps["ensemble"], result.images[0].heatmaps["ensemble"])
     mixed = Ensemble({"m": model, "c": classifier}, 0.5)
     assert "lesion_map" not in mixed.cam_methods
+    assert mixed.predict_study([images[0].astype(np.uint8)], explain=True).cam_method == "gradcam"
     with pytest.raises(ValueError, match="lesion_map"):
         mixed.predict_study([images[0].astype(np.uint8)], explain=True, method="lesion_map")
 

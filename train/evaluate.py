@@ -27,11 +27,10 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mura_core import localization, sanity  # noqa: E402
-from mura_core.charts import display_copy, heatmap_panels  # noqa: E402
+from mura_core.charts import display_copy, heatmap_panels, write_report_figures  # noqa: E402
 from mura_core.datasets import index_dataset, layout_names, load_boxes  # noqa: E402
 from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
 from mura_core.gradcam import LESION_MAP  # noqa: E402
-from mura_core.imaging import load_image  # noqa: E402
 from mura_core.installed import weights_folder  # noqa: E402
 from mura_core.preprocessing import resize_square  # noqa: E402
 from mura_core.registry import get_spec  # noqa: E402
@@ -82,6 +81,7 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
     if boxes:
         report.update(explanations(ensemble, merged, boxes, Path(out), sanity_images))
     write_report(report, merged.assign(path=merged["path"].map(lambda p: _relative_to(p, data))), out)
+    write_report_figures(report, Path(out) / "figures.html")
     return report
 
 
@@ -130,15 +130,15 @@ def save_case_picture(image, image_boxes, path: Path, side: int = 320) -> Path:
 
 def sanity_report(ensemble: Ensemble, paths: list[str], method: str) -> dict:
     """`sanity.model_randomization` of each member's `method` heatmaps on the images at `paths`."""
-    grays = [load_image(p) for p in paths]
+    grays = [r.image for r in ensemble.decode(paths) if r.ok]  # the prediction path's decoder
     members = {}
-    for name, model in ensemble.members.items():
+    for name, model in ensemble.members.items() if grays else ():
         spec = get_spec(ensemble.architectures[name])
         layer = spec.map_layer if method == LESION_MAP else spec.gradcam_layer
         images = np.stack([resize_square(g, ensemble.input_size(name)) for g in grays]).astype(np.float32)
         members[name] = sanity.model_randomization(model, layer, images, method)
         log.info("sanity check %s: %s", name, [(r["stage"], r["spearman"]) for r in members[name]])
-    return {"method": method, "images": len(paths), "members": members}
+    return {"method": method, "images": len(grays), "members": members}
 
 
 def _relative_to(path: str, root: str) -> str:
