@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from .body_parts import body_part_label
 from .datasets.stats import count_frame, labelled
+from .heatmaps import overlay
 from .reports import number_or_none, report_models
 from .vocabulary import LABEL_NAMES, LEVEL_LABELS, LEVELS, METRIC_LABELS, level_key
 
@@ -112,7 +113,6 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
         (caption, RGB or grayscale uint8 array) pairs at display size; only the original when there
         is no heatmap.
     """
-    from .gradcam import overlay
 
     image = display_copy(result.image)
     scale = image.shape[0] / result.image.shape[0]

@@ -6,18 +6,19 @@ convolutional block, through the head), traced once for any batch size. It compu
 `tf_keras_vis.gradcam.Gradcam` computes (the tests check that they agree); Grad-CAM++, LayerCAM and
 Score-CAM go through tf-keras-vis visualizers made once per model (no clone per call).
 
-Heatmaps are float32 arrays in [0, 1]; drawing them is `overlay`, a separate pure function.
+Heatmaps are float32 arrays in [0, 1]; resizing, fusing and drawing them are pure functions in
+`heatmaps` (no TensorFlow), re-exported here.
 """
 
 from __future__ import annotations
 
 import threading
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .heatmaps import fuse_heatmaps, normalize_heatmap, overlay, resize_heatmap  # noqa: F401  (re-exported)
 from .vocabulary import CAM_METHODS, LESION_MAP  # noqa: F401  (re-exported)
 
 
@@ -122,58 +123,3 @@ def _make_visualizer(method: str, model: keras.Model):
     if method not in classes:
         raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     return classes[method](model, clone=False)
-
-
-def normalize_heatmap(cam: np.ndarray) -> np.ndarray:
-    """Scale a map to [0, 1] (min-max, as tf-keras-vis does); a constant map becomes all zeros."""
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.size == 0:
-        return cam
-    low, high = float(cam.min()), float(cam.max())
-    if not np.isfinite(high - low) or high - low <= 1e-12:
-        return np.zeros_like(cam, dtype=np.float32)
-    return (cam - low) / (high - low)
-
-
-def resize_heatmap(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a (h, w) map to `shape` = (H, W)."""
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.shape == tuple(shape):
-        return cam
-    return cv2.resize(cam, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
-
-
-def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,
-                  normalize: bool = True) -> np.ndarray:
-    """Combine members' maps as the ensemble combines their probabilities: the (weighted) mean.
-
-    Args:
-        maps: the members' maps, all of one shape.
-        weights: optional weight per map.
-        normalize: rescale the mean to [0, 1] (CAMs); False keeps it (lesion maps are probabilities).
-    """
-    if not maps:
-        raise ValueError("fuse_heatmaps needs at least one map")
-    stacked = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
-    fused = np.average(stacked, axis=0, weights=weights).astype(np.float32)
-    return normalize_heatmap(fused) if normalize else fused
-
-
-def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
-            colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
-    """Blend a heatmap over a grayscale radiograph.
-
-    Args:
-        gray: (H, W) uint8 image.
-        heatmap: (h, w) float map in [0, 1] (resized to the image if needed).
-        alpha: opacity of the heatmap, 0 (image only) to 1 (heatmap only).
-        colormap: an OpenCV colormap.
-
-    Returns:
-        (H, W, 3) uint8 RGB image.
-    """
-    heat = resize_heatmap(heatmap, gray.shape[:2])
-    colored = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), colormap)
-    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32)
-    base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
-    return np.clip((1 - alpha) * base + alpha * colored, 0, 255).astype(np.uint8)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets.base import Box
+from .heatmaps import resize_heatmap
 from .metrics import percentile_interval
 
 
@@ -162,7 +163,6 @@ def score_heatmap(heatmap, boxes: Iterable[Box], shape: tuple[int, int]) -> dict
         Dict with "hit" (pointing game), "mass" (share in boxes), "iou" (`thresholded_iou`) and
         "box_area_fraction" (the chance level of a uniform map).
     """
-    from .gradcam import resize_heatmap
 
     boxes = list(boxes)
     heat = resize_heatmap(heatmap, shape)

@@ -1,7 +1,7 @@
 """Evaluation reports: from a predictions table to `report.json`, and reading it back as tables.
 
 `build_report` is pure (a dict of JSON-ready values); `write_report` saves it with its CSV tables
-and its figures (`charts.write_report_figures`, the same plotly figures the dashboard shows).
+(its figures are `charts.write_report_figures`: charts reads reports, never the other way round).
 `load_report` and the table functions read it back for the Evaluation page and the model card.
 """
 
@@ -129,9 +129,7 @@ def comparison_table(report: Mapping[str, Any], level: str = "image") -> pd.Data
 
 
 def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
-    """Write report.json, predictions.csv, comparison and per-body-part CSVs and `figures.html`."""
-    from .charts import write_report_figures  # charts reads reports; imported here to keep one direction
-
+    """Write report.json, predictions.csv, comparison and per-body-part CSVs (figures: `charts`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "report.json", out / "predictions.csv"]
@@ -148,7 +146,6 @@ def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | o
             path = out / f"per_body_part_{level}.csv"
             pd.DataFrame(rows).to_csv(path, index=False)
             written.append(path)
-    written.append(write_report_figures(report, out / "figures.html"))
     return written
 
 
