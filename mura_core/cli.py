@@ -1,13 +1,16 @@
 """Command line: `python -m mura_core {index,predict,models}`.
 
     python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv
-    python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR] PATH...
+    python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR [--cam-method M]] PATH...
     python -m mura_core models
 
 `predict` exits 0 when every input was read, 1 when some could not be (their rows carry the
 reason in the `error` column), 2 when nothing could run (no weights, bad arguments). The `warning`
 column says when a row's verdict is not meaningful: its body part is outside what the ensemble was
-trained on (or unknown), or the image is in strong colour.
+trained on (or unknown), or the image is in strong colour. With `--explain-dir`, each readable image's
+fused heatmap (the ensemble's default method: its lesion map when every member has one, else
+Grad-CAM; `--cam-method` picks another) is drawn over it into DIR, and the CSV's `heatmap` column
+names that file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     from .datasets import layout_names
+    from .vocabulary import CAM_METHODS
 
     parser = argparse.ArgumentParser(prog="python -m mura_core", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--explain-dir", help="folder for each image's fused heatmap drawn over it (JPEG)")
+    predict.add_argument("--cam-method", choices=list(CAM_METHODS),
+                         help="heatmap method for --explain-dir (default: the ensemble's own default)")
     sub.add_parser("models", help="list the registered architectures")
     return parser
 
@@ -71,6 +78,15 @@ def _index(args) -> int:
     print(per_split.to_string())
     print("images per body part:")
     print(per_part.to_string())
+    if index.format == "mura":
+        from .mura_facts import MATCH_TEXT, compare_with_published, comparison_summary
+
+        comparison = compare_with_published(table)
+        print("MURA v1.1 found vs published (images must match; study folders may exceed the paper's count "
+              "slightly):")
+        print(comparison.to_string(index=False))
+        for line in comparison_summary(comparison) or [MATCH_TEXT]:
+            print(line)
     for problem in index.problems:
         print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
     return EXIT_OK
@@ -134,10 +150,15 @@ def _predict(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     files, missing = collect_inputs(args.paths)
-    table = prediction_table(ensemble, study_table(files), args.batch_size, sys.stderr.isatty())
+    try:
+        table = prediction_table(ensemble, study_table(files), args.batch_size, sys.stderr.isatty(),
+                                 args.explain_dir, args.cam_method)
+    except ValueError as exc:  # a heatmap method some member does not offer
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
-    table = table.reindex(columns=_columns(ensemble.names))
+    table = table.reindex(columns=_columns(ensemble.names, bool(args.explain_dir)))
     table[["warning", "error"]] = table[["warning", "error"]].fillna("")
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.6f")
@@ -151,25 +172,33 @@ def _predict(args) -> int:
     return EXIT_SOME_FAILED if len(failed) else EXIT_OK
 
 
-def _columns(members: list[str]) -> list[str]:
+def _columns(members: list[str], heatmaps: bool = False) -> list[str]:
     return ["path", "study", "body_part", "patient", *members, "ensemble", "study_probability", "threshold",
-            "verdict", "warning", "error"]
+            "verdict", "warning", "error", *(["heatmap_method", "heatmap"] if heatmaps else [])]
 
 
-def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool = False):
+def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool = False,
+                     explain_dir: str | None = None, cam_method: str | None = None):
     """One row per file of `study_table(files)`, predicted study by study through `Ensemble.predict_studies`.
 
     A study's body part is its MURA folder's when the path has one, else detected from its images.
+    With `explain_dir`, each readable image's fused heatmap (`cam_method`, default the ensemble's) is
+    drawn over it into that folder as `<n>_<file stem>.jpg`.
     """
     import pandas as pd
+    from PIL import Image
 
+    from .heatmaps import overlay
     from .results import Study
 
+    if explain_dir:
+        Path(explain_dir).mkdir(parents=True, exist_ok=True)
     groups = list(files.groupby("study", sort=False))
     studies = (Study(group["path"].tolist(), [Path(p).name for p in group["path"]],
                      group["mura_body_part"].iloc[0] or None) for _, group in groups)
     rows, total = [], len(files)
-    for (study, group), result in zip(groups, ensemble.predict_studies(studies, batch_size=batch_size)):
+    results = ensemble.predict_studies(studies, bool(explain_dir), cam_method, batch_size)
+    for (study, group), result in zip(groups, results):
         for path, patient, image in zip(group["path"], group["patient"], result.images):
             row = {"path": path, "study": study, "body_part": result.body_part, "patient": patient,
                    "warning": result.image_warning(image), "error": image.error or ""}
@@ -177,12 +206,16 @@ def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool 
                 row.update({**image.probabilities, "ensemble": image.ensemble,
                             "study_probability": result.probability, "threshold": result.threshold,
                             "verdict": result.verdict or ""})
+                if explain_dir:
+                    picture = Path(explain_dir) / f"{len(rows) + 1:05d}_{Path(path).stem}.jpg"
+                    Image.fromarray(overlay(image.image, image.heatmaps["ensemble"])).save(picture, quality=90)
+                    row.update({"heatmap_method": result.cam_method, "heatmap": str(picture)})
             rows.append(row)
         if show_progress:
             print(f"\r{len(rows)}/{total} images", end="", file=sys.stderr)
     if show_progress:
         print(file=sys.stderr)
-    return pd.DataFrame(rows, columns=_columns(ensemble.names))
+    return pd.DataFrame(rows, columns=_columns(ensemble.names, bool(explain_dir)))
 
 
 def _notice() -> str:

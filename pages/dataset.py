@@ -129,6 +129,14 @@ for column, unit in ((cols[3], "images"), (cols[4], "studies")):
 layout_notes = get_layout(index.format).notes if index.format in layout_names() else ""
 if layout_notes:
     st.caption(layout_notes)
+if index.format == "mura":
+    comparison = mura_facts.compare_with_published(table)
+    differences = mura_facts.comparison_summary(comparison)
+    with st.expander("Compared with MURA v1.1's published counts: "
+                     + ("differences found" if differences else "it matches"), icon=":material/fact_check:"):
+        for line in differences or [mura_facts.MATCH_TEXT]:
+            st.markdown(f"- {line}")
+        st.dataframe(comparison, hide_index=True)
 
 if index.problems:
     with st.expander(f"{len(index.problems)} inconsistencies found while indexing",

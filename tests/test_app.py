@@ -314,6 +314,7 @@ def test_dataset_explorer_mura(monkeypatch, tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Images"], metrics["Studies"], metrics["Patients"]) == ("4", "3", "3")
     assert "MURA's distribution" in _texts(at)
+    assert any(e.label.startswith("Compared with MURA v1.1's published counts: differences") for e in at.expander)
 
 
 def test_dataset_explorer_fracatlas(monkeypatch, tmp_path, fracatlas):

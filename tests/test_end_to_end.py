@@ -32,7 +32,9 @@ def test_index_cli_counts(mura_root, tmp_path, capsys):
     assert table.groupby("split").size().to_dict() == {"train": 24, "valid": 12}
     assert table.groupby("split")["patient"].nunique().to_dict() == {"train": 12, "valid": 6}
     assert set(table["body_part"]) == {"XR_WRIST", "XR_HAND", "XR_SHOULDER"}
-    assert "mura layout" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mura layout" in printed and "MURA v1.1 found vs published" in printed
+    assert "a partial copy: no image of Elbow, Finger, Forearm, Humerus (of MURA's 7 body parts)" in printed
 
 
 def test_train_ensemble_evaluate_predict(mura_root, tmp_path):

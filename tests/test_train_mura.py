@@ -8,9 +8,15 @@ import keras
 import pandas as pd
 import pytest
 
+from mura_core.mura_facts import (
+    compare_with_published,
+    comparison_summary,
+    comparison_warnings,
+    published_images,
+    published_studies,
+)
 from tests.mura_tree import make_mura_tree
 from train import train_mura
-from train.mura_check import compare_with_published, comparison_warnings
 from train.progress import PlannedMember, RunState, format_seconds, seconds_left
 
 # Tiny settings for all four members: the pipeline is under test, not the architectures (the method's
@@ -92,6 +98,18 @@ def test_comparison_with_published_counts():
     warnings = comparison_warnings(comparison.reset_index())
     assert "train XR_HUMERUS: 636 study folders, the MURA paper counts 592 studies" in warnings
     assert not any(w.startswith("train XR_HUMERUS: 1272 images") for w in warnings)
+    summary = comparison_summary(comparison.reset_index())  # a humerus-only copy: a few lines, not 28
+    assert summary[0] == ("a partial copy: no image of Elbow, Finger, Forearm, Hand, Shoulder, Wrist "
+                          "(of MURA's 7 body parts)")
+    assert summary[1:] == ["train XR_HUMERUS: 636 study folders, the MURA paper counts 592 studies",
+                           "valid XR_HUMERUS: 0 images, MURA v1.1 has 288",
+                           "valid XR_HUMERUS: 0 study folders, the MURA paper counts 135 studies"]
+    studies = published_studies().groupby(["split", "body_part"])["studies"].sum()
+    full = pd.DataFrame([{"path": f"{split}{part}{i}", "split": split, "body_part": part,
+                          "study": f"{split}{part}{i % studies[(split, part)]}"}
+                         for (split, part), n in published_images().set_index(["split", "body_part"])
+                         ["images"].items() for i in range(n)])
+    assert comparison_summary(compare_with_published(full)) == []
 
 
 def test_time_left_uses_measured_epochs(tmp_path):

@@ -36,13 +36,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import yaml  # noqa: E402
 
+from mura_core import mura_facts  # noqa: E402
 from mura_core.datasets import index_dataset  # noqa: E402
 from mura_core.vocabulary import LEVELS, level_key  # noqa: E402
 
 from . import build_ensemble, evaluate, model_card  # noqa: E402
 from . import train as train_member  # noqa: E402
 from .config import DataSource, TrainConfig, load_config  # noqa: E402
-from .mura_check import compare_with_published, comparison_warnings  # noqa: E402
 from .progress import EpochProgress, PlannedMember, RunState, format_seconds  # noqa: E402
 
 MEMBERS = ("densenet169_m1", "densenet169_m2", "resnet101_m1", "resnet101_m2")
@@ -81,20 +81,20 @@ def check_data(data: str | os.PathLike, out: Path, echo=print) -> list[str]:
         The warnings (differences from the published counts and problems found while indexing).
     """
     index = index_dataset(data, "mura")
-    comparison = compare_with_published(index.table)
+    comparison = mura_facts.compare_with_published(index.table)
     out.mkdir(parents=True, exist_ok=True)
     comparison.to_csv(out / "data_check.csv", index=False)
     echo("MURA v1.1 found vs published (images must match; study folders may exceed the paper's count "
          "slightly):")
     echo(comparison.to_string(index=False))
-    warnings = comparison_warnings(comparison)
+    warnings = mura_facts.comparison_summary(comparison)
     warnings += [f"{p.path}: {p.reason}" for p in index.problems]
     for line in warnings[:30]:
         echo(f"warning: {line}")
     if len(warnings) > 30:
         echo(f"warning: ... and {len(warnings) - 30} more (see {out / 'data_check.csv'})")
     if not warnings:
-        echo("the data matches MURA v1.1's published counts")
+        echo(mura_facts.MATCH_TEXT)
     return warnings
 
 
