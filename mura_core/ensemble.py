@@ -45,21 +45,29 @@ class Ensemble:
         info: what to record in the manifest (training data, metrics, ...).
         architectures: member name -> registry name, when a model's `name` is not its architecture.
         jit_compile: compile prediction and Grad-CAM with XLA.
+        heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride"} as a manifest
+            records them; what is missing comes from the architecture's spec.
     """
 
     def __init__(self, members: Mapping[str, keras.Model], threshold: float = 0.5,
                  info: Mapping[str, Any] | None = None,
-                 architectures: Mapping[str, str] | None = None, jit_compile: bool = False):
+                 architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
+                 heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None):
         if not members:
             raise ValueError("An ensemble needs at least one member")
         self.members = dict(members)
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self.architectures = {n: (architectures or {}).get(n, m.name) for n, m in self.members.items()}
-        for arch in self.architectures.values():
-            get_spec(arch)  # raises for an unknown architecture
+        self.heatmap_layers = {}
+        for name, arch in self.architectures.items():
+            spec = get_spec(arch)  # raises for an unknown architecture
+            recorded = dict((heatmap_layers or {}).get(name) or {})
+            self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or spec.gradcam_layer,
+                                         "map_layer": recorded.get("map_layer") or spec.map_layer,
+                                         "map_stride": int(recorded.get("map_stride") or spec.map_stride)}
         self._explainers = {
-            name: CamExplainer(model, get_spec(self.architectures[name]).gradcam_layer, jit_compile)
+            name: CamExplainer(model, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
             for name, model in self.members.items()
         }
         self._lock = threading.Lock()  # one study at a time through the shared models
@@ -75,6 +83,10 @@ class Ensemble:
     def coverage(self) -> Coverage | None:
         """What the members were trained on (`info["coverage"]`), or None when the manifest does not say."""
         return Coverage.from_info(self.info)
+
+    def heatmap_layer(self, name: str, method: str) -> str:
+        """The layer member `name`'s `method` heatmap reads (the lesion map's or Grad-CAM's)."""
+        return self.heatmap_layers[name]["map_layer" if method == LESION_MAP else "gradcam_layer"]
 
     @property
     def default_cam_method(self) -> str:
@@ -264,12 +276,13 @@ class Ensemble:
                 path = tmp / f"{name}.keras"
                 model.save(path)
                 _deflate(path)
-                arch = self.architectures[name]
-                entries.append({
-                    "name": name, "architecture": arch, "file": path.name,
-                    "sha256": sha256_file(path), "input_size": self.input_size(name),
-                    "gradcam_layer": get_spec(arch).gradcam_layer,
-                })
+                layers = self.heatmap_layers[name]
+                entry = {"name": name, "architecture": self.architectures[name], "file": path.name,
+                         "sha256": sha256_file(path), "input_size": self.input_size(name),
+                         "gradcam_layer": layers["gradcam_layer"]}
+                if self._explainers[name].has_lesion_map:
+                    entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
+                entries.append(entry)
             manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
                         "members": entries, "info": self.info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
@@ -308,7 +321,9 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
 
     Each member file's sha256 is checked against the manifest before it is opened, models load
     with Keras `safe_mode=True` (no code from the file runs), and each member's architecture and
-    input size must match the manifest.
+    input size must match the manifest. The heatmap layers and the lesion map's stride are read
+    from the manifest (older manifests: from the architecture's spec), and a lesion map must have
+    input size / stride cells a side.
 
     Args:
         folder: the ensemble folder; default `$MURA_WEIGHTS` or the repository's `weights/`.
@@ -320,7 +335,7 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
     """
     folder = weights_folder(folder)
     manifest = read_manifest(folder)
-    members, architectures = {}, {}
+    members, architectures, layers = {}, {}, {}
     for entry in manifest["members"]:
         try:
             name, arch, file = entry["name"], entry["architecture"], entry["file"]
@@ -345,6 +360,21 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         if tuple(model.input_shape[1:]) != (size, size, 3):
             raise EnsembleLoadError(
                 f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
+        layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride") if entry.get(k)}
+        _check_heatmap_layers(path, model, layers[name] | {"map_stride": int(
+            entry.get("map_stride") or get_spec(arch).map_stride)}, size)
         members[name], architectures[name] = model, arch
     return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures,
-                    jit_compile)
+                    jit_compile, layers)
+
+
+def _check_heatmap_layers(path: Path, model: keras.Model, layers: Mapping[str, Any], size: int) -> None:
+    names = {layer.name for layer in model.layers}
+    for key in ("gradcam_layer", "map_layer"):
+        if layers.get(key) and layers[key] not in names:
+            raise EnsembleLoadError(f"{path}: the manifest's {key} {layers[key]!r} is not a layer of the model")
+    if LESION_MAP in names:
+        side, stride = model.get_layer(LESION_MAP).output.shape[1], int(layers["map_stride"])
+        if side is not None and side not in (size // stride, -(-size // stride)):
+            raise EnsembleLoadError(f"{path}: a {side}-cell lesion map at stride {stride} does not "
+                                    f"cover the {size} px input")

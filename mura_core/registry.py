@@ -29,8 +29,10 @@ class ModelSpec:
         input_size: default square input side in pixels.
         scaling: the pixel scaling its ImageNet weights expect (a layer inside the model).
         gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
-        map_layer: a stride-16 block output, where an optional lesion-map head reads (finer cells
-            than the last block's stride 32).
+        map_layer: a block output, where an optional lesion-map head reads (finer cells than the
+            last block's stride 32).
+        map_stride: input pixels per lesion-map cell (the stride of `map_layer`); the training
+            targets and the manifest take it from here.
         gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
     """
 
@@ -42,6 +44,7 @@ class ModelSpec:
     gradcam_layer: str
     map_layer: str = ""
     gflops_320: float | None = None
+    map_stride: int = 16
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -112,7 +115,7 @@ def create_model(
             backbone's: 0.99, or 0.999 in MobileNetV2). From scratch with few steps, 0.9 lets the
             statistics used at inference catch up with training.
         lesion_map: add a light head on the spec's `map_layer` that outputs a lesion map
-            ("lesion_map", (S/16, S/16, 1) sigmoid), trained on lesion boxes (see `train/`).
+            ("lesion_map", (S/map_stride, S/map_stride, 1) sigmoid), trained on lesion boxes.
 
     Returns:
         An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32; its output is the

@@ -3,6 +3,8 @@ native resolution, and the model-randomization sanity check, on tiny models and 
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mura_core import sanity
-from mura_core.ensemble import Ensemble, load_ensemble
+from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer
 from mura_core.localization import score_heatmap, thresholded_iou
 from mura_core.pipeline import (
@@ -117,6 +119,19 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
     Ensemble({"m": model}, 0.5).save(tmp_path / "ens")
     reloaded = load_ensemble(tmp_path / "ens")
     assert "lesion_map" in reloaded.cam_methods
+
+    manifest = json.loads((tmp_path / "ens" / "manifest.json").read_text())
+    entry = manifest["members"][0]
+    assert (entry["gradcam_layer"], entry["map_layer"], entry["map_stride"]) == (
+        "out_relu", "block_13_expand_relu", 16)
+    assert reloaded.heatmap_layers["m"] == {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride")}
+    assert reloaded.heatmap_layer("m", "lesion_map") == "block_13_expand_relu"
+    for key, value, words in (("map_stride", 8, "stride 8 does not cover"), ("map_layer", "nope", "not a layer")):
+        (tmp_path / "ens" / "manifest.json").write_text(json.dumps(
+            {**manifest, "members": [{**entry, key: value}]}))
+        with pytest.raises(EnsembleLoadError, match=words):
+            load_ensemble(tmp_path / "ens")
+    (tmp_path / "ens" / "manifest.json").write_text(json.dumps(manifest))
     result = reloaded.predict_study([images[0].astype(np.uint8)], explain=True, method="lesion_map")
     assert set(result.images[0].heatmaps) == {"m", "ensemble"}
     default = reloaded.predict_study([images[0].astype(np.uint8)], explain=True)  # the dashboard's default

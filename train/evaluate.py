@@ -33,7 +33,6 @@ from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
 from mura_core.gradcam import LESION_MAP  # noqa: E402
 from mura_core.installed import weights_folder  # noqa: E402
 from mura_core.preprocessing import resize_square  # noqa: E402
-from mura_core.registry import get_spec  # noqa: E402
 from mura_core.reports import build_report, write_report  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
@@ -133,8 +132,7 @@ def sanity_report(ensemble: Ensemble, paths: list[str], method: str) -> dict:
     grays = [r.image for r in ensemble.decode(paths) if r.ok]  # the prediction path's decoder
     members = {}
     for name, model in ensemble.members.items() if grays else ():
-        spec = get_spec(ensemble.architectures[name])
-        layer = spec.map_layer if method == LESION_MAP else spec.gradcam_layer
+        layer = ensemble.heatmap_layer(name, method)  # as the manifest records it
         images = np.stack([resize_square(g, ensemble.input_size(name)) for g in grays]).astype(np.float32)
         members[name] = sanity.model_randomization(model, layer, images, method)
         log.info("sanity check %s: %s", name, [(r["stage"], r["spearman"]) for r in members[name]])

@@ -183,7 +183,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     train_lesions = val_lesions = None
     if config.lesion_map:
-        boxes, map_size = lesion_boxes(config), size // 16
+        boxes, map_size = lesion_boxes(config), size // get_spec(config.model).map_stride
         train_lesions = lesion_targets(train_rows, boxes, map_size)
         val_lesions = lesion_targets(val_rows, boxes, map_size)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
