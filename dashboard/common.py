@@ -29,14 +29,6 @@ INSTALL_HELP = """\
 Then reload this page. The **Dataset explorer** and **Evaluation** pages work without models.
 """
 
-PRIVACY = """\
-- Uploaded images are processed in memory for the current session only; they are never written
-  to disk by this app.
-- No DICOM identifier (name, ID, dates, institution, ...) is kept, shown or exported: only the
-  pixels and the *Body Part Examined* attribute are read.
-- Downloads hold the file names as you gave them, the probabilities and the verdict. Rename
-  files before upload if their names could identify a patient.
-"""
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

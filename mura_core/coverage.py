@@ -101,6 +101,16 @@ class Coverage:
         return part in self.body_parts
 
 
+def coverage_text(coverage: Coverage | None) -> str:
+    """The model card's coverage paragraph (the Model card page and `MODEL_CARD.md`)."""
+    if coverage is None:
+        return ("The installed weights do not record what they were trained on, so their coverage is unknown: "
+                "the Diagnose page and the CLI warn on every study.")
+    text = (f"Trained on {coverage.describe()}. For any other body part, and when the body part is unknown, "
+            "the Diagnose page and the CLI warn that the verdict is not meaningful.")
+    return f"{text} {coverage.notes}" if coverage.notes else text
+
+
 def coverage_warning(coverage: Coverage | None, body_part: str) -> str:
     """The warning for a study of `body_part` read by an ensemble with `coverage`; '' when inside.
 

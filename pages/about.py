@@ -3,32 +3,17 @@
 import streamlit as st
 
 from dashboard.frame import page_frame
-from mura_core.notices import DISCLAIMER
+from mura_core.notices import DISCLAIMER, INTENDED_USE, LIMITATIONS, PRIVACY
 
 page_frame("pages/about.py")
 title_slot = st.empty()  # the card's title comes from the manifest, read below
 title_slot.title("Model card")
 
 # Imported after the first paint: pandas, plotly and Keras take seconds on a cold server.
-from dashboard.common import INSTALL_HELP, PRIVACY, read_report  # noqa: E402
+from dashboard.common import INSTALL_HELP, read_report  # noqa: E402
 from mura_core import installed, reports  # noqa: E402
-from mura_core.coverage import Coverage, dataset_name  # noqa: E402
-from mura_core.installed import EnsembleLoadError, read_manifest  # noqa: E402
-
-DEFAULT_INTENDED_USE = (
-    "Research and teaching: a second look at musculoskeletal radiographs of the upper extremity "
-    "(MURA's seven body parts), flagging studies as normal or abnormal and showing where the models "
-    "looked. Not for diagnosis, triage or any decision about a patient without a clinician's reading."
-)
-DEFAULT_LIMITATIONS = """\
-- One verdict per study (normal / abnormal); the models do not say what the abnormality is.
-- The threshold and the metrics hold for data like the evaluation data; other scanners, populations,
-  body parts or image processing can change them without warning.
-- Heatmaps show where a model looked, not where a lesion is; they can point at normal anatomy,
-  hardware or markers.
-- Outside the body parts the installed model was trained on (see *Coverage*), its verdicts are not
-  meaningful; the Diagnose page and the CLI say so.
-"""
+from mura_core.coverage import Coverage, coverage_text, dataset_name  # noqa: E402
+from mura_core.installed import SAMPLE_COLUMNS, EnsembleLoadError, read_manifest  # noqa: E402
 
 folder = installed.weights_folder()
 try:
@@ -42,7 +27,7 @@ title_slot.title(info.get("title") or "Model card")
 st.info(DISCLAIMER, icon=":material/info:")
 
 st.header("Intended use")
-st.markdown(info.get("intended_use") or DEFAULT_INTENDED_USE)
+st.markdown(info.get("intended_use") or INTENDED_USE)
 
 st.header("Models")
 if manifest:
@@ -64,15 +49,7 @@ if not shown:
     st.caption("The installed weights do not describe their training data.")
 
 st.header("Coverage")
-coverage = Coverage.from_info(info)
-if coverage is None:
-    st.markdown("The installed weights do not record what they were trained on, so their coverage is unknown: "
-                "the Diagnose page warns on every study.")
-else:
-    st.markdown(f"Trained on **{coverage.describe()}**. For any other body part, and when the body part is "
-                "unknown, the Diagnose page and the CLI warn that the verdict is not meaningful.")
-    if coverage.notes:
-        st.caption(coverage.notes)
+st.markdown(coverage_text(Coverage.from_info(info)))
 
 st.header("Metrics")
 report_path = installed.report_path(folder)
@@ -95,12 +72,12 @@ elif not report_path.is_file():
 st.header("Limitations")
 if info.get("limitations"):
     st.markdown(info["limitations"])
-st.markdown(DEFAULT_LIMITATIONS)
+st.markdown(LIMITATIONS)
 
 st.header("Privacy")
 st.markdown(PRIVACY)
 
 st.header("Installing other weights")
 st.markdown(INSTALL_HELP)
-st.markdown("A weights folder may also hold `samples/samples.csv` (columns `file, study, label, body_part, "
-            "attribution`) with the sample images, and the `report.json` written by `train.evaluate`.")
+st.markdown(f"A weights folder may also hold `samples/samples.csv` (columns `{', '.join(SAMPLE_COLUMNS)}`) "
+            "with the sample images, and the `report.json` written by `train.evaluate`.")

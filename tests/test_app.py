@@ -242,6 +242,13 @@ def test_model_card(monkeypatch, tiny_weights):
     assert len(at.dataframe) >= 2  # members + metrics
     assert str(tiny_weights) not in text  # no server path in the browser
     assert "coverage is unknown" in text  # the tiny ensemble records none
+    from mura_core.notices import LIMITATIONS, PRIVACY
+    from train.model_card import model_card
+
+    card = model_card(installed.read_manifest(tiny_weights), json.loads((tiny_weights / "report.json").read_text()))
+    for shared in (LIMITATIONS, PRIVACY):  # the page and MODEL_CARD.md say the same
+        assert shared.strip() in text and shared.strip() in card
+    assert "`file, study, label, body_part, attribution, boxes`" in text
 
 
 def _folder_dataset(root: Path) -> Path:

@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from mura_core.coverage import Coverage
+from mura_core.coverage import Coverage, coverage_text
 from mura_core.installed import read_manifest, report_path, weights_folder
-from mura_core.notices import DISCLAIMER
+from mura_core.notices import DISCLAIMER, INTENDED_USE, LIMITATIONS, PRIVACY
 from mura_core.vocabulary import CAM_METHODS, level_key
 
 
@@ -36,15 +36,6 @@ def _metric_rows(level: dict) -> list[str]:
     return rows
 
 
-def _coverage_text(coverage: Coverage | None) -> str:
-    if coverage is None:
-        return ("The manifest does not record what the ensemble was trained on, so its coverage is unknown; "
-                "the dashboard and the CLI warn on every study.")
-    text = (f"Trained on {coverage.describe()}. For any other body part the dashboard and the CLI warn that "
-            "the verdict is not meaningful, and an unknown body part is reported as unknown.")
-    return f"{text} {coverage.notes}" if coverage.notes else text
-
-
 def model_card(manifest: dict, report: dict) -> str:
     """The card as Markdown."""
     info = manifest.get("info", {})
@@ -56,7 +47,7 @@ def model_card(manifest: dict, report: dict) -> str:
         f"> {DISCLAIMER}",
         "",
         "## Intended use",
-        info.get("intended_use", ""),
+        info.get("intended_use") or INTENDED_USE,
         "",
         "## Model",
         f"Ensemble (mean of probabilities) of {members}. Decision threshold {manifest['threshold']:.4f} "
@@ -70,7 +61,7 @@ def model_card(manifest: dict, report: dict) -> str:
         f"License: {info.get('license', '')}",
         "",
         "## Coverage",
-        _coverage_text(Coverage.from_info(info)),
+        coverage_text(Coverage.from_info(info)),
         "",
         "## Evaluation",
         f"Test split of {data.get('root')} ({data.get('split')}): {data['n_images']} images, evaluated once "
@@ -109,13 +100,10 @@ def model_card(manifest: dict, report: dict) -> str:
     lines += [
         "",
         "## Limitations",
-        info.get("limitations", ""),
-        "",
+        *([info["limitations"], ""] if info.get("limitations") else []),
+        LIMITATIONS,
         "## Privacy",
-        "Uploads to the dashboard are processed in memory and never written to disk. DICOM patient "
-        "identifiers (name, ID, birth date, accession number, ...) are never read into results, reports, "
-        "logs or downloads: only the pixels and BodyPartExamined are kept.",
-        "",
+        PRIVACY,
     ]
     return "\n".join(lines)
 
