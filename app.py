@@ -146,7 +146,7 @@ verdict = decision.verdict_text(result.probability, result.threshold)
 n_read = sum(r.ok for r in result.images)
 with st.container(border=True):
     verdict_col, facts_col = st.columns([5, 3], gap="large")
-    color = "red" if result.verdict == "abnormal" else "blue"
+    color = "red" if result.verdict == vocabulary.LABEL_NAMES[1] else "blue"
     verdict_col.markdown(f"### :{color}[{verdict}]")
     verdict_col.caption(
         f"Study score = mean over {n_read} readable image(s) of the ensemble probability, itself the mean "

@@ -35,7 +35,8 @@ _DICOM_BODY_PARTS = {
     "UPPER ARM": "XR_HUMERUS", "UPPERARM": "XR_HUMERUS", "SHOULDER": "XR_SHOULDER",
     "WRIST": "XR_WRIST",
 }
-_XR_NAME_RE = re.compile(r"XR_([A-Za-z]+)", re.IGNORECASE)
+XR_NAME_RE = re.compile(r"XR_([A-Za-z]+)", re.IGNORECASE)
+"""MURA's study-type names (``XR_WRIST``), in folder and file names."""
 
 
 def body_part_label(code: str) -> str:
@@ -78,7 +79,7 @@ def detect_body_part(names: Sequence[str], dicom_parts: Sequence[str] = ()) -> t
     found = [normalize_body_part(p) for p in dicom_parts if p and str(p).strip()]
     source = "DICOM BodyPartExamined"
     if not found:
-        found = [f"XR_{m.group(1).upper()}" for n in names if (m := _XR_NAME_RE.search(str(n)))]
+        found = [f"XR_{m.group(1).upper()}" for n in names if (m := XR_NAME_RE.search(str(n)))]
         found = [normalize_body_part(p) for p in found]
         source = "file names"
     if not found:

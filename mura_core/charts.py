@@ -30,7 +30,7 @@ ABNORMAL_COLOR = "#D1495B"
 ENSEMBLE_COLOR = "#1F2937"
 MEMBER_COLORS = ("#6B8BA4", "#9C7FB0", "#5E9E8C", "#C08A4A", "#8C8C8C", "#A86A6A")
 THRESHOLD_COLOR = "#B45309"
-LABEL_COLORS = {"normal": NORMAL_COLOR, "abnormal": ABNORMAL_COLOR}
+LABEL_COLORS = {LABEL_NAMES[0]: NORMAL_COLOR, LABEL_NAMES[1]: ABNORMAL_COLOR}
 
 
 def _model_color(model: str, index: int) -> str:
@@ -146,7 +146,7 @@ def counts_figure(table: pd.DataFrame, unit: str = "images") -> go.Figure:
     fig = px.bar(
         counts, x="body_part", y="count", color="label_name", facet_col="split", barmode="group",
         text="count", color_discrete_map=LABEL_COLORS,
-        category_orders={"label_name": ["normal", "abnormal", "unknown"],
+        category_orders={"label_name": [*LABEL_NAMES.values(), "unknown"],
                          "body_part": sorted(counts["body_part"].unique())},
         labels={"body_part": "body part", "count": unit, "label_name": "label", "split": "split"},
     )
@@ -169,7 +169,7 @@ def class_balance_figure(table: pd.DataFrame) -> go.Figure:
                              "share": count / len(labels)})
     frame = pd.DataFrame(rows)
     fig = px.bar(frame, x="share", y="group", color="label_name", orientation="h", text="count",
-                 color_discrete_map=LABEL_COLORS, category_orders={"label_name": ["normal", "abnormal"]},
+                 color_discrete_map=LABEL_COLORS, category_orders={"label_name": list(LABEL_NAMES.values())},
                  labels={"share": "share", "group": "", "label_name": ""},
                  custom_data=["count"])
     fig.update_traces(hovertemplate="%{y}: %{customdata[0]} (%{x:.1%})<extra></extra>")

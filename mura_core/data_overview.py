@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 from . import mura_facts
 from .body_parts import body_part_label
 from .charts import ABNORMAL_COLOR, LABEL_COLORS, NORMAL_COLOR
+from .vocabulary import LABEL_NAMES
 
 SPLIT_ORDER = ("train", "val", "valid", "test")
-_TRAINING_LABELS = {"negative": "normal", "positive": "abnormal"}
+_TRAINING_LABELS = {"negative": LABEL_NAMES[0], "positive": LABEL_NAMES[1]}
 
 
 def _part_order(parts) -> list[str]:
@@ -54,7 +55,7 @@ def mura_studies_figure() -> go.Figure:
                  barmode="stack",
                  color_discrete_map=LABEL_COLORS,
                  category_orders={"body part": _part_order(frame["body_part"]), "split": list(mura_facts.SPLITS),
-                                  "label": ["normal", "abnormal"]},
+                                  "label": list(LABEL_NAMES.values())},
                  title="MURA v1.1: studies per body part, normal vs abnormal (paper, Table 1)")
     fig.update_yaxes(matches=None, showticklabels=True)
     fig.for_each_annotation(lambda a: a.update(text=a.text.replace("split=", "")))
@@ -70,8 +71,8 @@ def mura_study_table() -> pd.DataFrame:
     table = pd.DataFrame(index=studies.index)
     for split in mura_facts.SPLITS:
         table[f"{split} images"] = images[split]
-        table[f"{split} studies normal"] = studies[(split, "normal")]
-        table[f"{split} studies abnormal"] = studies[(split, "abnormal")]
+        for label in LABEL_NAMES.values():
+            table[f"{split} studies {label}"] = studies[(split, label)]
     table.index = table.index.map(body_part_label)
     table.index.name = "body part"
     return table.astype(int)

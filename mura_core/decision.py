@@ -18,6 +18,9 @@ import pandas as pd
 
 from .vocabulary import LABEL_NAMES
 
+DEFAULT_THRESHOLD = 0.5
+"""The threshold when none is chosen on validation data (and when a manifest records none)."""
+
 
 def is_abnormal(probability, threshold: float):
     """The verdict rule, `probability >= threshold`, for a number (bool) or an array (bool array)."""

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .body_parts import detect_body_part
 from .coverage import Coverage, colour_warning
-from .decision import ensemble_probability, study_probability, verdict
+from .decision import DEFAULT_THRESHOLD, ensemble_probability, study_probability, verdict
 from .gradcam import CAM_METHODS, LESION_MAP, CamExplainer, fuse_heatmaps, resize_heatmap
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
@@ -49,7 +49,7 @@ class Ensemble:
             records them; what is missing comes from the architecture's spec.
     """
 
-    def __init__(self, members: Mapping[str, keras.Model], threshold: float = 0.5,
+    def __init__(self, members: Mapping[str, keras.Model], threshold: float = DEFAULT_THRESHOLD,
                  info: Mapping[str, Any] | None = None,
                  architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
                  heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None):
@@ -364,7 +364,7 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         _check_heatmap_layers(path, model, layers[name] | {"map_stride": int(
             entry.get("map_stride") or get_spec(arch).map_stride)}, size)
         members[name], architectures[name] = model, arch
-    return Ensemble(members, float(manifest.get("threshold", 0.5)), manifest.get("info"), architectures,
+    return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"), architectures,
                     jit_compile, layers)
 
 

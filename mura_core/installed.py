@@ -19,6 +19,10 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """The repository's `weights/` folder: the bundled ensemble."""
 WEIGHTS_ENV = "MURA_WEIGHTS"
 MANIFEST = "manifest.json"
+REPORT_FILE = "report.json"
+REPORT_FOLDER = "report"
+MODEL_CARD_FILE = "MODEL_CARD.md"
+"""File names in a weights folder: the manifest, `report/report.json` (`train.evaluate`) and the card."""
 MANIFEST_FORMAT = "mura_core.ensemble/1"
 SAMPLE_COLUMNS = ("file", "study", "label", "body_part", "attribution", "boxes")
 """Columns of `samples/samples.csv`; `boxes` (optional) holds reference lesion boxes as JSON
@@ -70,10 +74,10 @@ def folder_stamp(folder: str | os.PathLike) -> str:
 
 def report_path(folder: str | os.PathLike) -> Path:
     """The evaluation report installed with an ensemble: `report.json` or `report/report.json`."""
-    for candidate in (Path(folder) / "report.json", Path(folder) / "report" / "report.json"):
+    for candidate in (Path(folder) / REPORT_FILE, Path(folder) / REPORT_FOLDER / REPORT_FILE):
         if candidate.is_file():
             return candidate
-    return Path(folder) / "report" / "report.json"
+    return Path(folder) / REPORT_FOLDER / REPORT_FILE
 
 
 def read_samples(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:

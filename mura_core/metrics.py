@@ -29,7 +29,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from .decision import predicted_labels
+from .decision import DEFAULT_THRESHOLD, predicted_labels
 from .vocabulary import METRICS
 
 GROUP_METRIC_COLUMNS = ("n", "positives", *METRICS)
@@ -424,3 +424,21 @@ def threshold_for_sensitivity(y_true, y_prob, target: float = 0.80) -> float:
     # tolerance keeps e.g. 4/5 from missing a target of 0.8 through rounding.
     first = int(np.argmax(tpr >= target - 1e-12))
     return float(thresholds[first])
+
+
+def choose_threshold(y_true, y_prob, sensitivity: float | None = None) -> tuple[float, str]:
+    """The decision threshold chosen on validation data, and its rule in words (for the manifest).
+
+    Args:
+        y_true: validation labels, 0 or 1.
+        y_prob: validation probabilities.
+        sensitivity: the sensitivity the threshold must reach (`threshold_for_sensitivity`); None or 0
+            keeps `decision.DEFAULT_THRESHOLD`.
+
+    Returns:
+        (threshold, rule).
+    """
+    if not sensitivity:
+        return DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD}"
+    return (threshold_for_sensitivity(y_true, y_prob, sensitivity),
+            f"highest threshold with validation sensitivity >= {sensitivity}")

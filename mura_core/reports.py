@@ -21,6 +21,7 @@ import pandas as pd
 from . import metrics
 from .body_parts import body_part_label
 from .decision import aggregate_studies
+from .installed import REPORT_FILE
 from .vocabulary import LEVEL_LABELS, LEVELS, METRIC_LABELS, METRICS, level_key
 
 
@@ -132,8 +133,8 @@ def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | o
     """Write report.json, predictions.csv, comparison and per-body-part CSVs (figures: `charts`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.json", out / "predictions.csv"]
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    written = [out / REPORT_FILE, out / "predictions.csv"]
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
     predictions.to_csv(out / "predictions.csv", index=False)
     for level in LEVELS:
         if level_key(level) in report:

@@ -11,8 +11,9 @@ from typing import Any
 LABEL_NAMES = {0: "normal", 1: "abnormal"}
 """Class index -> name. The positive class (1) is what the models score."""
 
-_POSITIVE_WORDS = {"1", "1.0", "true", "abnormal", "positive", "fractured"}
-_NEGATIVE_WORDS = {"0", "0.0", "false", "normal", "negative", "not fractured", "not_fractured"}
+POSITIVE_WORDS = frozenset({"1", "1.0", "true", "abnormal", "positive", "fractured"})
+NEGATIVE_WORDS = frozenset({"0", "0.0", "false", "normal", "negative", "not fractured", "not_fractured"})
+"""Words read as labels (lower case): in label columns, sample lists and class folder names."""
 
 LEVELS = ("image", "study")
 """Evaluation levels: each image on its own, or one score per study (the mean of its images)."""
@@ -44,14 +45,20 @@ def level_key(level: str) -> str:
     return f"{level}_level"
 
 
+def label_value(label: Any) -> int | None:
+    """1 / 0 for labels given as 1/0, booleans or words (`POSITIVE_WORDS`, `NEGATIVE_WORDS`); None when unknown."""
+    key = str(label).strip().lower()
+    if key in POSITIVE_WORDS:
+        return 1
+    if key in NEGATIVE_WORDS:
+        return 0
+    return None
+
+
 def label_text(label: Any) -> str:
     """'abnormal' / 'normal' for labels given as 1/0, booleans or words; '' when unknown."""
-    key = str(label).strip().lower()
-    if key in _POSITIVE_WORDS:
-        return LABEL_NAMES[1]
-    if key in _NEGATIVE_WORDS:
-        return LABEL_NAMES[0]
-    return ""
+    value = label_value(label)
+    return "" if value is None else LABEL_NAMES[value]
 
 
 CAM_METHODS = {

@@ -172,7 +172,7 @@ with browse_tab:
     splits = split_col.multiselect("Split", summary["splits"], placeholder="all")
     parts = part_col.multiselect("Body part", summary["body_parts"], format_func=body_parts.body_part_label,
                                  placeholder="all")
-    labels = label_col.multiselect("Label", ["normal", "abnormal"], placeholder="all")
+    labels = label_col.multiselect("Label", list(vocabulary.LABEL_NAMES.values()), placeholder="all")
     per_page = size_col.selectbox("Per page", [12, 24, 48], index=1)
     chosen = stats.filter_table(table, splits, parts, labels)
     pages = max(1, math.ceil(len(chosen) / per_page))

@@ -11,6 +11,7 @@ st.title("Evaluation")
 from dashboard.common import read_report  # noqa: E402
 from mura_core import charts, installed, reports, vocabulary  # noqa: E402
 from mura_core.coverage import dataset_name  # noqa: E402
+from mura_core.decision import DEFAULT_THRESHOLD  # noqa: E402
 
 MISSING = "Not in this report."
 
@@ -85,7 +86,7 @@ else:
     st.caption(MISSING)
 
 st.header("Confusion matrices")
-results = report.get(f"{level}_level") or {}
+results = report.get(vocabulary.level_key(level)) or {}
 models = reports.report_models(report, level)
 if models:
     for start in range(0, len(models), 3):
@@ -108,7 +109,7 @@ table = reports.threshold_frame(report, table_level)
 if not table.empty:
     if table_level != level:
         st.caption(f"This report has the threshold table at {vocabulary.LEVEL_LABELS[table_level].lower()} only.")
-    operating = float(threshold) if isinstance(threshold, (int, float)) else 0.5
+    operating = float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_THRESHOLD
     options = table["threshold"].tolist()
     chosen = st.select_slider("Decision threshold (ensemble)", options,
                               value=reports.threshold_at(table, operating)["threshold"],

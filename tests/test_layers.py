@@ -86,3 +86,10 @@ def test_no_module_imports_in_a_circle():
     assert "gradcam" in graph["ensemble"] and "heatmaps" in graph["charts"]  # the scan sees both import forms
     assert _cycles({"a": {"b"}, "b": {"a"}}) == ["a -> b -> a"]
     assert not _cycles(graph), _cycles(graph)
+
+
+def test_architecture_names_every_module():
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    missing = [m for m in MODULES - ENTRY_MODULES
+               if f"`{m.split('.')[-1]}`" not in text and ("." in m or f"`{m}/`" not in text)]
+    assert not missing, f"ARCHITECTURE.md does not name {missing}"

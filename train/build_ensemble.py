@@ -68,14 +68,11 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) ->
         members[run.name] = keras.saving.load_model(run / "best.keras", compile=False, safe_mode=True)
         architectures[run.name] = config["model"]
     val = validation_predictions(runs)
-    threshold = 0.5
-    if sensitivity:
-        threshold = metrics.threshold_for_sensitivity(val["label"], val["ensemble"], sensitivity)
+    threshold, rule = metrics.choose_threshold(val["label"], val["ensemble"], sensitivity)
     val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
     notes = (info.get(COVERAGE_KEY) or {}).get("notes", "")
     info = {**info, **training_data(runs[0], notes)}
-    info = {**info, "threshold_rule": f"highest threshold with validation sensitivity >= {sensitivity}"
-            if sensitivity else "0.5", "validation": val_metrics,
+    info = {**info, "threshold_rule": rule, "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
     ensemble = Ensemble(members, threshold, info, architectures)
     ensemble.save(out, overwrite=True)

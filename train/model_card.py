@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from mura_core.coverage import Coverage, coverage_text
-from mura_core.installed import read_manifest, report_path, weights_folder
+from mura_core.installed import MODEL_CARD_FILE, read_manifest, report_path, weights_folder
 from mura_core.notices import DISCLAIMER, INTENDED_USE, LIMITATIONS, PRIVACY
 from mura_core.vocabulary import CAM_METHODS, level_key
 
@@ -123,7 +123,7 @@ def write_model_card(weights: str | Path | None = None, report: str | Path | Non
     folder = weights_folder(weights)
     report = Path(report) if report else report_path(folder)
     card = model_card(read_manifest(folder), json.loads(report.read_text()))
-    Path(out or folder / "MODEL_CARD.md").write_text(card)
+    Path(out or folder / MODEL_CARD_FILE).write_text(card)
     return card
 
 

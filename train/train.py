@@ -246,9 +246,7 @@ def evaluate_on_validation(config: TrainConfig, best_path, val_rows: pd.DataFram
         raise RuntimeError("some validation images could not be decoded; see the warnings above")
     frame = val_rows.assign(probability=probs)
     frame.to_csv(config.run_dir / "val_predictions.csv", index=False)
-    threshold = 0.5
-    if config.threshold_sensitivity:
-        threshold = metrics.threshold_for_sensitivity(frame["label"], probs, config.threshold_sensitivity)
+    threshold, _ = metrics.choose_threshold(frame["label"], probs, config.threshold_sensitivity)
     return {"threshold": threshold, level_key("image"): metrics.binary_metrics(frame["label"], probs, threshold)}
 
 

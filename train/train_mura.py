@@ -38,6 +38,7 @@ import yaml  # noqa: E402
 
 from mura_core import mura_facts  # noqa: E402
 from mura_core.datasets import index_dataset  # noqa: E402
+from mura_core.installed import MANIFEST, MODEL_CARD_FILE, REPORT_FILE, REPORT_FOLDER  # noqa: E402
 from mura_core.vocabulary import LEVELS, level_key  # noqa: E402
 
 from . import build_ensemble, evaluate, model_card  # noqa: E402
@@ -156,8 +157,8 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
              f"{result['epochs_run']} epochs")
 
     weights = out / "weights"
-    report_dir = weights / "report"
-    redo = bool(trained) or not (weights / "manifest.json").is_file()
+    report_dir = weights / REPORT_FOLDER
+    redo = bool(trained) or not (weights / MANIFEST).is_file()
     if redo or not state.step_done("ensemble"):
         echo(f"== 3/5 building the ensemble in {weights}")
         step = time.perf_counter()
@@ -169,7 +170,7 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
     else:
         echo(f"== 3/5 ensemble already built ({weights}), skipped")
 
-    if redo or not state.step_done("evaluate") or not (report_dir / "report.json").is_file():
+    if redo or not state.step_done("evaluate") or not (report_dir / REPORT_FILE).is_file():
         echo(f"== 4/5 evaluating on MURA valid into {report_dir}")
         step = time.perf_counter()
         report = evaluate.evaluate(str(weights), str(data), str(report_dir), fmt="mura", split="valid",
@@ -178,7 +179,7 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
         redo = True
     else:
         echo(f"== 4/5 already evaluated ({report_dir}), skipped")
-        report = json.loads((report_dir / "report.json").read_text())
+        report = json.loads((report_dir / REPORT_FILE).read_text())
     for level in LEVELS:  # no study level when every study has one image
         if level_key(level) not in report:
             continue
@@ -186,8 +187,8 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
         echo(f"   ensemble, {level} level: AUC {m.get('auc')}, kappa {m.get('kappa')}, "
              f"sensitivity {m.get('recall')}, specificity {m.get('specificity')}")
 
-    echo(f"== 5/5 writing {weights / 'MODEL_CARD.md'}")
-    model_card.write_model_card(weights, report_dir / "report.json", weights / "MODEL_CARD.md")
+    echo(f"== 5/5 writing {weights / MODEL_CARD_FILE}")
+    model_card.write_model_card(weights, report_dir / REPORT_FILE, weights / MODEL_CARD_FILE)
     state.set_step("model_card", "done")
     echo(f"done in {format_seconds(time.perf_counter() - started)} (this session). To use the ensemble:\n"
          f"  MURA_WEIGHTS={weights.resolve()} streamlit run app.py\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..vocabulary import NEGATIVE_WORDS, POSITIVE_WORDS, label_value
 from .base import (
     DatasetError,
     IndexProblem,
@@ -24,18 +25,12 @@ from .base import (
     walk_images,
 )
 
-POSITIVE_CLASSES = frozenset({"fractured", "abnormal", "positive", "1"})
-NEGATIVE_CLASSES = frozenset({"not fractured", "not_fractured", "normal", "negative", "0"})
+POSITIVE_CLASSES, NEGATIVE_CLASSES = POSITIVE_WORDS, NEGATIVE_WORDS
 SPLIT_ALIASES = {"validation": "val"}
 
 
 def _class_label(name: str) -> int | None:
-    key = name.strip().lower()
-    if key in POSITIVE_CLASSES:
-        return 1
-    if key in NEGATIVE_CLASSES:
-        return 0
-    return None
+    return label_value(name)
 
 
 def _has_class_folders(root: Path) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..body_parts import MURA_BODY_PARTS  # noqa: F401  (the body parts this layout holds)
+from ..body_parts import MURA_BODY_PARTS, XR_NAME_RE  # noqa: F401  (MURA_BODY_PARTS: the parts this layout holds)
 from .base import (
     DatasetError,
     IndexProblem,
@@ -29,7 +29,7 @@ from .base import (
 MURA_DIR_NAME = "MURA-v1.1"
 MURA_SPLITS = ("train", "valid")
 _MURA_PREFIX_RE = r"^(?:\./)?MURA-v1\.1/"
-_MURA_PART_RE = re.compile(r"XR_[A-Za-z]+", re.IGNORECASE)
+_MURA_PART_RE = XR_NAME_RE
 _MURA_PATIENT_RE = re.compile(r"patient\d+", re.IGNORECASE)
 _MURA_STUDY_RE = re.compile(r"study\d+(?:_(positive|negative))?", re.IGNORECASE)
 

@@ -41,8 +41,8 @@ def summarize(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "images": data.groupby("split").size(),
         "studies": data.groupby("split")["study"].nunique(),
         "patients": patients.groupby(data["split"]).nunique(),
-        "normal": (data["label"] == 0).groupby(data["split"]).sum(),
-        "abnormal": (data["label"] == 1).groupby(data["split"]).sum(),
+        LABEL_NAMES[0]: (data["label"] == 0).groupby(data["split"]).sum(),
+        LABEL_NAMES[1]: (data["label"] == 1).groupby(data["split"]).sum(),
     })
     per_part = data.pivot_table(index="body_part", columns="split", values="path",
                                 aggfunc="count", fill_value=0)
@@ -101,7 +101,7 @@ def count_table(table: pd.DataFrame, unit: str = "images") -> pd.DataFrame:
     counts["body_part"] = counts["body_part"].map(lambda p: body_part_label(p) if p != "(unknown)" else p)
     wide = counts.pivot_table(index=["split", "body_part"], columns="label_name", values="count",
                               fill_value=0, aggfunc="sum")
-    wide = wide.reindex(columns=[c for c in ("normal", "abnormal", "unknown") if c in wide.columns])
+    wide = wide.reindex(columns=[c for c in (*LABEL_NAMES.values(), "unknown") if c in wide.columns])
     wide["total"] = wide.sum(axis=1)
     wide.columns.name = None
     return wide.rename_axis(index=["split", "body part"])
