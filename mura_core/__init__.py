@@ -11,7 +11,7 @@ from importlib import import_module
 _EXPORTS = {
     "create_model": "registry", "get_spec": "registry", "list_models": "registry", "ModelSpec": "registry",
     "Ensemble": "ensemble", "load_ensemble": "ensemble", "EnsembleLoadError": "ensemble",
-    "StudyResult": "ensemble", "DISCLAIMER": "notices",
+    "StudyResult": "ensemble", "Study": "results", "DISCLAIMER": "notices",
     "load_image": "imaging", "ImageLoadError": "imaging",
     "index_dataset": "datasets", "DatasetError": "datasets",
 }
