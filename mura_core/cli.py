@@ -2,6 +2,7 @@
 
     python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv
     python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR] PATH...
+    python -m mura_core predict --pacs URL (--study UID ... | --since YYYYMMDD) [--store-results] [--out FILE.csv]
     python -m mura_core models
 
 `predict` exits 0 when every input was read, 1 when some could not be (their rows carry the
@@ -33,7 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--split-file", help="CSV path_key,split assigning splits (e.g. train/configs' split)")
     index.add_argument("--out", required=True, help="CSV file to write")
     predict = sub.add_parser("predict", help="predict images or folders with an installed ensemble")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (searched recursively)")
+    pacs = predict.add_argument_group("PACS (DICOMweb) instead of files; credentials from MURA_PACS_USER/"
+                                      "MURA_PACS_PASSWORD or .streamlit/secrets.toml")
+    pacs.add_argument("--pacs", metavar="URL", help="DICOMweb root of the PACS (e.g. $MURA_PACS_URL)")
+    pacs.add_argument("--study", action="append", default=[], metavar="UID", help="a StudyInstanceUID (repeatable)")
+    pacs.add_argument("--since", metavar="YYYYMMDD", help="every radiograph study (CR/DX) dated on or after")
+    pacs.add_argument("--store-results", action="store_true",
+                      help="store each study's result in it as a DICOM SR and heatmap secondary captures")
     predict.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=16)
@@ -127,6 +135,11 @@ def _predict(args) -> int:
     from .decision import study_probability, verdict
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
+    if bool(args.pacs) == bool(args.paths) or (args.pacs and not (args.study or args.since)) or \
+            ((args.study or args.since or args.store_results) and not args.pacs):
+        print("error: give image files or folders, or --pacs URL with --study UID and/or --since YYYYMMDD "
+              "(--store-results only with --pacs)", file=sys.stderr)
+        return EXIT_ERROR
     if args.weights is None and not weights_installed():
         print("error: no ensemble is installed in weights/ - pass --weights FOLDER, set MURA_WEIGHTS, or "
               "install one (see README: 'Installing other weights')", file=sys.stderr)
@@ -136,13 +149,19 @@ def _predict(args) -> int:
     except EnsembleLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    files, missing = collect_inputs(args.paths)
-    table = study_table(files)
-    progress = (lambda done, total: print(f"\r{done}/{total} images", end="", file=sys.stderr)) \
-        if sys.stderr.isatty() else None
-    predictions = ensemble.predict_files(files, args.batch_size, progress)
-    if progress:
-        print(file=sys.stderr)
+    if args.pacs:
+        inputs = _pacs_inputs(args, ensemble)
+        if inputs is None:
+            return EXIT_ERROR
+        table, predictions, missing = inputs
+    else:
+        files, missing = collect_inputs(args.paths)
+        table = study_table(files)
+        progress = (lambda done, total: print(f"\r{done}/{total} images", end="", file=sys.stderr)) \
+            if sys.stderr.isatty() else None
+        predictions = ensemble.predict_files(files, args.batch_size, progress)
+        if progress:
+            print(file=sys.stderr)
     table = table.merge(predictions, on="path", how="left")
     table["body_part"] = table["mura_body_part"].where(table["mura_body_part"] != "", table["body_part"])
     table["body_part"] = [part or detect_body_part([path])[0] for part, path in zip(table["body_part"],
@@ -171,6 +190,66 @@ def _predict(args) -> int:
     print(f"{len(table) - len(failed)} of {len(table)} inputs predicted"
           f"{f', {len(failed)} failed' if len(failed) else ''}. {_notice()}", file=sys.stderr)
     return EXIT_SOME_FAILED if len(failed) else EXIT_OK
+
+
+def _pacs_inputs(args, ensemble):
+    """The PACS studies' rows for `_predict`: (study table, predictions, failures), or None when the PACS fails.
+
+    Each study is retrieved as DICOM bytes and predicted by `Ensemble.predict_study`, the images named
+    by their WADO-RS URL; no patient identifier is read. With `--store-results` its SR and heatmap
+    captures are stored in the study.
+    """
+    import io
+
+    import pandas as pd
+    import pydicom
+
+    from .dicom_results import result_datasets
+    from .installed import model_identity
+    from .pacs import PacsClient, PacsError, pacs_config
+
+    config = pacs_config(args.pacs)
+    client = PacsClient(config)
+    try:
+        uids = list(dict.fromkeys(args.study + (client.find_radiograph_studies(args.since) if args.since else [])))
+    except PacsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not uids:
+        print(f"error: no radiograph study (CR/DX) dated {args.since} or later on the PACS", file=sys.stderr)
+        return None
+    identity = model_identity(args.weights) if args.store_results else None
+    tables, predictions, missing = [], [], []
+    for uid in uids:
+        where = f"{config.shown_url}/studies/{uid}"
+        try:
+            study = client.open_study(uid)
+        except PacsError as exc:
+            missing.append((where, str(exc)))
+            continue
+        for name, reason in study.skipped:
+            print(f"note: {where}: {name} left out: {reason}", file=sys.stderr)
+        paths = [f"{where}/series/{image.series_uid}/instances/{image.sop_uid}" for image in study.images]
+        result = ensemble.predict_study([image.data for image in study.images], explain=args.store_results,
+                                        method=ensemble.default_cam_method, names=paths)
+        frame = result.to_frame().rename(columns={"image": "path"})
+        predictions.append(frame.reindex(columns=["path", *ensemble.names, "ensemble", "body_part", "error",
+                                                  "warning"]))
+        tables.append(pd.DataFrame({"path": paths, "study": uid, "patient": "", "mura_body_part": ""}))
+        if args.store_results and result.probability is not None:
+            sources = [pydicom.dcmread(io.BytesIO(image.data)) for image in study.images]
+            try:
+                stored = result_datasets(result, sources, identity)
+                client.store(stored)
+                print(f"stored in {where}: a structured report and {len(stored) - 1} heatmap image(s)",
+                      file=sys.stderr)
+            except (PacsError, ValueError) as exc:
+                missing.append((where, f"results not stored: {exc}"))
+    columns = ["path", "study", "patient", "mura_body_part"]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    prediction_table = pd.concat(predictions, ignore_index=True) if predictions else \
+        pd.DataFrame(columns=["path", *ensemble.names, "ensemble", "body_part", "error", "warning"])
+    return table, prediction_table, missing
 
 
 def _notice() -> str:
