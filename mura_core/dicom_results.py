@@ -90,8 +90,14 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
     Returns:
         A `highdicom.sr.ComprehensiveSR` (a pydicom `Dataset`).
     """
-    from highdicom.sr import (CodeContentItem, ComprehensiveSR, ContainerContentItem, ImageContentItem,
-                              NumContentItem, TextContentItem)
+    from highdicom.sr import (
+        CodeContentItem,
+        ComprehensiveSR,
+        ContainerContentItem,
+        ImageContentItem,
+        NumContentItem,
+        TextContentItem,
+    )
     from pydicom.uid import generate_uid
 
     pairs = _read_sources(result, sources)

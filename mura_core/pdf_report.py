@@ -70,7 +70,7 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
         pdf.set_font("helvetica", "", 10)
 
     heading("MURA screen - study report", 16)
-    line(f"Created {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    line(f"Created {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     pdf.set_fill_color(255, 243, 205)
     pdf.set_font("helvetica", "B", 10)
     pdf.multi_cell(width, 6, _text(DISCLAIMER), border=1, fill=True, new_x="LMARGIN", new_y="NEXT")
