@@ -204,6 +204,9 @@ def test_cli_predicts_like_files_and_stores_results(pacs, pacs_env, tiny_weights
         assert set(values["images"]) == set(rows["sop"])
         assert identity["checksum"] in " ".join(values["texts"].values())
         assert "not a diagnosis" in values["texts"]["Not for diagnosis"]
+        # the tiny ensemble records no coverage: the CSV's warning is in the SR too
+        assert rows["warning"].iloc[0] and values["texts"]["Why the verdict may not be meaningful"] == \
+            rows["warning"].iloc[0]
         for number, capture in enumerate(captures):
             path = tmp_path / f"sc-{uid}-{number}.dcm"
             assert _dciodvfy_errors(capture, path) == []
