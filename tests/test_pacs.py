@@ -9,6 +9,7 @@ without Orthanc these tests are skipped, like the browser test without Chromium.
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 import subprocess
@@ -106,15 +107,23 @@ def test_a_study_that_is_gone_or_holds_no_image(pacs):
     # a study whose only instance has no pixel data (an image module without the image)
     from pydicom.uid import generate_uid
 
-    empty = pacs.datasets[0].copy()
-    empty.file_meta = pacs.datasets[0].file_meta.copy()
+    empty = copy.deepcopy(pacs.datasets[0])
     empty.StudyInstanceUID, empty.SeriesInstanceUID = generate_uid(), generate_uid()
     empty.SOPInstanceUID = empty.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     empty.AccessionNumber = "MURA-EMPTY-1"
     del empty.PixelData
     client.store([empty])
-    with pytest.raises(PacsError, match="holds no image.*not an image"):
-        client.open_study(empty.StudyInstanceUID)
+    try:
+        with pytest.raises(PacsError, match="holds no image.*not an image"):
+            client.open_study(empty.StudyInstanceUID)
+    finally:  # through Orthanc's own REST API: the DICOMweb plugin has no DELETE
+        import requests
+
+        root, auth = pacs.url.removesuffix("/dicom-web"), (USER, PASSWORD)
+        found = requests.post(f"{root}/tools/lookup", data=empty.StudyInstanceUID, auth=auth, timeout=10).json()
+        for item in found:
+            requests.delete(f"{root}{item['Path']}", auth=auth, timeout=10).raise_for_status()
+    assert len(client.list_studies()) == 3
 
 
 def test_a_pacs_that_is_down(capsys, tiny_weights):
@@ -286,3 +295,17 @@ def test_pdf_report_has_the_result_and_no_patient_name(pacs, tiny_weights):
     assert sum(len(page.images) for page in reader.pages) >= 2 * len(result.images)
     _no_identifier(text)
     assert "named-after-patient" not in text
+
+
+def test_diagnose_page_with_a_pacs_that_is_down(monkeypatch, tiny_weights):
+    from tests.test_app import _app
+
+    monkeypatch.setenv("MURA_PACS_URL", f"http://127.0.0.1:{demo_pacs.free_port()}/dicom-web")
+    monkeypatch.setenv("MURA_PACS_PASSWORD", "never-shown-7")
+    at = _app(monkeypatch, tiny_weights)
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.label for e in at.expander] == ["PACS"]
+    errors = [e.value for e in at.error]
+    assert any("cannot be reached" in e for e in errors), errors
+    assert not any("never-shown-7" in e for e in errors)
+    assert any(b.label == "Try a sample study" for b in at.button)  # the other sources still work
