@@ -140,6 +140,9 @@ def _predict(args) -> int:
         print("error: give image files or folders, or --pacs URL with --study UID and/or --since YYYYMMDD "
               "(--store-results only with --pacs)", file=sys.stderr)
         return EXIT_ERROR
+    if args.since and not (len(args.since) == 8 and args.since.isdigit()):
+        print(f"error: --since {args.since!r}: expected a date as YYYYMMDD", file=sys.stderr)
+        return EXIT_ERROR
     if args.weights is None and not weights_installed():
         print("error: no ensemble is installed in weights/ - pass --weights FOLDER, set MURA_WEIGHTS, or "
               "install one (see README: 'Installing other weights')", file=sys.stderr)

@@ -234,6 +234,9 @@ def test_cli_arguments_are_checked(capsys, tiny_weights):
     assert cli.main(["predict", "--pacs", "http://127.0.0.1:9/dicom-web", "--weights", str(tiny_weights)]) == 2
     assert cli.main(["predict", "--store-results", "x.png", "--weights", str(tiny_weights)]) == 2
     assert "--pacs URL with --study" in capsys.readouterr().err
+    assert cli.main(["predict", "--pacs", "http://127.0.0.1:9/dicom-web", "--since", "2024-01-01",
+                     "--weights", str(tiny_weights)]) == 2
+    assert "expected a date as YYYYMMDD" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------- the dashboard and the PDF
