@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(args.dir)
     shutil.rmtree(folder / "storage", ignore_errors=True)
+    # `kill` or `timeout` stop the server too, not only Ctrl-C (Orthanc runs in its own session)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server = start_orthanc(folder, args.port, args.user, args.password)
     except OrthancError as exc:
