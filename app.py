@@ -23,6 +23,9 @@ st.info(DISCLAIMER, icon=":material/info:")
 
 # Imported after the first paint: these take seconds on a cold server.
 from dashboard.common import INSTALL_HELP, LOG, get_ensemble, run_study  # noqa: E402
+from dashboard.pacs_source import ORIGIN as PACS_ORIGIN  # noqa: E402
+from dashboard.pacs_source import pacs_caption, pacs_source, send_results_button  # noqa: E402
+from dashboard.pdf_download import pdf_report  # noqa: E402
 
 ensemble, error = get_ensemble()
 if ensemble is None:
@@ -76,6 +79,7 @@ with sample_col:
         st.button("Try a sample study", on_click=_take_sample, type="primary", icon=":material/play_arrow:")
     for problem in sample_problems:
         st.caption(problem)
+pacs_source()  # the "PACS" source, when the operator configured one (MURA_PACS_URL)
 
 part_col, method_col, alpha_col = st.columns(3, gap="large")
 body_choice = part_col.selectbox(
@@ -124,7 +128,9 @@ body_part, body_part_source = body_parts.resolve_body_part(body_choice, detected
 result = result.with_body_part(body_part, body_part_source)  # its warning and downloads follow it
 
 st.divider()
-if origin == "sample" and sample_rows is not None:
+if origin == PACS_ORIGIN:
+    st.caption(pacs_caption())
+elif origin == "sample" and sample_rows is not None:
     st.caption(f"Showing sample study **{st.session_state.sample_study}** ({len(files)} image(s)).")
 else:
     listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
@@ -210,11 +216,18 @@ if origin == "sample" and sample_rows is not None:
         st.caption("Sample images: " + "; ".join(attributions))
 
 st.subheader("Download the result")
-json_col, csv_col, _ = st.columns([1, 1, 2])
+json_col, csv_col, pdf_col, _ = st.columns([1, 1, 1, 1])
 json_col.download_button("Study result (JSON)", results.study_json(result, body_part, body_part_source),
                          file_name="study_result.json", mime="application/json", on_click="ignore",
                          icon=":material/download:")
 csv_col.download_button("Per-image table (CSV)", results.study_table(result, body_part).to_csv(index=False),
                         file_name="study_result.csv", mime="text/csv", on_click="ignore",
                         icon=":material/download:")
-st.caption("The downloads hold no pixels and no DICOM identifiers; file names are kept as given.")
+pdf_col.download_button("PDF", pdf_report(result, body_part, body_part_source, alpha),
+                        file_name="study_report.pdf", mime="application/pdf", on_click="ignore",
+                        icon=":material/picture_as_pdf:",
+                        help="A report to hand out: verdict, probabilities, heatmaps, the model and the "
+                             "statement; no patient identifier and no file name.")
+st.caption("The JSON and CSV downloads hold no pixels and no DICOM identifiers; file names are kept as given. "
+           "The PDF holds neither patient identifiers nor file names.")
+send_results_button(result)  # only for a study opened from the PACS

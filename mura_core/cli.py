@@ -2,6 +2,7 @@
 
     python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv
     python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR [--cam-method M]] PATH...
+    python -m mura_core predict --pacs URL (--study UID ... | --since YYYYMMDD) [--store-results] [--out FILE.csv]
     python -m mura_core models
 
 `predict` exits 0 when every input was read, 1 when some could not be (their rows carry the
@@ -37,7 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--split-file", help="CSV path_key,split assigning splits (e.g. train/configs' split)")
     index.add_argument("--out", required=True, help="CSV file to write")
     predict = sub.add_parser("predict", help="predict images or folders with an installed ensemble")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (searched recursively)")
+    pacs = predict.add_argument_group("PACS (DICOMweb) instead of files; credentials from MURA_PACS_USER/"
+                                      "MURA_PACS_PASSWORD or .streamlit/secrets.toml")
+    pacs.add_argument("--pacs", metavar="URL", help="DICOMweb root of the PACS (e.g. $MURA_PACS_URL)")
+    pacs.add_argument("--study", action="append", default=[], metavar="UID", help="a StudyInstanceUID (repeatable)")
+    pacs.add_argument("--since", metavar="YYYYMMDD", help="every radiograph study (CR/DX) dated on or after")
+    pacs.add_argument("--store-results", action="store_true",
+                      help="store each study's result in it as a DICOM SR and heatmap secondary captures")
     predict.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=16)
@@ -140,6 +148,14 @@ def _predict(args) -> int:
 
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
+    if bool(args.pacs) == bool(args.paths) or (args.pacs and not (args.study or args.since)) or \
+            ((args.study or args.since or args.store_results) and not args.pacs):
+        print("error: give image files or folders, or --pacs URL with --study UID and/or --since YYYYMMDD "
+              "(--store-results only with --pacs)", file=sys.stderr)
+        return EXIT_ERROR
+    if args.since and not (len(args.since) == 8 and args.since.isdigit()):
+        print(f"error: --since {args.since!r}: expected a date as YYYYMMDD", file=sys.stderr)
+        return EXIT_ERROR
     if args.weights is None and not weights_installed():
         print("error: no ensemble is installed in weights/ - pass --weights FOLDER, set MURA_WEIGHTS, or "
               "install one (see README: 'Installing other weights')", file=sys.stderr)
@@ -149,10 +165,19 @@ def _predict(args) -> int:
     except EnsembleLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    files, missing = collect_inputs(args.paths)
+    on_result, explain = None, False
+    if args.pacs:
+        inputs = _pacs_inputs(args)
+        if inputs is None:
+            return EXIT_ERROR
+        files, missing, on_result = inputs
+        explain = args.store_results  # the stored secondary captures draw the fused heatmap
+    else:
+        paths, missing = collect_inputs(args.paths)
+        files = study_table(paths)
     try:
-        table = prediction_table(ensemble, study_table(files), args.batch_size, sys.stderr.isatty(),
-                                 args.explain_dir, args.cam_method)
+        table = prediction_table(ensemble, files, args.batch_size, sys.stderr.isatty(),
+                                 args.explain_dir, args.cam_method, explain, on_result)
     except ValueError as exc:  # a heatmap method some member does not offer
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -178,12 +203,16 @@ def _columns(members: list[str], heatmaps: bool = False) -> list[str]:
 
 
 def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool = False,
-                     explain_dir: str | None = None, cam_method: str | None = None):
+                     explain_dir: str | None = None, cam_method: str | None = None, explain: bool = False,
+                     on_result=None):
     """One row per file of `study_table(files)`, predicted study by study through `Ensemble.predict_studies`.
 
     A study's body part is its MURA folder's when the path has one, else detected from its images.
-    With `explain_dir`, each readable image's fused heatmap (`cam_method`, default the ensemble's) is
-    drawn over it into that folder as `<n>_<file stem>.jpg`.
+    When `files` has a `source` column (e.g. DICOM bytes fetched from a PACS) the images are read from
+    it, and `path` only names them. With `explain_dir`, each readable image's fused heatmap
+    (`cam_method`, default the ensemble's) is drawn over it into that folder as `<n>_<file stem>.jpg`;
+    `explain` computes heatmaps without drawing them. `on_result(study, result)`, when given, is
+    called with each study's `StudyResult`.
     """
     import pandas as pd
     from PIL import Image
@@ -194,11 +223,14 @@ def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool 
     if explain_dir:
         Path(explain_dir).mkdir(parents=True, exist_ok=True)
     groups = list(files.groupby("study", sort=False))
-    studies = (Study(group["path"].tolist(), [Path(p).name for p in group["path"]],
+    column = "source" if "source" in files.columns else "path"
+    studies = (Study(group[column].tolist(), [Path(p).name for p in group["path"]],
                      group["mura_body_part"].iloc[0] or None) for _, group in groups)
     rows, total = [], len(files)
-    results = ensemble.predict_studies(studies, bool(explain_dir), cam_method, batch_size)
+    results = ensemble.predict_studies(studies, bool(explain_dir) or explain, cam_method, batch_size)
     for (study, group), result in zip(groups, results):
+        if on_result is not None:
+            on_result(study, result)
         for path, patient, image in zip(group["path"], group["patient"], result.images):
             row = {"path": path, "study": study, "body_part": result.body_part, "patient": patient,
                    "warning": result.image_warning(image), "error": image.error or ""}
@@ -216,6 +248,67 @@ def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool 
     if show_progress:
         print(file=sys.stderr)
     return pd.DataFrame(rows, columns=_columns(ensemble.names, bool(explain_dir)))
+
+
+def _pacs_inputs(args):
+    """The PACS studies as `prediction_table` input: (files with a `source` column, failures, on_result),
+    or None when the PACS cannot be searched.
+
+    Each image row is named by its WADO-RS URL and carries the instance's DICOM bytes; no patient
+    identifier is read. With `--store-results`, `on_result` stores each study's SR and heatmap
+    captures in it.
+    """
+    import io
+
+    import pandas as pd
+    import pydicom
+
+    from .dicom_results import result_datasets
+    from .installed import model_identity
+    from .pacs import PacsClient, PacsError, pacs_config
+
+    config = pacs_config(args.pacs)
+    client = PacsClient(config)
+    try:
+        uids = list(dict.fromkeys(args.study + (client.find_radiograph_studies(args.since) if args.since else [])))
+    except PacsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not uids:
+        print(f"error: no radiograph study (CR/DX) dated {args.since} or later on the PACS", file=sys.stderr)
+        return None
+    rows, missing, opened = [], [], {}
+    for uid in uids:
+        where = f"{config.shown_url}/studies/{uid}"
+        try:
+            study = client.open_study(uid)
+        except PacsError as exc:
+            missing.append((where, str(exc)))
+            continue
+        for name, reason in study.skipped:
+            print(f"note: {where}: {name} left out: {reason}", file=sys.stderr)
+        opened[uid] = study
+        rows += [{"path": f"{where}/series/{image.series_uid}/instances/{image.sop_uid}", "study": uid,
+                  "patient": "", "mura_body_part": "", "source": image.data} for image in study.images]
+    files = pd.DataFrame(rows, columns=["path", "study", "patient", "mura_body_part", "source"])
+    if not args.store_results:
+        return files, missing, None
+    identity = model_identity(args.weights)
+
+    def store(uid, result) -> None:
+        where = f"{config.shown_url}/studies/{uid}"
+        if result.probability is None:
+            return
+        sources = [pydicom.dcmread(io.BytesIO(image.data)) for image in opened[uid].images]
+        try:
+            stored = result_datasets(result, sources, identity)
+            client.store(stored)
+            print(f"stored in {where}: a structured report and {len(stored) - 1} heatmap image(s)", file=sys.stderr)
+        except (PacsError, ValueError) as exc:
+            missing.append((where, f"results not stored: {exc}"))
+
+    return files, missing, store
+
 
 
 def _notice() -> str:

@@ -151,3 +151,23 @@ def sample_boxes(text: str) -> list[tuple[float, float, float, float]]:
         return [tuple(float(v) for v in box) for box in boxes if len(box) == 4]
     except (TypeError, ValueError):
         return []
+
+
+def model_identity(folder: str | os.PathLike | None = None) -> dict[str, str]:
+    """What identifies the installed ensemble in every report: name, version and checksum.
+
+    The name is the manifest's `info.title`; the version its `info.version` when recorded (else
+    "unversioned"); the checksum is the sha256 of `manifest.json`, which itself lists the sha256 of
+    every member file, so it changes whenever any member or the threshold does.
+
+    Raises:
+        EnsembleLoadError: no readable manifest.
+    """
+    import hashlib
+
+    manifest = read_manifest(folder)
+    info = manifest.get("info") or {}
+    digest = hashlib.sha256((weights_folder(folder) / MANIFEST).read_bytes()).hexdigest()
+    return {"name": str(info.get("title") or "unnamed ensemble"),
+            "version": str(manifest.get("version") or info.get("version") or "unversioned"),
+            "checksum": f"sha256:{digest}"}

@@ -83,7 +83,7 @@ def test_diagnose_sample_study_with_heatmaps(monkeypatch, tiny_weights, count_st
     assert _n_images(at) == 2 * 4  # two images x (original, fused map, two members)
     assert len(at.get("plotly_chart")) == 1
     downloads = {b.proto.label for b in at.get("download_button")}
-    assert downloads == {"Study result (JSON)", "Per-image table (CSV)"}
+    assert downloads == {"Study result (JSON)", "Per-image table (CSV)", "PDF"}
     assert count_studies == ["gradcam"]
 
     at.slider[0].set_value(0.7).run()  # opacity: redraw only
