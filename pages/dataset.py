@@ -1,4 +1,5 @@
-"""Dataset explorer: counts, class balance, image sizes and a thumbnail browser for a dataset folder.
+"""Dataset explorer: counts, class balance, image sizes, a thumbnail browser and the leakage between splits
+(identical files, near-duplicates, patients on both sides) for a dataset folder.
 
 Without a folder it shows what ships with the repository: MURA v1.1's published counts, the installed
 model's training data (from its manifest) and the bundled sample images.
