@@ -126,3 +126,11 @@ def installed_info() -> dict:
 def read_report(path: str, stamp: float) -> dict:
     """`reports.load_report(path)`, cached on the file's modification time."""
     return reports.load_report(path)
+
+
+@st.cache_data(ttl=600, max_entries=2, show_spinner="Reading and hashing every image...")
+def leakage_report(table: pd.DataFrame):
+    """`leakage.find_leakage(table)` (identical files, near-duplicates, patients across splits), cached."""
+    from mura_core.datasets import leakage
+
+    return leakage.find_leakage(table)

@@ -1,6 +1,6 @@
 """Command line: `python -m mura_core {index,predict,models}`.
 
-    python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv
+    python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv [--duplicates pairs.csv]
     python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR [--cam-method M]] PATH...
     python -m mura_core predict --pacs URL (--study UID ... | --since YYYYMMDD) [--store-results] [--out FILE.csv]
     python -m mura_core models
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--format", default="auto", choices=["auto", *layout_names()])
     index.add_argument("--split-file", help="CSV path_key,split assigning splits (e.g. train/configs' split)")
     index.add_argument("--out", required=True, help="CSV file to write")
+    index.add_argument("--duplicates", help="CSV file for the identical and near-duplicate pairs across splits")
+    index.add_argument("--no-leakage", action="store_true", help="skip the leakage check (it reads every file)")
     predict = sub.add_parser("predict", help="predict images or folders with an installed ensemble")
     predict.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (searched recursively)")
     pacs = predict.add_argument_group("PACS (DICOMweb) instead of files; credentials from MURA_PACS_USER/"
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _index(args) -> int:
-    from .datasets import DatasetError, index_dataset, summarize
+    from .datasets import DatasetError, index_dataset, leakage, summarize
 
     try:
         index = index_dataset(args.root, args.format, args.split_file)
@@ -95,6 +97,8 @@ def _index(args) -> int:
         print(comparison.to_string(index=False))
         for line in comparison_summary(comparison) or [MATCH_TEXT]:
             print(line)
+    if not args.no_leakage:
+        leakage.print_leakage(table, args.duplicates)
     for problem in index.problems:
         print(f"problem: {problem.path}: {problem.reason}", file=sys.stderr)
     return EXIT_OK

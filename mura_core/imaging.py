@@ -636,10 +636,15 @@ def _dicom_size(path: str) -> tuple[int, int] | None:
         return None
 
 
-def thumbnail(path: str, side: int = 160) -> np.ndarray | None:
-    """A small grayscale copy of an image (longest side `side`), or None when it cannot be read."""
+def thumbnail(path: str | bytes, side: int = 160) -> np.ndarray | None:
+    """A small grayscale copy of an image (longest side `side`), or None when it cannot be read.
+
+    Args:
+        path: the file, or its bytes (already read, e.g. to hash them).
+        side: the longest side of the copy, in pixels.
+    """
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
             image.draft("L", (side, side))  # JPEG: decode at reduced size
             image = image.convert("L")
             image.thumbnail((side, side))

@@ -1,4 +1,5 @@
-"""Dataset explorer: counts, class balance, image sizes and a thumbnail browser for a dataset folder.
+"""Dataset explorer: counts, class balance, image sizes, a thumbnail browser and the leakage between splits
+(identical files, near-duplicates, patients on both sides) for a dataset folder.
 
 Without a folder it shows what ships with the repository: MURA v1.1's published counts, the installed
 model's training data (from its manifest) and the bundled sample images.
@@ -188,3 +189,39 @@ with browse_tab:
         lambda r: " · ".join((vocabulary.LABEL_NAMES.get(r["label"], "?"),
                               body_parts.body_part_label(r["body_part"]) or "-", Path(r["path"]).name)),
     )
+
+
+def leakage_section(table) -> None:
+    """Identical files, near-duplicates and shared patients between the splits, with a few pairs side by side."""
+    from dashboard.common import leakage_report
+    from mura_core.datasets import leakage
+
+    st.subheader("Leakage between splits")
+    if not st.toggle("Find identical and near-duplicate images across splits (reads every file once)",
+                     help="Identical bytes (SHA-256) and the same radiograph re-encoded, resized, slightly cropped "
+                          f"or with changed contrast (perceptual hash within {leakage.NEAR_DISTANCE} of 64 bits)."):
+        return
+    report = leakage_report(table)
+    if report.summary.empty:
+        st.caption("This dataset has fewer than two splits.")
+    else:
+        summary = report.summary if report.has_patients else report.summary.drop(columns="patients")
+        st.dataframe(summary.rename(columns={"split_a": "split", "split_b": "against",
+                                             "identical": "identical files", "near": "near-duplicates",
+                                             "patients": "patients on both sides"}), hide_index=True)
+    st.dataframe(report.within.rename(columns={"identical": "identical copy inside", "near": "near-duplicate inside"}),
+                 hide_index=True)
+    st.caption(" · ".join(leakage.summary_lines(report)[-1:]))
+    for pair in leakage.example_pairs(report).to_dict("records"):
+        left, right = st.columns(2)
+        for column, side in ((left, "a"), (right, "b")):
+            picture = thumbnail(pair[f"path_{side}"], 2 * THUMB_SIDE)
+            caption = f"{pair[f'split_{side}']} · {Path(pair[f'path_{side}']).name}"
+            if picture is None:
+                column.caption(f"{caption}: unreadable")
+            else:
+                column.image(picture, caption=caption, width="stretch")
+        st.caption(f"{pair['kind']} (distance {pair['distance']})")
+
+
+leakage_section(table)

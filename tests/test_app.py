@@ -534,3 +534,20 @@ def test_report_path_finds_both_layouts(tmp_path):
     assert installed.report_path(tmp_path) == tmp_path / "report" / "report.json"
     (tmp_path / "report.json").write_text("{}")
     assert installed.report_path(tmp_path) == tmp_path / "report.json"
+
+
+def test_dataset_explorer_leakage(monkeypatch, tmp_path):
+    from tests.test_leakage import _leaky_folders
+
+    root = _leaky_folders(tmp_path / "leaky")
+    at = _page(_app(monkeypatch, tmp_path / "no-weights"), "dataset")
+    at.text_input[0].input(str(root)).run()
+    assert "Leakage between splits" in [s.value for s in at.subheader]
+    images_before = _n_images(at)
+    at.toggle[0].set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = at.dataframe[-2].value
+    assert summary[["split", "against", "identical files", "near-duplicates"]].values.tolist() == [
+        ["test", "train", 2, 4]]
+    assert "patients on both sides" not in summary.columns  # folder layouts record no patients
+    assert _n_images(at) == images_before + 8  # four pairs side by side

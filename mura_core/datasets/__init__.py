@@ -16,7 +16,12 @@ import os
 from pathlib import Path
 
 from ..body_parts import MURA_BODY_PARTS
-from . import folders, fracatlas, mura  # noqa: F401  (each registers its layout; `priority` sets the order)
+from . import (  # noqa: F401  (each registers its layout; `priority` sets the order)
+    folders,
+    fracatlas,
+    leakage,  # noqa: F401  (identical files, near-duplicates and patients across splits)
+    mura,
+)
 from .base import (
     COLUMNS,
     Box,
@@ -38,7 +43,7 @@ from .stats import summarize
 
 __all__ = [
     "COLUMNS", "MURA_BODY_PARTS", "Box", "DatasetError", "DatasetIndex", "IndexProblem", "Layout",
-    "combine", "detect_format", "get_layout", "index_dataset", "layout_names", "load_boxes",
+    "combine", "detect_format", "get_layout", "index_dataset", "layout_names", "leakage", "load_boxes",
     "load_fracatlas_boxes", "parse_mura_path", "register_layout", "split_by_patient", "summarize",
     "write_split_file",
 ]

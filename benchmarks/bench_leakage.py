@@ -1,0 +1,146 @@
+"""Leakage finder: the near-duplicate threshold on real radiographs, and the time to index a dataset.
+
+    python benchmarks/bench_leakage.py [--sample 300] [--workers 2]
+
+1. Threshold. From distinct FracAtlas and Bone Fracture Multi-Region radiographs (``--sample`` of each),
+   it makes the copies a leaked file usually is: JPEG re-encoded (quality 60), resized to half, cropped
+   5% on every side, contrast changed (gamma 0.7, and autocontrast with 2% cut-off), and resized +
+   re-encoded + contrast together. It prints how far their pHashes move, next to the distances between
+   pairs of different FracAtlas radiographs, for each threshold: the share of copies caught and of
+   different radiographs wrongly matched.
+2. Time. It runs `find_leakage` on the published Multi-Region layout (materialised with the data's
+   ``materialize.py``) and on FracAtlas, prints seconds per file, and extrapolates to 40,000 files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mura_core.datasets import index_dataset, leakage  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FRACATLAS = SHARED / "fracatlas"
+MULTI_REGION = SHARED / "bone-fracture-multi-region"
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def _crop(image: Image.Image, share: float) -> Image.Image:
+    w, h = image.size
+    dx, dy = round(w * share), round(h * share)
+    return image.crop((dx, dy, w - dx, h - dy))
+
+
+def _gamma(image: Image.Image, gamma: float) -> Image.Image:
+    table = [round(255 * (v / 255) ** gamma) for v in range(256)]
+    return image.point(table)
+
+
+COPIES = {
+    "re-encoded (JPEG q60)": lambda im: _jpeg(im, 60),
+    "resized to 1/2": lambda im: im.resize((im.width // 2, im.height // 2), Image.BILINEAR),
+    "cropped 5% a side": lambda im: _crop(im, 0.05),
+    "gamma 0.7": lambda im: _gamma(im, 0.7),
+    "autocontrast 2%": lambda im: ImageOps.autocontrast(im, cutoff=2),
+    "resized + re-encoded + gamma": lambda im: _jpeg(_gamma(im.resize((im.width // 2, im.height // 2)), 0.8), 70),
+}
+
+
+def _hash_of(image: Image.Image, folder: Path, name: str) -> int | None:
+    path = folder / f"{name}.png"
+    image.save(path)
+    return leakage.fingerprint_file(path)[1]
+
+
+def threshold_table(sample: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    sources = sorted(FRACATLAS.glob("images/*.jpg"))
+    chosen = [sources[k] for k in rng.choice(len(sources), sample, replace=False)]
+    region = sorted(p for p in (MULTI_REGION / "images").iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    chosen += [region[k] for k in rng.choice(len(region), sample, replace=False)]
+    moved: dict[str, list[int]] = {name: [] for name in COPIES}
+    originals = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for k, path in enumerate(chosen):
+            try:
+                image = Image.open(path).convert("L")
+                image.load()
+            except OSError:
+                continue
+            original = leakage.fingerprint_file(path)[1]
+            if original is None:
+                continue
+            if k < sample:
+                originals.append(original)
+            for name, make in COPIES.items():
+                copy = _hash_of(make(image), folder, f"{k}_{len(moved[name])}")
+                if copy is not None:
+                    moved[name].append(int(leakage.hamming(np.array([original]), np.array([copy]))[0]))
+    hashes = np.array(originals, dtype=np.uint64)
+    i, j = np.triu_indices(len(hashes), 1)
+    different = leakage.hamming(hashes[i], hashes[j])
+    print(f"pHash distance (of 64 bits): copies of {len(chosen)} radiographs; "
+          f"{len(different):,} pairs of different FracAtlas radiographs")
+    for name, values in moved.items():
+        v = np.array(values)
+        print(f"  {name:30s} n={len(v):4d} median {np.median(v):4.1f}  95th pct {np.percentile(v, 95):4.1f}  "
+              f"max {v.max():3d}")
+    print(f"  {'different radiographs':30s} min {different.min()}  0.1th pct {np.percentile(different, 0.1):.1f}  "
+          f"1st pct {np.percentile(different, 1):.1f}  median {np.median(different):.1f}")
+    every = np.concatenate([np.array(v) for v in moved.values()])
+    print("threshold  copies caught  different pairs matched (share; expected among 40,000 files' pairs)")
+    for t in range(4, 17, 2):
+        share = float((different <= t).mean())
+        print(f"  <= {t:2d}     {float((every <= t).mean()):6.1%}        {share:.5%}  ~{share * 40_000 ** 2 / 2:,.0f}")
+
+
+def timing(workers: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        import subprocess
+
+        subprocess.run([sys.executable, str(MULTI_REGION / "materialize.py"), tmp], check=True,
+                       stdout=subprocess.DEVNULL)
+        total_files, total_seconds = 0, 0.0
+        for root, fmt in ((Path(tmp), "folders"), (FRACATLAS, "fracatlas")):
+            table = index_dataset(root, fmt).table
+            start = time.perf_counter()
+            report = leakage.find_leakage(table, workers=workers)
+            seconds = time.perf_counter() - start
+            total_files += len(table)
+            total_seconds += seconds
+            print(f"{root.name if fmt != 'folders' else 'multi-region (published layout)'}: {len(table):,} files "
+                  f"in {seconds:.1f} s ({1000 * seconds / len(table):.2f} ms a file, {workers} threads)")
+            for line in leakage.summary_lines(report):
+                print("   ", line)
+    print(f"measured: {total_files:,} files in {total_seconds:.1f} s; extrapolated linearly to 40,000 files: "
+          f"{total_seconds / total_files * 40_000:.0f} s (an extrapolation, not a measurement)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-timing", action="store_true")
+    args = parser.parse_args()
+    threshold_table(args.sample)
+    if not args.skip_timing:
+        timing(args.workers)
+
+
+if __name__ == "__main__":
+    main()

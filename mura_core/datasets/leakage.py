@@ -1,0 +1,445 @@
+"""Leakage between splits: identical files, near-duplicate radiographs and patients on both sides.
+
+Every file is read once: the SHA-256 of its bytes finds identical files, and a 64-bit perceptual
+hash (pHash, `imagehash`) of a small grayscale copy finds the same radiograph re-encoded, resized,
+slightly cropped or with changed contrast. Two distinct files are near-duplicates when their hashes
+differ in at most `NEAR_DISTANCE` of 64 bits (why that number: the README's *Leakage* section and
+`benchmarks/bench_leakage.py`, which measures it on real radiographs).
+
+Near-duplicates are found without comparing all pairs: multi-index hashing splits each hash into
+four 16-bit bands; two hashes within distance ``d`` agree within ``d // 4`` bits on at least one
+band (pigeonhole), so only hashes that nearly share a band are compared.
+
+`find_leakage` gives a `LeakageReport`: per pair of splits the identical files, near-duplicates and
+shared patients (`summary_lines` prints them, as `python -m mura_core index` does), the cross-split
+pairs (for a CSV), and groups of rows that must stay on one side of any split (`leak_free_split`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+NEAR_DISTANCE = 6
+"""Largest Hamming distance (of 64 bits) between the pHashes of two near-duplicate files."""
+
+HASH_SIDE = 64
+"""Longest side (px) of the grayscale copy a file is hashed from (JPEGs decode at reduced size)."""
+
+PAIR_COLUMNS = ("split_a", "path_a", "split_b", "path_b", "kind", "distance")
+"""Columns of `LeakageReport.pairs` and of the `--duplicates` CSV."""
+
+_BANDS = 4
+_BAND_BITS = 16
+
+
+@dataclass
+class LeakageReport:
+    """What `find_leakage` found in an index table.
+
+    Attributes:
+        files: one row per image of the table (same order): ``path``, ``split``, ``patient``,
+            ``sha256`` ('' when unreadable), ``phash`` (the 64-bit hash as an int, None when undecodable),
+            ``content`` (files with identical bytes share it), ``group`` (rows to keep on one side:
+            identical or near-identical files, and a patient's files, joined transitively), ``error``.
+        summary: one row per pair of splits (``split_a``, ``split_b``, in `split_order`):
+            ``identical`` (files of split_a whose bytes are in split_b), ``near`` (other files of split_a
+            with a near-duplicate in split_b), ``patients`` (patients with files in both).
+        within: one row per split: ``identical`` (files with an identical copy in the same split),
+            ``near`` (others with a near-duplicate there).
+        pairs: every cross-split pair of identical (``kind`` "identical", distance 0) or near-duplicate
+            files (``kind`` "near", the hashes' Hamming distance), columns `PAIR_COLUMNS`.
+        max_distance: the near-duplicate threshold used.
+    """
+
+    files: pd.DataFrame
+    summary: pd.DataFrame
+    within: pd.DataFrame
+    pairs: pd.DataFrame
+    max_distance: int
+
+    @property
+    def has_patients(self) -> bool:
+        """Whether the data records patients (then `summary`'s ``patients`` column means something)."""
+        return bool((self.files["patient"] != "").any())
+
+    @property
+    def distinct(self) -> int:
+        """How many distinct file contents (by bytes) the table holds."""
+        return int(self.files.loc[self.files["sha256"] != "", "sha256"].nunique()
+                   + (self.files["sha256"] == "").sum())
+
+
+# ------------------------------------------------------------------------------------ fingerprints
+
+
+def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, str]:
+    """The SHA-256 of a file's bytes and the pHash of its picture, reading the file once.
+
+    Args:
+        path: an image file of any type `imaging` decodes.
+
+    Returns:
+        ``(sha256 hex, phash, error)``: phash is the 64-bit hash as an int, None when the picture could
+        not be decoded; sha256 is '' when the file could not be read; error says why, else ''.
+    """
+    import imagehash
+    from PIL import Image
+
+    from ..imaging import ImageLoadError, load_image, thumbnail
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return "", None, f"cannot read the file: {exc.strerror or exc}"
+    digest = hashlib.sha256(data).hexdigest()
+    small = thumbnail(data, HASH_SIDE)
+    if small is None or small.size == 0:
+        try:
+            load_image(data, str(path))  # only to say why it cannot be decoded
+        except ImageLoadError as exc:
+            return digest, None, exc.reason
+        return digest, None, "cannot decode the image"
+    bits = imagehash.phash(Image.fromarray(small)).hash.reshape(-1)
+    return digest, int.from_bytes(np.packbits(bits).tobytes(), "big"), ""
+
+
+def fingerprints(
+    paths: Sequence[str], workers: int = 2, progress: Callable[[int, int], None] | None = None
+) -> pd.DataFrame:
+    """`fingerprint_file` for many files, in threads (hashing and JPEG decoding release the GIL).
+
+    Args:
+        paths: the files.
+        workers: threads to use.
+        progress: called as ``progress(done, total)`` every 500 files and at the end.
+
+    Returns:
+        A table with ``path``, ``sha256``, ``phash``, ``error``, in the order of ``paths``.
+    """
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, result in enumerate(pool.map(fingerprint_file, paths, chunksize=64), start=1):
+            results.append(result)
+            if progress and (done % 500 == 0 or done == len(paths)):
+                progress(done, len(paths))
+    sha, phash, error = zip(*results) if results else ((), (), ())
+    return pd.DataFrame({"path": list(paths), "sha256": list(sha), "phash": pd.Series(phash, dtype=object),
+                         "error": list(error)})
+
+
+# ------------------------------------------------------------------------------------- near search
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values).astype(np.int64)
+    return np.unpackbits(values.view(np.uint8)).reshape(len(values), -1).sum(axis=1)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise Hamming distances between two arrays of 64-bit hashes (uint64 or int)."""
+    return _popcount(np.bitwise_xor(np.asarray(a).astype(np.uint64), np.asarray(b).astype(np.uint64)))
+
+
+def near_pairs(hashes: Sequence[int] | np.ndarray, max_distance: int) -> pd.DataFrame:
+    """All pairs of hashes within `max_distance` bits, by multi-index hashing (not all pairs).
+
+    Args:
+        hashes: 64-bit hashes (ints below 2**64, or uint64).
+        max_distance: the largest Hamming distance reported, 0 to 63.
+
+    Returns:
+        A table with ``i``, ``j`` (positions in ``hashes``, i < j) and ``distance``.
+    """
+    h = np.asarray([int(x) for x in hashes], dtype=np.uint64) if not isinstance(hashes, np.ndarray) \
+        else hashes.astype(np.uint64)
+    empty = pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], int)})
+    if len(h) < 2:
+        return empty
+    radius = max_distance // _BANDS
+    table = np.arange(1 << _BAND_BITS, dtype=np.uint64)
+    masks = table[_popcount(table) <= radius].astype(np.int64)
+    found = []
+    for band in range(_BANDS):
+        values = ((h >> np.uint64(band * _BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        for mask in masks:
+            wanted = values ^ mask
+            lo = np.searchsorted(ordered, wanted, "left")
+            counts = np.searchsorted(ordered, wanted, "right") - lo
+            hit = counts > 0
+            if not hit.any():
+                continue
+            counts, lo = counts[hit], lo[hit]
+            i = np.repeat(np.nonzero(hit)[0], counts)
+            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            j = order[np.repeat(lo, counts) + offsets]
+            keep = i < j
+            found.append(i[keep] * len(h) + j[keep])
+    if not found:
+        return empty
+    keys = np.unique(np.concatenate(found))
+    i, j = keys // len(h), keys % len(h)
+    distance = hamming(h[i], h[j])
+    close = distance <= max_distance
+    return pd.DataFrame({"i": i[close], "j": j[close], "distance": distance[close]})
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+_SPLIT_RANK = {"test": 0, "valid": 1, "val": 1, "validation": 1, "train": 3}
+
+
+def split_order(splits: Sequence[str], sizes: dict[str, int]) -> list[str]:
+    """The order pairs of splits are reported in (``test vs train``): test, then validation, then other
+    splits, train last; splits of the same rank smallest first, then by name."""
+    return sorted(splits, key=lambda s: (_SPLIT_RANK.get(s.lower(), 2), sizes.get(s, 0), s))
+
+
+def find_leakage(
+    table: pd.DataFrame,
+    max_distance: int = NEAR_DISTANCE,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+    prints: pd.DataFrame | None = None,
+) -> LeakageReport:
+    """Find identical files, near-duplicates and shared patients between the splits of an index.
+
+    Args:
+        table: an index table (`COLUMNS`: ``path``, ``split``, ``patient`` are used).
+        max_distance: the near-duplicate threshold (Hamming distance of the 64-bit pHashes).
+        workers: threads for reading and hashing the files.
+        progress: called as ``progress(done, total)`` while files are hashed.
+        prints: fingerprints already computed for these paths (`fingerprints`), to skip hashing.
+
+    Returns:
+        The `LeakageReport`.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    paths = table["path"].astype(str).tolist()
+    if prints is None:
+        prints = fingerprints(paths, workers, progress)
+    prints = prints.drop_duplicates("path").set_index("path").reindex(paths)
+    files = pd.DataFrame({
+        "path": paths,
+        "split": table["split"].fillna("").astype(str).to_numpy(),
+        "patient": table["patient"].fillna("").astype(str).to_numpy(),
+        "sha256": prints["sha256"].fillna("").to_numpy(),
+        "phash": prints["phash"].astype(object).where(prints["phash"].notna(), None).to_numpy(),
+        "error": prints["error"].fillna("").to_numpy(),
+    })
+    # One content per distinct byte string (an unreadable file is its own content).
+    keys = files["sha256"].where(files["sha256"] != "", "unread:" + files["path"])
+    files["content"] = pd.factorize(keys)[0]
+    n_content = int(files["content"].max()) + 1 if len(files) else 0
+
+    first = files.drop_duplicates("content").set_index("content").sort_index()
+    hashed = first.index[first["phash"].notna()].to_numpy()
+    hashes = np.array([int(v) for v in first.loc[hashed, "phash"]], dtype=np.uint64)
+    near = near_pairs(hashes, max_distance)
+    near = pd.DataFrame({"a": hashed[near["i"].to_numpy()], "b": hashed[near["j"].to_numpy()],
+                         "distance": near["distance"].to_numpy()})
+
+    # Groups: contents joined by near-duplicate pairs and by patients (nodes after the contents).
+    patients = files["patient"].where(files["patient"] != "")
+    patient_codes, _ = pd.factorize(patients)
+    with_patient = patient_codes >= 0
+    rows = np.concatenate([near["a"].to_numpy(), files["content"].to_numpy()[with_patient]])
+    cols = np.concatenate([near["b"].to_numpy(), n_content + patient_codes[with_patient]])
+    n_nodes = n_content + int(patient_codes.max(initial=-1)) + 1
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_nodes, n_nodes))
+    _, labels = connected_components(graph, directed=False)
+    files["group"] = labels[files["content"].to_numpy()]
+
+    sizes = files["split"].value_counts().to_dict()
+    splits = split_order([s for s in sizes if s], sizes)
+    content_splits = files.groupby("content")["split"].agg(set)
+    neighbours: dict[int, set[int]] = {}
+    for a, b in zip(near["a"], near["b"]):
+        neighbours.setdefault(int(a), set()).add(int(b))
+        neighbours.setdefault(int(b), set()).add(int(a))
+
+    def near_splits(content: int) -> set[str]:
+        found: set[str] = set()
+        for other in neighbours.get(content, ()):
+            found |= content_splits[other]
+        return found
+
+    near_split_of = {c: near_splits(c) for c in neighbours}
+    content_count = files.groupby(["split", "content"]).size()
+    summary_rows = []
+    for a, b in combinations(splits, 2):
+        in_a = files[files["split"] == a]
+        same = np.array([b in content_splits[c] for c in in_a["content"]], dtype=bool)
+        close = ~same & np.array([b in near_split_of.get(c, ()) for c in in_a["content"]], dtype=bool)
+        shared = set(in_a["patient"]) & set(files.loc[files["split"] == b, "patient"]) - {""}
+        summary_rows.append({"split_a": a, "split_b": b, "identical": int(same.sum()), "near": int(close.sum()),
+                             "patients": len(shared)})
+    within_rows = []
+    for split in splits:
+        in_s = files[files["split"] == split]
+        same = np.array([content_count[(split, c)] > 1 for c in in_s["content"]], dtype=bool)
+        close = ~same & np.array([split in near_split_of.get(c, ()) for c in in_s["content"]], dtype=bool)
+        within_rows.append({"split": split, "files": len(in_s), "identical": int(same.sum()),
+                            "near": int(close.sum())})
+    return LeakageReport(
+        files=files,
+        summary=pd.DataFrame(summary_rows, columns=["split_a", "split_b", "identical", "near", "patients"]),
+        within=pd.DataFrame(within_rows, columns=["split", "files", "identical", "near"]),
+        pairs=_cross_pairs(files, near, splits),
+        max_distance=max_distance,
+    )
+
+
+def _cross_pairs(files: pd.DataFrame, near: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
+    """Every cross-split pair of identical or near-duplicate files, in `split_order`."""
+    rank = {split: k for k, split in enumerate(splits)}
+    ranked = files[files["split"].isin(rank)].assign(rank=lambda f: f["split"].map(rank))
+    same = ranked.merge(ranked, on="content", suffixes=("_a", "_b"))
+    same = same[same["rank_a"] < same["rank_b"]].assign(kind="identical", distance=0)
+    by_content = ranked[["content", "split", "path", "rank"]]
+    close = near.merge(by_content.add_suffix("_a"), left_on="a", right_on="content_a") \
+        .merge(by_content.add_suffix("_b"), left_on="b", right_on="content_b")
+    flipped = close["rank_a"] > close["rank_b"]
+    for column in ("split", "path", "rank"):
+        a, b = close[f"{column}_a"].copy(), close[f"{column}_b"].copy()
+        close.loc[flipped, f"{column}_a"], close.loc[flipped, f"{column}_b"] = b[flipped], a[flipped]
+    close = close[close["rank_a"] != close["rank_b"]].assign(kind="near")
+    pairs = pd.concat([same, close], ignore_index=True).loc[:, list(PAIR_COLUMNS)]
+    return pairs.sort_values(["split_a", "split_b", "kind", "path_a", "path_b"], ignore_index=True)
+
+
+def summary_lines(report: LeakageReport) -> list[str]:
+    """One line per pair of splits (``test vs train: 491 identical files, 3 near-duplicates``), with
+    shared patients where the data has patients, then one line per split for copies inside it."""
+    lines = []
+    for row in report.summary.itertuples():
+        line = f"{row.split_a} vs {row.split_b}: {row.identical:,} identical files, {row.near:,} near-duplicates"
+        if report.has_patients:
+            line += f", {row.patients:,} patients on both sides"
+        lines.append(line)
+    for row in report.within.itertuples():
+        lines.append(f"within {row.split}: {row.identical:,} of {row.files:,} files have an identical copy, "
+                     f"{row.near:,} more a near-duplicate")
+    unreadable = int((report.files["error"] != "").sum())
+    if unreadable:
+        lines.append(f"{unreadable:,} files could not be decoded: compared by their bytes only")
+    total = len(report.files)
+    lines.append(f"{report.distinct:,} distinct files of {total:,}; near-duplicate: pHash distance "
+                 f"<= {report.max_distance} of 64 bits")
+    return lines
+
+
+def example_pairs(report: LeakageReport, n: int = 4) -> pd.DataFrame:
+    """A few cross-split pairs to look at: near-duplicates first (the farthest apart, to show what the
+    threshold still calls the same radiograph), then identical files.
+
+    Args:
+        report: `find_leakage`'s report.
+        n: how many pairs at most.
+
+    Returns:
+        Up to ``n`` rows of ``report.pairs``.
+    """
+    near = report.pairs[report.pairs["kind"] == "near"].sort_values("distance", ascending=False, kind="stable")
+    same = report.pairs[report.pairs["kind"] == "identical"].drop_duplicates("path_a")
+    near = near.head(max(n // 2, n - len(same)))
+    return pd.concat([near, same.head(n - len(near))], ignore_index=True)
+
+
+def leak_free_split(
+    table: pd.DataFrame,
+    report: LeakageReport,
+    fractions: dict[str, float],
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Reassign splits so that no group of identical or near-identical files (or patient) straddles two.
+
+    Groups (``report.files["group"]``) are dealt out by ``StratifiedGroupKFold`` on each group's
+    majority label, so each split keeps about its share of images and of positives.
+
+    Args:
+        table: the index table `report` was computed from (same rows, same order).
+        report: `find_leakage`'s report on it.
+        fractions: the new splits and their shares, e.g. ``{"train": 0.8, "val": 0.1, "test": 0.1}``
+            (normalised to sum 1); the first is the one left over.
+        seed: the random state; the same seed gives the same split.
+
+    Returns:
+        A copy of ``table`` with the ``split`` column reassigned.
+
+    Raises:
+        ValueError: if the rows do not match the report, a share is not positive or there are too few
+            groups.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len(table) != len(report.files) or (table["path"].astype(str).to_numpy()
+                                            != report.files["path"].to_numpy()).any():
+        raise ValueError("the table's rows are not the ones the leakage report was computed from")
+    if not fractions or min(fractions.values()) <= 0:
+        raise ValueError(f"every split needs a positive share, got {fractions}")
+    total = sum(fractions.values())
+    names = list(fractions)
+    groups = report.files["group"].to_numpy()
+    labels = table["label"].to_numpy()
+    split = np.full(len(table), names[0], dtype=object)
+    remaining = np.arange(len(table))
+    left = 1.0
+    for name in names[1:]:
+        share = fractions[name] / total / left  # of what is still unassigned
+        n_splits = max(2, round(1 / share))
+        if len(set(groups[remaining])) < n_splits:
+            raise ValueError(f"{len(set(groups[remaining]))} groups cannot be split into {n_splits} folds")
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(folds.split(np.zeros(len(remaining)), labels[remaining], groups[remaining]))
+        split[remaining[held]] = name
+        remaining = np.setdiff1d(remaining, remaining[held])
+        left -= fractions[name] / total
+    out = table.copy()
+    out["split"] = split
+    return out
+
+
+def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = None, workers: int = 2,
+                  max_distance: int = NEAR_DISTANCE) -> LeakageReport:
+    """Find the leakage in an index table, print `summary_lines` and write the cross-split pairs.
+
+    What ``python -m mura_core index`` runs after indexing.
+
+    Args:
+        table: an index table.
+        duplicates: a CSV file for `LeakageReport.pairs` (columns `PAIR_COLUMNS`), or None.
+        workers: threads for reading and hashing the files.
+        max_distance: the near-duplicate threshold.
+
+    Returns:
+        The report.
+    """
+    import sys
+
+    progress = None
+    if sys.stderr.isatty():
+        def progress(done: int, total: int) -> None:
+            print(f"\rhashing {done}/{total} files", end="\n" if done == total else "", file=sys.stderr)
+    report = find_leakage(table, max_distance, workers, progress)
+    print("leakage between splits:")
+    for line in summary_lines(report):
+        print("  " + line)
+    if duplicates is not None:
+        report.pairs.to_csv(duplicates, index=False)
+        print(f"  {len(report.pairs):,} cross-split pairs -> {duplicates}")
+    return report

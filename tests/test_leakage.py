@@ -1,0 +1,206 @@
+"""Leakage finder: identical files, near-duplicates and patients across splits, the leak-free split, `index`."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageOps
+
+from mura_core import cli
+from mura_core.datasets import index_dataset, leakage
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted((ROOT / "weights" / "samples").glob("*.jpg"))  # 8 distinct FracAtlas radiographs (CC BY 4.0)
+MULTI_REGION = ROOT.parent / "shared" / "data" / "bone-fracture-multi-region"
+
+
+def _gray(path: Path) -> Image.Image:
+    return Image.open(path).convert("L")
+
+
+def _save_jpeg(image: Image.Image, path: Path, quality: int = 90) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    path.write_bytes(buffer.getvalue())
+
+
+def _gamma(image: Image.Image, gamma: float) -> Image.Image:
+    return image.point([round(255 * (v / 255) ** gamma) for v in range(256)])
+
+
+def _crop(image: Image.Image, share: float) -> Image.Image:
+    dx, dy = round(image.width * share), round(image.height * share)
+    return image.crop((dx, dy, image.width - dx, image.height - dy))
+
+
+# What each test file is: (name, how it is made from the samples, what it leaks)
+TEST_FILES = {
+    "copy0.jpg": ("identical", 0),
+    "copy1.jpg": ("identical", 1),
+    "reencoded2.jpg": ("near", 2),
+    "resized3.jpg": ("near", 3),
+    "contrast4.png": ("near", 4),
+    "cropped5.jpg": ("near", 5),
+    "own6.jpg": ("none", 6),
+    "own7.jpg": ("none", 7),
+}
+
+
+def _leaky_folders(root: Path) -> Path:
+    """``root/{train,test}/{normal,abnormal}``: train holds samples 0-5, test copies of them made as
+    TEST_FILES says (two byte-identical, four altered) and samples 6 and 7, which train lacks."""
+    for k, source in enumerate(SAMPLES[:6]):
+        folder = root / "train" / ("abnormal" if k % 2 else "normal")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / f"train{k}.jpg")
+    for name, (kind, k) in TEST_FILES.items():
+        folder = root / "test" / ("abnormal" if k % 2 else "normal")
+        folder.mkdir(parents=True, exist_ok=True)
+        image = _gray(SAMPLES[k])
+        if kind != "near":
+            shutil.copyfile(SAMPLES[k], folder / name)
+        elif name.startswith("reencoded"):
+            _save_jpeg(image, folder / name, quality=60)
+        elif name.startswith("resized"):
+            _save_jpeg(image.resize((image.width // 2, image.height // 2), Image.BILINEAR), folder / name)
+        elif name.startswith("contrast"):
+            ImageOps.autocontrast(_gamma(image, 0.8), cutoff=1).save(folder / name)
+        else:
+            _save_jpeg(_crop(image, 0.02), folder / name)
+    return root
+
+
+@pytest.fixture
+def leaky(tmp_path) -> Path:
+    return _leaky_folders(tmp_path / "leaky")
+
+
+def test_identical_and_near_duplicates_are_counted(leaky):
+    table = index_dataset(leaky).table
+    report = leakage.find_leakage(table)
+    row = report.summary.set_index(["split_a", "split_b"]).loc[("test", "train")]
+    assert (row["identical"], row["near"], row["patients"]) == (2, 4, 0)
+    pairs = report.pairs.assign(name_a=lambda p: p["path_a"].map(lambda s: Path(s).name),
+                                name_b=lambda p: p["path_b"].map(lambda s: Path(s).name))
+    found = {(a, b, kind) for a, b, kind in pairs[["name_a", "name_b", "kind"]].itertuples(index=False)}
+    expected = {(name, f"train{k}.jpg", kind) for name, (kind, k) in TEST_FILES.items() if kind != "none"}
+    assert found == expected
+    assert (pairs.loc[pairs["kind"] == "identical", "distance"] == 0).all()
+    # other bytes; the hash may even be the same
+    assert pairs.loc[pairs["kind"] == "near", "distance"].between(0, leakage.NEAR_DISTANCE).all()
+    assert leakage.summary_lines(report)[0] == "test vs train: 2 identical files, 4 near-duplicates"
+    assert report.distinct == len(table) - 2
+
+
+def test_the_threshold_decides_what_is_near(leaky):
+    table = index_dataset(leaky).table
+    report = leakage.find_leakage(table)
+    near = report.pairs.loc[report.pairs["kind"] == "near", "distance"]
+    tighter = int(near.max()) - 1
+    strict = leakage.find_leakage(table, max_distance=tighter, prints=report.files)
+    assert strict.summary[["identical", "near"]].iloc[0].tolist() == [2, int((near <= tighter).sum())]
+    assert int((near <= tighter).sum()) < 4
+
+
+def test_leak_free_split_has_no_straddling_group(leaky):
+    table = index_dataset(leaky).table
+    report = leakage.find_leakage(table)
+    split = leakage.leak_free_split(table, report, {"train": 0.5, "test": 0.5}, seed=0)
+    assert set(split["split"]) == {"train", "test"}
+    assert (split.groupby(report.files["group"].to_numpy())["split"].nunique() == 1).all()
+    after = leakage.find_leakage(split, prints=report.files)
+    assert after.summary[["identical", "near"]].to_numpy().sum() == 0
+    assert after.pairs.empty
+    again = leakage.leak_free_split(table, report, {"train": 0.5, "test": 0.5}, seed=0)
+    assert again["split"].tolist() == split["split"].tolist()  # the same seed gives the same split
+
+
+def test_leak_free_split_checks_its_input(leaky):
+    table = index_dataset(leaky).table
+    report = leakage.find_leakage(table)
+    with pytest.raises(ValueError, match="not the ones"):
+        leakage.leak_free_split(table.iloc[1:], report, {"train": 0.8, "test": 0.2})
+    with pytest.raises(ValueError, match="positive share"):
+        leakage.leak_free_split(table, report, {"train": 0.8, "test": 0.0})
+
+
+def test_patients_on_both_sides_and_their_groups(tmp_path):
+    rows = []
+    for k, (split, patient) in enumerate([("train", "p1"), ("train", "p2"), ("valid", "p1"), ("valid", "p3")]):
+        path = tmp_path / f"image{k}.jpg"
+        shutil.copyfile(SAMPLES[k], path)
+        rows.append({"path": str(path), "split": split, "patient": patient, "label": k % 2})
+    report = leakage.find_leakage(pd.DataFrame(rows))
+    assert report.summary[["split_a", "split_b", "identical", "near", "patients"]].values.tolist() == [
+        ["valid", "train", 0, 0, 1]]
+    groups = report.files["group"].tolist()
+    assert groups[0] == groups[2] and len({groups[0], groups[1], groups[3]}) == 3
+    assert "1 patients on both sides" in leakage.summary_lines(report)[0]
+
+
+def test_unreadable_files_are_compared_by_bytes(tmp_path):
+    truncated = SAMPLES[0].read_bytes()[:700]
+    rows = []
+    for split in ("train", "test"):
+        path = tmp_path / f"{split}.jpg"
+        path.write_bytes(truncated)
+        rows.append({"path": str(path), "split": split, "patient": "", "label": 0})
+    report = leakage.find_leakage(pd.DataFrame(rows))
+    assert report.summary["identical"].tolist() == [1]
+    assert (report.files["error"].str.contains("truncated")).all()
+    assert any("could not be decoded" in line for line in leakage.summary_lines(report))
+
+
+def test_near_pairs_matches_all_pairs():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 300, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 300, dtype=np.uint64)
+    flips = [np.uint64(sum(1 << int(b) for b in rng.choice(64, d, replace=False))) for d in rng.integers(0, 12, 200)]
+    hashes = np.concatenate([base, base[:200] ^ np.array(flips, dtype=np.uint64)])
+    for max_distance in (0, 3, 6, 11):
+        found = leakage.near_pairs(hashes, max_distance)
+        i, j = np.triu_indices(len(hashes), 1)
+        distance = leakage.hamming(hashes[i], hashes[j])
+        close = distance <= max_distance
+        assert set(zip(found["i"], found["j"])) == set(zip(i[close], j[close]))
+        assert len(found) >= 1
+
+
+def test_index_command_prints_leakage_and_writes_pairs(leaky, tmp_path, capsys):
+    out, pairs_csv = tmp_path / "index.csv", tmp_path / "pairs.csv"
+    assert cli.main(["index", str(leaky), "--out", str(out), "--duplicates", str(pairs_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert "  test vs train: 2 identical files, 4 near-duplicates" in printed
+    pairs = pd.read_csv(pairs_csv)
+    assert list(pairs.columns) == list(leakage.PAIR_COLUMNS)
+    assert pairs["kind"].value_counts().to_dict() == {"identical": 2, "near": 4}
+    assert (pairs["split_a"] == "test").all() and (pairs["split_b"] == "train").all()
+    assert cli.main(["index", str(leaky), "--out", str(out), "--no-leakage"]) == 0
+    assert "identical files" not in capsys.readouterr().out
+
+
+def test_leak_free_split_command(leaky, tmp_path):
+    split_file = tmp_path / "split.csv"
+    done = subprocess.run([sys.executable, "-m", "train.leak_free_split", str(leaky), "--out", str(split_file),
+                           "--shares", "train=0.5,test=0.5"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    written = done.stdout.split("written to")[1]
+    assert "test vs train: 0 identical files, 0 near-duplicates" in written
+    table = index_dataset(leaky, split_file=split_file).table
+    assert set(table["split"]) == {"train", "test"}
+
+
+@pytest.mark.skipif(not MULTI_REGION.is_dir(), reason="optional: needs ../shared/data/bone-fracture-multi-region")
+def test_published_multi_region_layout(tmp_path):
+    subprocess.run([sys.executable, str(MULTI_REGION / "materialize.py"), str(tmp_path / "mr")], check=True,
+                   capture_output=True)
+    report = leakage.find_leakage(index_dataset(tmp_path / "mr", "folders").table)
+    row = report.summary.set_index(["split_a", "split_b"]).loc[("test", "train")]
+    assert row["identical"] == 491
+    assert report.distinct == 3787
