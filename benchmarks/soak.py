@@ -95,9 +95,8 @@ class SoakResult:
 
 
 def _sample_pictures():
-    from PIL import Image
-
     import pandas as pd
+    from PIL import Image
 
     table = pd.read_csv(SAMPLES / "samples.csv", dtype=str, keep_default_na=False)
     return [(Image.open(SAMPLES / row.file).convert("L"), row.body_part.upper()) for row in table.itertuples()]
@@ -226,7 +225,7 @@ async def _drive(url: str, studies, concurrency: int, timeout_ms: int, deadline:
                         return
                     await _run_session(browser, url, study, timeout_ms, result)
                     done = result.sessions + len(result.errors) + len(result.mixed_up)
-                    if done % 50 == 0:
+                    if done % 10 == 0:
                         print(f"soak: {done} of {len(studies)} sessions done, {len(result.errors)} errors, "
                               f"RSS {sampler.read() or 0:.0f} MiB", file=sys.stderr, flush=True)
 

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _index(args) -> int:
+    from .csvsafe import write_csv
     from .datasets import DatasetError, index_dataset, summarize
 
     try:
@@ -63,7 +64,7 @@ def _index(args) -> int:
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    index.table.to_csv(args.out, index=False)
+    write_csv(index.table, args.out)
     table = index.table
     print(f"{args.root}: {index.format} layout, {len(table)} images, {table['study'].nunique()} studies, "
           f"{table['patient'][table['patient'] != ''].nunique()} patients -> {args.out}")
@@ -124,6 +125,7 @@ def _predict(args) -> int:
 
     from .body_parts import detect_body_part
     from .coverage import coverage_warning
+    from .csvsafe import write_csv
     from .decision import study_probability, verdict
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
@@ -161,10 +163,7 @@ def _predict(args) -> int:
                "threshold", "verdict", "warning", "error"]
     table = table.reindex(columns=columns)
     table[["warning", "error"]] = table[["warning", "error"]].fillna("")
-    if args.out:
-        table.to_csv(args.out, index=False, float_format="%.6f")
-    else:
-        table.to_csv(sys.stdout, index=False, float_format="%.6f")
+    write_csv(table, args.out or sys.stdout, float_format="%.6f")
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         print(f"error: {row['path']}: {row['error']}", file=sys.stderr)
