@@ -94,7 +94,8 @@ class SoakResult:
                 f"results, server RSS {mib(self.rss_start_mib)} -> {mib(self.rss_end_mib)} MiB")
 
 
-def _sample_pictures():
+def sample_pictures():
+    """The bundled sample radiographs (grayscale) with their body parts."""
     import pandas as pd
     from PIL import Image
 
@@ -252,7 +253,7 @@ def run_soak(sessions: int, concurrency: int, url: str | None = None, server_pid
     """
     if not CHROMIUM.is_file():
         raise SystemExit(f"soak: {CHROMIUM} is not installed (apt-get install chromium)")
-    pictures = _sample_pictures()
+    pictures = sample_pictures()
     studies = [make_study(i, pictures) for i in range(sessions)]
     result = SoakResult(requested=sessions)
     started = time.monotonic()
