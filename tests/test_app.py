@@ -186,6 +186,15 @@ def test_outside_the_coverage_exports_carry_the_warning():
     assert results.study_table(result, "XR_HAND")["verdict"].iloc[0] == "abnormal"
 
 
+def test_diagnose_refuses_a_study_beyond_the_limits(monkeypatch, tiny_weights, count_studies):
+    from mura_core.imaging import MAX_STUDY_FILES
+
+    at = _upload(_app(monkeypatch, tiny_weights), [(f"{i}.png", b"x") for i in range(MAX_STUDY_FILES + 1)])
+    assert not at.exception
+    assert any(f"at most {MAX_STUDY_FILES} are read" in e.value for e in at.error)
+    assert count_studies == []  # nothing was read
+
+
 def test_diagnose_warns_on_a_colour_picture(monkeypatch, covered_weights):
     import io
 

@@ -101,3 +101,13 @@ def test_scan_is_bounded_and_refuses_links_outside(tree, tmp_path):
     (root / "c" / "leak.png").symlink_to(secret / "passwords.txt")
     with pytest.raises(RootError, match="leak.png"):
         scan_folder(root / "c", root)
+
+
+def test_scan_reports_progress(tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(2500):
+        (root / f"{i}.png").touch()
+    seen = []
+    assert scan_folder(root, root, progress=seen.append) == 2500
+    assert seen == [2500]  # one listing step here; it is called each time a thousand more files are seen
