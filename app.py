@@ -22,10 +22,9 @@ st.markdown(
 st.info(DISCLAIMER, icon=":material/info:")
 
 # Imported after the first paint: these take seconds on a cold server.
-from dashboard.common import INSTALL_HELP, LOG, get_ensemble, run_study  # noqa: E402
+from dashboard.common import INSTALL_HELP, LOG, download_section, get_ensemble, run_study  # noqa: E402
 from dashboard.pacs_source import ORIGIN as PACS_ORIGIN  # noqa: E402
 from dashboard.pacs_source import pacs_caption, pacs_source, send_results_button  # noqa: E402
-from dashboard.pdf_download import pdf_report  # noqa: E402
 
 ensemble, error = get_ensemble()
 if ensemble is None:
@@ -33,8 +32,8 @@ if ensemble is None:
     st.markdown(INSTALL_HELP)
     st.stop()
 
-from mura_core import body_parts, charts, decision, installed, results, vocabulary  # noqa: E402
-from mura_core.imaging import SUPPORTED_EXTENSIONS  # noqa: E402
+from mura_core import body_parts, charts, decision, installed, vocabulary  # noqa: E402
+from mura_core.imaging import MAX_STUDY_FILES, SUPPORTED_EXTENSIONS, study_limit_problem  # noqa: E402
 from mura_core.vocabulary import CAM_METHODS, LESION_MAP  # noqa: E402
 
 UPLOAD_TYPES = sorted(ext.lstrip(".") for ext in SUPPORTED_EXTENSIONS)
@@ -65,8 +64,9 @@ with upload_col:
     st.file_uploader(
         "Radiographs of one study", type=UPLOAD_TYPES, accept_multiple_files=True, key="uploads",
         on_change=_take_upload,
-        help="PNG, JPEG, DICOM (.dcm), TIFF, BMP, GIF, WebP or JPEG 2000, up to 50 MB each. Files are "
-             "processed in memory and never saved.",
+        help=f"PNG, JPEG, DICOM (.dcm), TIFF, BMP, GIF, WebP or JPEG 2000, up to "
+             f"{st.get_option('server.maxUploadSize')} MB each and {MAX_STUDY_FILES} files per study. Files "
+             "are processed in memory and never saved.",
     )
 with sample_col:
     if studies.empty:
@@ -112,6 +112,10 @@ sample_rows = None
 if origin == "sample":
     sample_rows = samples[samples["study"] == st.session_state.get("sample_study")]
 names = [name for name, _ in files]
+too_large = study_limit_problem([len(data) for _, data in files])
+if too_large:
+    st.error(too_large, icon=":material/block:")
+    st.stop()
 with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} models and computing "
                 f"{CAM_METHODS[method]} heatmaps..."):
     try:
@@ -148,16 +152,20 @@ if result.probability is None:
 outside = result.coverage_note
 if outside:
     st.warning(outside, icon=":material/block:")
-verdict = decision.verdict_text(result.probability, result.threshold)
 n_read = sum(r.ok for r in result.images)
 with st.container(border=True):
     verdict_col, facts_col = st.columns([5, 3], gap="large")
-    color = "red" if result.verdict == vocabulary.LABEL_NAMES[1] else "blue"
-    verdict_col.markdown(f"### :{color}[{verdict}]")
-    verdict_col.caption(
-        f"Study score = mean over {n_read} readable image(s) of the ensemble probability, itself the mean "
-        f"of {len(result.members)} models. The threshold comes with the installed ensemble."
-    )
+    if result.withheld:  # outside the coverage: no headline verdict (coverage.verdict_withheld)
+        verdict_col.markdown(f"### :orange[{result.withheld}]")
+        verdict_col.caption("The models were not trained on such studies, so their scores say nothing about "
+                            "this one. Choose the body part above if it was detected wrongly.")
+    else:
+        color = "red" if result.verdict == vocabulary.LABEL_NAMES[1] else "blue"
+        verdict_col.markdown(f"### :{color}[{decision.verdict_text(result.probability, result.threshold)}]")
+        verdict_col.caption(
+            f"Study score = mean over {n_read} readable image(s) of the ensemble probability, itself the mean "
+            f"of {len(result.members)} models. The threshold comes with the installed ensemble."
+        )
     part_text = body_parts.body_part_label(body_part) or "not detected - choose it above"
     facts_col.markdown(f"**Body part:** {part_text}" + (f" ({body_part_source})" if body_part else ""))
     facts_col.markdown(f"**Heatmaps:** {CAM_METHODS[method]}")
@@ -166,6 +174,16 @@ with st.container(border=True):
         if reference:
             facts_col.markdown(f"**Reference label (sample list):** {reference}")
     st.caption(DISCLAIMER)
+
+if result.withheld and not st.toggle(
+        "Show the scores anyway (not meaningful for this study)", key="show_scores_anyway",
+        help="The scores, heatmaps and per-image table of a study outside the model's training data. "
+             "They are not meaningful: for teaching and debugging only."):
+    download_section(result, body_part, body_part_source, alpha)
+    send_results_button(result)  # only for a study opened from the PACS
+    st.stop()
+if result.withheld:
+    st.caption(f":orange[{result.withheld}: the scores below are not meaningful.]")
 
 chart_col, table_col = st.columns(2, gap="large")
 positive = result.coverage.positive_label if result.coverage is not None else "abnormal"
@@ -215,19 +233,5 @@ if origin == "sample" and sample_rows is not None:
     if attributions:
         st.caption("Sample images: " + "; ".join(attributions))
 
-st.subheader("Download the result")
-json_col, csv_col, pdf_col, _ = st.columns([1, 1, 1, 1])
-json_col.download_button("Study result (JSON)", results.study_json(result, body_part, body_part_source),
-                         file_name="study_result.json", mime="application/json", on_click="ignore",
-                         icon=":material/download:")
-csv_col.download_button("Per-image table (CSV)", results.study_table(result, body_part).to_csv(index=False),
-                        file_name="study_result.csv", mime="text/csv", on_click="ignore",
-                        icon=":material/download:")
-pdf_col.download_button("PDF", pdf_report(result, body_part, body_part_source, alpha),
-                        file_name="study_report.pdf", mime="application/pdf", on_click="ignore",
-                        icon=":material/picture_as_pdf:",
-                        help="A report to hand out: verdict, probabilities, heatmaps, the model and the "
-                             "statement; no patient identifier and no file name.")
-st.caption("The JSON and CSV downloads hold no pixels and no DICOM identifiers; file names are kept as given. "
-           "The PDF holds neither patient identifiers nor file names.")
+download_section(result, body_part, body_part_source, alpha)
 send_results_button(result)  # only for a study opened from the PACS

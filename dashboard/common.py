@@ -13,7 +13,7 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from mura_core import imaging, installed, reports
+from mura_core import data_roots, imaging, installed, reports, results
 from mura_core.datasets import stats
 
 LOG = logging.getLogger("mura_app")
@@ -86,6 +86,21 @@ def run_study(_ensemble, ensemble_key: str, files: tuple[tuple[str, bytes], ...]
                                    names=[name for name, _ in files])
 
 
+def configured_roots() -> list[data_roots.DataRoot]:
+    """The dataset roots the operator allows: `MURA_DATA_ROOTS`, then `data_roots` in secrets.toml.
+
+    Entries that are left out (not absolute, not a folder) are logged on the server, never shown.
+    """
+    try:
+        secrets = st.secrets.get(data_roots.ROOTS_SECRET)
+    except Exception:  # no secrets.toml, or an unreadable one: the environment alone decides
+        secrets = None
+    roots, problems = data_roots.allowed_roots(None, secrets)
+    for problem in problems:
+        LOG.warning("%s: %s", data_roots.ROOTS_VARIABLE, problem)
+    return roots
+
+
 @st.cache_data(ttl=600, max_entries=4, show_spinner="Indexing the dataset...")
 def index_root(root: str, format: str):
     """`index_dataset(root, format)`, cached for ten minutes."""
@@ -134,3 +149,25 @@ def leakage_report(table: pd.DataFrame):
     from mura_core.datasets import leakage
 
     return leakage.find_leakage(table)
+
+
+def download_section(result, body_part: str, body_part_source: str, alpha: float) -> None:
+    """The Diagnose page's downloads of a study's result (JSON, formula-safe CSV, PDF); all carry its warning."""
+    from dashboard.pdf_download import pdf_report
+
+    st.subheader("Download the result")
+    json_col, csv_col, pdf_col, _ = st.columns([1, 1, 1, 1])
+    json_col.download_button("Study result (JSON)", results.study_json(result, body_part, body_part_source),
+                             file_name="study_result.json", mime="application/json", on_click="ignore",
+                             icon=":material/download:")
+    csv_col.download_button("Per-image table (CSV)", results.study_csv(result, body_part),
+                            file_name="study_result.csv", mime="text/csv", on_click="ignore",
+                            icon=":material/download:")
+    pdf_col.download_button("PDF", pdf_report(result, body_part, body_part_source, alpha),
+                            file_name="study_report.pdf", mime="application/pdf", on_click="ignore",
+                            icon=":material/picture_as_pdf:",
+                            help="A report to hand out: verdict, probabilities, heatmaps, the model and the "
+                                 "statement; no patient identifier and no file name.")
+    st.caption("The JSON and CSV downloads hold no pixels and no DICOM identifiers; file names are kept as given "
+               "(CSV text cells that a spreadsheet would run as a formula start with a quote '). The PDF holds "
+               "neither patient identifiers nor file names.")

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _index(args) -> int:
+    from .csvsafe import write_csv
     from .datasets import DatasetError, index_dataset, leakage, summarize
 
     try:
@@ -80,7 +81,7 @@ def _index(args) -> int:
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    index.table.to_csv(args.out, index=False)
+    write_csv(index.table, args.out)
     table = index.table
     print(f"{args.root}: {index.format} layout, {len(table)} images, {table['study'].nunique()} studies, "
           f"{table['patient'][table['patient'] != ''].nunique()} patients -> {args.out}")
@@ -150,6 +151,7 @@ def study_table(files: list[str]):
 def _predict(args) -> int:
     import pandas as pd
 
+    from .csvsafe import write_csv
     from .ensemble import EnsembleLoadError, load_ensemble, weights_installed
 
     if bool(args.pacs) == bool(args.paths) or (args.pacs and not (args.study or args.since)) or \
@@ -189,10 +191,7 @@ def _predict(args) -> int:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
     table = table.reindex(columns=_columns(ensemble.names, bool(args.explain_dir)))
     table[["warning", "error"]] = table[["warning", "error"]].fillna("")
-    if args.out:
-        table.to_csv(args.out, index=False, float_format="%.6f")
-    else:
-        table.to_csv(sys.stdout, index=False, float_format="%.6f")
+    write_csv(table, args.out or sys.stdout, float_format="%.6f")
     failed = table[table["error"] != ""]
     for _, row in failed.iterrows():
         print(f"error: {row['path']}: {row['error']}", file=sys.stderr)

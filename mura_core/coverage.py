@@ -142,6 +142,32 @@ def coverage_warning(coverage: Coverage | None, body_part: str) -> str:
             f"{coverage.describe()}. The verdict is not meaningful for this body part.")
 
 
+def verdict_withheld(coverage: Coverage | None, body_part: str) -> str:
+    """Why no headline verdict is given for a study of `body_part`; '' when one is given.
+
+    A verdict is withheld when the ensemble records its coverage and the study's body part is outside
+    it or unknown: its scores there are not meaningful, and a headline verdict under a warning is a mixed
+    message. An ensemble that records no coverage still gives its verdict, with `coverage_warning`'s
+    note. The Diagnose page, the JSON/CSV downloads and the PDF report all follow this rule.
+
+    Args:
+        coverage: the ensemble's `Coverage`, or None when its manifest records none.
+        body_part: the study's body part (a MURA code, another name, '' or `OTHER` when unknown).
+
+    Returns:
+        A headline such as 'No verdict: humerus is outside the model's training data', or ''.
+    """
+    if coverage is None:
+        return ""
+    covered = coverage.covers(body_part)
+    if covered:
+        return ""
+    if covered is None:
+        return "No verdict: the body part is unknown"
+    return (f"No verdict: {body_part_label(normalize_body_part(body_part)).lower()} is outside the model's "
+            "training data")
+
+
 def colour_warning(score: float | None, name: str = "The image") -> str:
     """A warning when an image is plainly not a radiograph because it is in strong colour; '' otherwise.
 

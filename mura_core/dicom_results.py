@@ -104,9 +104,11 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
     code = _codes()
     contains = "CONTAINS"
     root = ContainerContentItem(code["report"])
-    items = [
-        CodeContentItem(code["finding"], code[result.verdict], relationship_type=contains),
-        TextContentItem(code["impression"], verdict_text(result.probability, result.threshold),
+    # Outside the ensemble's coverage no finding is coded: the impression says why (coverage.verdict_withheld).
+    items = [] if result.withheld else [
+        CodeContentItem(code["finding"], code[result.verdict], relationship_type=contains)]
+    items += [
+        TextContentItem(code["impression"], result.withheld or verdict_text(result.probability, result.threshold),
                         relationship_type=contains),
         NumContentItem(code["study_probability"], float(result.probability), code["unit"],
                        relationship_type=contains),

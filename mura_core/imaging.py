@@ -28,6 +28,11 @@ MAX_PIXELS = 60_000_000
 MIN_SIDE = 32
 """Refuse images whose shorter side is below this many pixels: too small to be a radiograph."""
 MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_STUDY_FILES = 16
+"""Files one study may hold in the dashboard (MURA's studies have 1 to 11 views)."""
+MAX_STUDY_BYTES = 200 * 1024 * 1024
+"""Bytes one study may hold in the dashboard, all files together (each file is also limited by
+Streamlit's `server.maxUploadSize`)."""
 
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
 SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2",
@@ -36,6 +41,22 @@ SUPPORTED_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bm
 search pick up, and the dashboard's uploader accepts (DICOM files without an ending are found by content)."""
 COLOUR_SIDE = 256
 """Colourfulness is measured on a copy at most this many pixels a side."""
+
+
+def study_limit_problem(sizes: list[int]) -> str:
+    """Why a study of files with these byte `sizes` is too large to process; '' when it is not.
+
+    Bounds the work and memory of one request: at most `MAX_STUDY_FILES` files and `MAX_STUDY_BYTES`
+    in all (each image is also refused beyond `MAX_PIXELS` pixels when it is decoded).
+    """
+    if len(sizes) > MAX_STUDY_FILES:
+        return (f"This study has {len(sizes)} files; at most {MAX_STUDY_FILES} are read at a time. "
+                "A study is the views of one body part from one examination: upload them study by study.")
+    total = sum(sizes)
+    if total > MAX_STUDY_BYTES:
+        return (f"This study holds {total / 2**20:.0f} MiB; at most {MAX_STUDY_BYTES // 2**20} MiB are read "
+                "at a time. Upload fewer or smaller files.")
+    return ""
 
 
 def is_image_name(name: str | os.PathLike) -> bool:

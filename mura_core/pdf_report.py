@@ -76,7 +76,7 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
     pdf.multi_cell(width, 6, _text(DISCLAIMER), border=1, fill=True, new_x="LMARGIN", new_y="NEXT")
 
     heading("Verdict")
-    line(verdict_text(result.probability, result.threshold), "B")
+    line(result.withheld or verdict_text(result.probability, result.threshold), "B")  # no verdict outside coverage
     n_read = sum(image.ok for image in result.images)
     part = body_part_label(result.body_part) or "unknown"
     line(f"Body part: {part}" + (f" ({body_part_source})" if body_part_source else "") +
@@ -98,7 +98,8 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
         rows.append(("ensemble", result.probability))
         for name, probability in rows:
             table.row([_text(name), "-" if probability is None else f"{probability:.3f}",
-                       f"{result.threshold:.3f}", verdict(probability, result.threshold) or "-"])
+                       f"{result.threshold:.3f}",
+                       "not meaningful" if result.withheld else verdict(probability, result.threshold) or "-"])
 
     read = [(i, image) for i, image in enumerate(result.images, 1) if image.ok]
     if read:

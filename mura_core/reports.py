@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import metrics
 from .body_parts import body_part_label
+from .csvsafe import write_csv
 from .decision import aggregate_studies
 from .installed import REPORT_FILE
 from .vocabulary import LEVEL_LABELS, LEVELS, METRIC_LABELS, METRICS, level_key
@@ -135,17 +136,17 @@ def write_report(report: dict[str, Any], predictions: pd.DataFrame, out: str | o
     out.mkdir(parents=True, exist_ok=True)
     written = [out / REPORT_FILE, out / "predictions.csv"]
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    predictions.to_csv(out / "predictions.csv", index=False)
+    write_csv(predictions, out / "predictions.csv")
     for level in LEVELS:
         if level_key(level) in report:
             path = out / f"comparison_{level}.csv"
-            comparison_table(report, level).to_csv(path, index=False)
+            write_csv(comparison_table(report, level), path)
             written.append(path)
     for level, per_model in report["per_body_part"].items():
         if per_model:
             rows = [dict(model=m, **r) for m, records in per_model.items() for r in records]
             path = out / f"per_body_part_{level}.csv"
-            pd.DataFrame(rows).to_csv(path, index=False)
+            write_csv(pd.DataFrame(rows), path)
             written.append(path)
     return written
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .body_parts import body_part_label
-from .coverage import Coverage, coverage_warning
+from .coverage import Coverage, coverage_warning, verdict_withheld
+from .csvsafe import write_csv
 from .decision import verdict, verdict_text
 from .notices import DISCLAIMER
 
@@ -82,6 +83,11 @@ class StudyResult:
         """The warning of one readable image of this study: the coverage note and its own ('' for errors)."""
         return _join(self.coverage_note, image.warning) if image.ok else ""
 
+    @property
+    def withheld(self) -> str:
+        """The headline that replaces the verdict outside the coverage (`coverage.verdict_withheld`), or ''."""
+        return verdict_withheld(self.coverage, self.body_part)
+
     def with_body_part(self, body_part: str, source: str = "") -> StudyResult:
         """A copy of this result for a study of `body_part` (e.g. the one the user chose)."""
         return replace(self, body_part=body_part or "", body_part_source=source)
@@ -106,7 +112,8 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary without pixels (and without any patient identifier: none is kept)."""
         return {
-            "verdict": self.verdict,
+            "verdict": None if self.withheld else self.verdict,
+            "verdict_withheld": self.withheld,
             "warning": self.warning,
             "body_part": self.body_part,
             "coverage": None if self.coverage is None else self.coverage.to_info(),
@@ -134,19 +141,31 @@ def study_export(result: StudyResult, body_part: str = "", body_part_source: str
     """
     out = result.with_body_part(body_part).to_dict()
     out["members"] = list(result.members)
-    out["verdict_text"] = verdict_text(result.probability, result.threshold)
+    out["verdict_text"] = out["verdict_withheld"] or verdict_text(result.probability, result.threshold)
     out["study_body_part"] = body_part_label(body_part) or "unknown"
     out["study_body_part_source"] = body_part_source or ("not given" if not body_part else "")
     return out
 
 
 def study_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
-    """One row per image (`StudyResult.to_frame()`) with the threshold, the study body part and its warning."""
+    """One row per image (`StudyResult.to_frame()`) with the threshold, the study body part and its warning.
+
+    Outside the coverage (`StudyResult.withheld`) the verdict column is empty and the warning comes
+    right after the scores.
+    """
+    study = result.with_body_part(body_part)
     frame = result.to_frame()
+    frame.insert(frame.columns.get_loc("ensemble") + 1, "study_warning", study.warning)
+    if study.withheld:
+        frame["verdict"] = ""
     frame["threshold"] = result.threshold
     frame["study_body_part"] = body_part_label(body_part) or "unknown"
-    frame["study_warning"] = result.with_body_part(body_part).warning
     return frame
+
+
+def study_csv(result: StudyResult, body_part: str = "") -> str:
+    """`study_table` as a formula-safe CSV (`csvsafe.write_csv`), the per-image download."""
+    return write_csv(study_table(result, body_part))
 
 
 def study_json(result: StudyResult, body_part: str = "", body_part_source: str = "") -> str:

@@ -1,8 +1,10 @@
 """Dataset explorer: counts, class balance, image sizes, a thumbnail browser and the leakage between splits
 (identical files, near-duplicates, patients on both sides) for a dataset folder.
 
-Without a folder it shows what ships with the repository: MURA v1.1's published counts, the installed
-model's training data (from its manifest) and the bundled sample images.
+Folders are chosen from lists, inside the roots the operator allows (`MURA_DATA_ROOTS`, see
+`mura_core.data_roots`); nothing is typed as a path. Without a root it shows what ships with the
+repository: MURA v1.1's published counts, the installed model's training data (from its manifest) and
+the bundled sample images, and how an operator adds a root.
 """
 
 import math
@@ -16,8 +18,8 @@ page_frame("pages/dataset.py")
 st.title("Dataset explorer")
 
 # Imported after the first paint: pandas and plotly take a second or two on a cold server.
-from dashboard.common import image_sizes, index_root, installed_info, thumbnail  # noqa: E402
-from mura_core import body_parts, charts, data_overview, installed, mura_facts, vocabulary  # noqa: E402
+from dashboard.common import configured_roots, image_sizes, index_root, installed_info, thumbnail  # noqa: E402
+from mura_core import body_parts, charts, data_overview, data_roots, installed, mura_facts, vocabulary  # noqa: E402
 from mura_core.coverage import Coverage, training_data_frame  # noqa: E402
 from mura_core.datasets import DatasetError, get_layout, layout_names, stats  # noqa: E402
 
@@ -26,10 +28,14 @@ THUMBS_PER_ROW = 6
 THUMB_SIDE = 160
 SIZE_SAMPLE = 500
 
-HOW_TO = """\
-Type the path of a dataset folder **on the machine running this app**. These layouts are read:
+LAYOUTS = "\n".join(f"- **{get_layout(name).title}**: {get_layout(name).description}" for name in layout_names())
+NO_ROOTS = f"""\
+**No dataset folder is shared on this server.** Visitors can only open folders that the operator
+allows. To share some, start the app with their paths separated by `:`, for example
+`{data_roots.ROOTS_VARIABLE}=/data/MURA-v1.1:/data/fracatlas streamlit run app.py`, or list them as
+`{data_roots.ROOTS_SECRET} = ["/data/MURA-v1.1"]` in `.streamlit/secrets.toml`. These layouts are read:
 
-""" + "\n".join(f"- **{get_layout(name).title}**: {get_layout(name).description}" for name in layout_names())
+""" + LAYOUTS
 
 
 def _thumbnail_grid(rows, caption_of) -> None:
@@ -42,13 +48,9 @@ def _thumbnail_grid(rows, caption_of) -> None:
                 column.image(picture, caption=caption_of(row), width="stretch")
 
 
-root_col, format_col = st.columns([4, 1])
-root = root_col.text_input("Dataset folder", placeholder="/data/MURA-v1.1  or  /data/fracatlas",
-                           help="A folder on the server running this app; nothing is uploaded.").strip()
-layout = format_col.selectbox("Layout", list(FORMATS), format_func=FORMATS.get)
-
-if not root:
-    st.info(HOW_TO, icon=":material/folder_open:")
+roots = configured_roots()
+if not roots:
+    st.info(NO_ROOTS, icon=":material/folder_open:")
     glance_tab, training_tab, samples_tab = st.tabs(
         ["MURA v1.1 at a glance", "The installed model's training data", "Bundled sample images"])
 
@@ -109,15 +111,40 @@ if not root:
                 st.caption("Attribution: " + "; ".join(attributions))
     st.stop()
 
+root_col, folder_col, format_col = st.columns([2, 3, 1])
+if len(roots) == 1:
+    root = roots[0]
+    root_col.markdown(f"**Dataset root**  \n{root.label}")
+else:
+    root = root_col.selectbox("Dataset root", roots, format_func=lambda r: r.label,
+                              help="The folders the operator shares on this server.")
+choice = folder_col.selectbox("Folder", data_roots.folders_inside(root.path),
+                              format_func=lambda f: root.label if f == "." else f"{root.label}/{f}",
+                              help="The root itself or a folder inside it (two levels deep); nothing is uploaded.")
+layout = format_col.selectbox("Layout", list(FORMATS), format_func=FORMATS.get)
+listed = st.session_state.setdefault("listed_folders", {})  # folders already scanned in this session
 try:
-    index = index_root(root, layout)
+    folder = data_roots.resolve_inside(root.path, choice)
+    if str(folder) not in listed:
+        bar = st.progress(0.0, text="Listing the folder...")
+        listed[str(folder)] = data_roots.scan_folder(
+            folder, root.path, progress=lambda n: bar.progress(min(n / data_roots.MAX_SCAN_FILES, 1.0),
+                                                               text=f"Listing the folder: {n:,} files..."))
+        bar.empty()
+    index = index_root(str(folder), layout)
+except data_roots.RootError as exc:
+    st.error(f"This folder cannot be read: {exc}", icon=":material/block:")
+    st.stop()
 except (DatasetError, ValueError, OSError) as exc:
-    st.error(f"This folder cannot be indexed: {exc}", icon=":material/error:")
+    st.error(f"This folder cannot be indexed: {str(exc).replace(str(root.path), root.label)}",
+             icon=":material/error:")
+    st.markdown("These layouts are read:\n\n" + LAYOUTS)
     st.stop()
 
 table = index.table
 summary = stats.dataset_summary(table)
-st.caption(f"Layout: **{FORMATS.get(index.format, index.format)}** · {root}")
+st.caption(f"Layout: **{FORMATS.get(index.format, index.format)}** · "
+           f"{root.label if choice == '.' else f'{root.label}/{choice}'} · {listed[str(folder)]:,} files")
 cols = st.columns(5)
 cols[0].metric("Images", f"{summary['images']:,}")
 cols[1].metric("Studies", f"{summary['studies']:,}")

@@ -142,11 +142,57 @@ def test_diagnose_warns_outside_the_coverage(monkeypatch, covered_weights):
                "hand and shoulder radiographs of FracAtlas (100 images)" in w and "not meaningful" in w
                for w in warnings), warnings
 
+    # No headline verdict: the scores, heatmaps and table stay behind an explicit control.
+    text = _texts(at)
+    assert "No verdict: humerus is outside the model's training data" in text
+    assert "(ensemble " not in text and "ensemble probability" not in text
+    assert not at.get("plotly_chart") and _n_images(at) == 0
+    show = at.toggle(key="show_scores_anyway")
+    assert show.proto.default is False and "not meaningful" in show.label
+    downloads = {d.proto.label: d for d in at.get("download_button")}
+    assert set(downloads) == {"Study result (JSON)", "Per-image table (CSV)"}  # they carry the warning
+    show.set_value(True).run()
+    assert not at.exception
+    assert at.get("plotly_chart") and _n_images(at) > 0
+    assert "the scores below are not meaningful" in _texts(at)
+    assert "(ensemble " not in _texts(at)  # still no headline verdict
+
     part = next(s for s in at.selectbox if s.label == "Body part")
     part.set_value("XR_HAND").run()  # the user says it is a hand: inside the coverage
     assert not any("outside the installed model" in w.value for w in at.warning)
-    part.set_value("OTHER").run()
+    assert "(ensemble " in _texts(at) and "No verdict" not in _texts(at)
+    next(s for s in at.selectbox if s.label == "Body part").set_value("OTHER").run()  # from the new page
     assert any(w.value.startswith("Body part unknown") for w in at.warning)
+    assert "No verdict: the body part is unknown" in _texts(at)
+
+
+def test_outside_the_coverage_exports_carry_the_warning():
+    from mura_core.coverage import Coverage, verdict_withheld
+
+    coverage = Coverage(dataset="FracAtlas", body_parts=("XR_HAND",), positive_label="fracture")
+    result = _study()
+    result.coverage = coverage
+    assert verdict_withheld(coverage, "XR_HAND") == "" and verdict_withheld(None, "XR_HUMERUS") == ""
+    assert verdict_withheld(coverage, "") == "No verdict: the body part is unknown"
+    exported = json.loads(results.study_json(result, "XR_WRIST"))
+    assert exported["verdict"] is None and exported["study_probability"] == pytest.approx(0.7)
+    assert exported["verdict_text"] == exported["verdict_withheld"] == \
+        "No verdict: wrist is outside the model's training data"
+    assert exported["warning"].startswith("Wrist is outside the installed model's training data")
+    table = results.study_table(result, "XR_WRIST")
+    columns = list(table.columns)
+    assert columns[columns.index("ensemble") + 1] == "study_warning"  # the warning beside the scores
+    assert set(table["verdict"]) == {""} and table["ensemble"].iloc[0] == pytest.approx(0.7)
+    assert results.study_table(result, "XR_HAND")["verdict"].iloc[0] == "abnormal"
+
+
+def test_diagnose_refuses_a_study_beyond_the_limits(monkeypatch, tiny_weights, count_studies):
+    from mura_core.imaging import MAX_STUDY_FILES
+
+    at = _upload(_app(monkeypatch, tiny_weights), [(f"{i}.png", b"x") for i in range(MAX_STUDY_FILES + 1)])
+    assert not at.exception
+    assert any(f"at most {MAX_STUDY_FILES} are read" in e.value for e in at.error)
+    assert count_studies == []  # nothing was read
 
 
 def test_diagnose_warns_on_a_colour_picture(monkeypatch, covered_weights):
@@ -169,7 +215,8 @@ def test_no_weights(monkeypatch, tmp_path):
     assert not at.button  # no sample study without models
 
     text = _texts(_page(at, "dataset"))
-    assert "Dataset folder" in [t.label for t in at.text_input][0]
+    assert not at.text_input  # no path is ever typed
+    assert "No dataset folder is shared on this server" in text and "MURA_DATA_ROOTS" in text
     assert "No sample images are installed" in text
     assert "No evaluation report is installed" in _texts(_page(at, "evaluation"))
     assert "No ensemble is installed" in _texts(_page(at, "about"))
@@ -186,12 +233,22 @@ def test_broken_weights_are_explained(monkeypatch, tmp_path):
     assert "MURA_WEIGHTS" in _texts(at)
 
 
-def test_streamlit_config():
+def test_streamlit_config(monkeypatch):
+    """The security settings: XSRF protection, no tracebacks in the browser, the upload size limit."""
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["maxUploadSize"] == 50
+    assert config["server"]["maxUploadSize"] == 50  # MB per file, as the README and the uploader say
     assert config["server"]["enableXsrfProtection"] is True
-    assert config["client"]["showErrorDetails"] is False
+    assert config["server"].get("enableCORS", True) is True  # Streamlit's default; XSRF needs it on
+    assert config["client"]["showErrorDetails"] in (False, "none")  # "none" is the current spelling
     assert config["browser"]["gatherUsageStats"] is False
+    # What the server really runs with, read back through Streamlit's own option parser.
+    from streamlit import config as st_config
+
+    monkeypatch.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from the working folder
+    options = st_config.get_config_options(force_reparse=True, options_from_flags={})
+    assert options["server.enableXsrfProtection"].value is True
+    assert options["server.maxUploadSize"].value == 50
+    assert options["client.showErrorDetails"].value in (False, "none")
 
 
 def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
@@ -284,14 +341,52 @@ def test_dataset_explorer_without_a_folder(monkeypatch, covered_weights):
     assert _n_images(at) >= 4  # the samples' thumbnails
 
 
-def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
+def test_dataset_explorer_without_roots_reads_no_folder(monkeypatch, tiny_weights, tmp_path):
+    root = _folder_dataset(tmp_path / "folders")
+    monkeypatch.delenv("MURA_DATA_ROOTS", raising=False)
     at = _page(_app(monkeypatch, tiny_weights), "dataset")
     assert "Bundled sample images" in [s.value for s in at.subheader]
     assert _n_images(at) >= 4  # the samples' thumbnails
+    assert not at.text_input and "MURA_DATA_ROOTS" in _texts(at)
+    assert "Images" not in {m.label for m in at.metric} and str(root) not in _texts(at)
 
+
+def test_dataset_explorer_roots(monkeypatch, tiny_weights, tmp_path):
     root = _folder_dataset(tmp_path / "folders")
-    at.text_input[0].input(str(root)).run()
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)
+    (empty / "notes" / "a.txt").write_text("not a dataset")
+    (empty / "elsewhere").symlink_to(root, target_is_directory=True)
+    monkeypatch.setenv("MURA_DATA_ROOTS", f"{root}:{empty}")
+    at = _page(_app(monkeypatch, tiny_weights), "dataset")
+    assert not at.text_input and not at.exception
+    chooser = next(s for s in at.selectbox if s.label == "Dataset root")
+    assert chooser.options == ["folders", "empty"]
+    assert str(tmp_path) not in _texts(at)  # roots are shown by name, never by server path
+    chooser.select_index(1).run()
+    folder = next(s for s in at.selectbox if s.label == "Folder")
+    assert folder.options == ["empty", "empty/notes"]  # the link is not offered
+    # ... and it leads outside this root, so the root as a whole is not read
+    assert any("cannot be read" in e.value and "elsewhere: a symbolic link leading outside" in e.value
+               for e in at.error)
+    folder.set_value("notes").run()
+    assert any("cannot be indexed" in e.value for e in at.error)
+    assert str(tmp_path) not in _texts(at)
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "train" / "link.png").symlink_to(outside / "x.png")
+    monkeypatch.setenv("MURA_DATA_ROOTS", str(root))
+    at = _page(_app(monkeypatch, tiny_weights), "dataset")
+    assert any("cannot be read" in e.value and "symbolic link leading outside" in e.value for e in at.error)
+
+
+def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
+    root = _folder_dataset(tmp_path / "folders")
+    monkeypatch.setenv("MURA_DATA_ROOTS", str(root))  # one root: it opens directly
+    at = _page(_app(monkeypatch, tiny_weights), "dataset")
     assert not at.exception, [e.value for e in at.exception]
+    assert "Dataset root" not in [s.label for s in at.selectbox]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "12" and metrics["Abnormal images"] == "6"
     assert len(at.expander) == 1  # the stray image outside a class folder
@@ -301,7 +396,7 @@ def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
     at.multiselect[2].set_value(["abnormal"]).run()
     assert _n_images(at) == 6
 
-    at.text_input[0].input(str(tmp_path / "missing")).run()
+    next(s for s in at.selectbox if s.label == "Folder").set_value("train/normal").run()
     assert any("cannot be indexed" in e.value for e in at.error)
 
 
@@ -315,8 +410,8 @@ def test_dataset_explorer_mura(monkeypatch, tmp_path):
         folder.mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8)).save(folder / f"image{i + 1}.png")
+    monkeypatch.setenv("MURA_DATA_ROOTS", str(tmp_path))
     at = _page(_app(monkeypatch, tmp_path / "no-weights"), "dataset")
-    at.text_input[0].input(str(tmp_path)).run()
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Images"], metrics["Studies"], metrics["Patients"]) == ("4", "3", "3")
@@ -325,8 +420,8 @@ def test_dataset_explorer_mura(monkeypatch, tmp_path):
 
 
 def test_dataset_explorer_fracatlas(monkeypatch, tmp_path, fracatlas):
+    monkeypatch.setenv("MURA_DATA_ROOTS", str(fracatlas))
     at = _page(_app(monkeypatch, tmp_path), "dataset")
-    at.text_input[0].input(str(fracatlas)).run()
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Images"]) == len(pd.read_csv(fracatlas / "dataset.csv"))

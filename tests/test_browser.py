@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from benchmarks.live_server import CHROMIUM, CHROMIUM_ARGS, ROOT, dashboard_server
 from mura_core.ensemble import read_manifest
 from tests.data import FRACATLAS
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 WEIGHTS = ROOT / "weights"
-START_TIMEOUT = 90
 ARTIFACTS = Path(os.environ.get("MURA_SCREENSHOT_DIR") or ROOT / "tests" / "artifacts" / "browser")
 NAVIGATION = ["Diagnose", "Dataset explorer", "Evaluation", "Model card"]
 TITLES = {"/": "Diagnose a study", "/dataset": "Dataset explorer", "/evaluation": "Evaluation",
@@ -53,48 +45,11 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 STUDY_TIMEOUT_MS = 180_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not start within {START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
-
-
 @contextlib.contextmanager
-def _streamlit(log: Path):
+def _streamlit(log: Path, env: dict[str, str] | None = None):
     """`streamlit run app.py` on a free port with the bundled weights, from cold; yields the base URL."""
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if key != "MURA_WEIGHTS"}
-    env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, log)
+    with dashboard_server(log, env) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -215,8 +170,11 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     text = outside.first.inner_text()
     assert "Humerus is outside" in text and "hand, shoulder, leg and hip radiographs" in text
     assert "not meaningful" in text
-    # The warning comes before the verdict.
-    assert outside.first.bounding_box()["y"] < page.get_by_text("(ensemble ").first.bounding_box()["y"]
+    # No headline verdict outside the coverage: the warning, then "No verdict", and no scores until asked.
+    headline = page.get_by_text("No verdict: humerus is outside the model's training data").first
+    assert outside.first.bounding_box()["y"] < headline.bounding_box()["y"]
+    assert page.get_by_text("(ensemble ").count() == 0 and page.locator(".js-plotly-plot").count() == 0
+    assert page.get_by_text("Show the scores anyway").count() == 1
     _shoot(page, shots / "2b-diagnose-upload-humerus.png")
 
     page.goto(f"{url}/dataset", wait_until="domcontentloaded")
@@ -233,16 +191,9 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     page.get_by_role("tab", name="Bundled sample images").click()
     page.wait_for_timeout(800)
     _shoot(page, shots / "3c-dataset-samples.png")
-    field = page.get_by_role("textbox", name="Dataset folder")
-    field.fill(str(FRACATLAS))
-    field.press("Enter")
-    page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
-    _settle(page)
-    _shoot(page, shots / "4-dataset-fracatlas.png")
-    for number, tab in enumerate(("Class balance", "Image sizes", "Browse images")):
-        page.get_by_role("tab", name=tab).click()
-        page.wait_for_timeout(800)
-        _shoot(page, shots / f"4{'abc'[number]}-dataset-{tab.split()[-1].lower()}.png")
+    # No dataset root is configured: no path can be typed, and the page says how an operator adds one.
+    assert page.get_by_role("textbox").count() == 0
+    assert page.get_by_text("No dataset folder is shared on this server").count() == 1
 
     page.goto(f"{url}/evaluation", wait_until="domcontentloaded")
     page.get_by_role("heading", name="Localization").wait_for(timeout=60_000)
@@ -281,3 +232,27 @@ def test_dashboard_in_chromium(server, chromium, tmp_path):
     taken = {p.name for p in shots.glob("*.png")}
     assert {"2-diagnose-sample.png", "2b-diagnose-upload-humerus.png", "3-dataset-mura-at-a-glance.png",
             "3b-dataset-training-data.png", "5-evaluation.png", "6-model-card.png"} <= taken
+
+
+def test_dataset_root_in_chromium(tmp_path, chromium):
+    """The FracAtlas fixture as the only dataset root: the explorer opens it directly, chosen from a list."""
+    log = tmp_path / "streamlit.log"
+    with _streamlit(log, {"MURA_DATA_ROOTS": str(FRACATLAS)}) as url:
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        shots = _shots()
+        try:
+            page.goto(f"{url}/dataset", wait_until="domcontentloaded")
+            page.get_by_text("Abnormal studies").wait_for(timeout=STUDY_TIMEOUT_MS)
+            _settle(page)
+            assert page.get_by_role("textbox").count() == 0
+            assert str(FRACATLAS) not in page.inner_text("body")  # the root is shown by name
+            _shoot(page, shots / "4-dataset-fracatlas.png")
+            for number, tab in enumerate(("Class balance", "Image sizes", "Browse images")):
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(800)
+                _shoot(page, shots / f"4{'abc'[number]}-dataset-{tab.split()[-1].lower()}.png")
+        except Exception as exc:
+            page.screenshot(path=shots / "failure-root.png")
+            raise AssertionError(f"{exc}\nstreamlit log:\n{log.read_text()[-4000:]}") from exc
+        finally:
+            page.close()

@@ -27,6 +27,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..csvsafe import write_csv
+
 NEAR_DISTANCE = 6
 """Largest Hamming distance (of 64 bits) between the pHashes of two near-duplicate files."""
 
@@ -440,6 +442,6 @@ def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = No
     for line in summary_lines(report):
         print("  " + line)
     if duplicates is not None:
-        report.pairs.to_csv(duplicates, index=False)
+        write_csv(report.pairs, duplicates)
         print(f"  {len(report.pairs):,} cross-split pairs -> {duplicates}")
     return report
