@@ -150,7 +150,7 @@ def test_diagnose_warns_outside_the_coverage(monkeypatch, covered_weights):
     show = at.toggle(key="show_scores_anyway")
     assert show.proto.default is False and "not meaningful" in show.label
     downloads = {d.proto.label: d for d in at.get("download_button")}
-    assert set(downloads) == {"Study result (JSON)", "Per-image table (CSV)"}  # they carry the warning
+    assert set(downloads) == {"Study result (JSON)", "Per-image table (CSV)", "PDF"}  # they carry the warning
     show.set_value(True).run()
     assert not at.exception
     assert at.get("plotly_chart") and _n_images(at) > 0
@@ -635,8 +635,9 @@ def test_dataset_explorer_leakage(monkeypatch, tmp_path):
     from tests.test_leakage import _leaky_folders
 
     root = _leaky_folders(tmp_path / "leaky")
+    monkeypatch.setenv("MURA_DATA_ROOTS", str(root))  # one root: it opens directly
     at = _page(_app(monkeypatch, tmp_path / "no-weights"), "dataset")
-    at.text_input[0].input(str(root)).run()
+    assert not at.exception, [e.value for e in at.exception]
     assert "Leakage between splits" in [s.value for s in at.subheader]
     images_before = _n_images(at)
     at.toggle[0].set_value(True).run()
