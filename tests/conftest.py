@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+# tests/backend_smoke runs in an environment without TensorFlow (KERAS_BACKEND=jax, `.ci/run`); the rest needs it.
+collect_ignore = ["backend_smoke"] if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" else []
 
 FRACATLAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
 FRACATLAS_ATTRIBUTION = (
