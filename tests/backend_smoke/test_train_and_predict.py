@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,6 +89,11 @@ def test_batches_carry_class_weights_and_boxes_follow_the_warp(mini_fracatlas):
     assert y["lesion_map"].shape == (5, SIZE // 16, SIZE // 16, 1)
     assert sorted(set(w["probability"].tolist())) <= [0.5, 2.0]
     assert np.array_equal(w["probability"] == 2.0, y["probability"] == 1.0)
+    # Data parallel: a batch is padded to a multiple of the devices, the copies weigh nothing.
+    padded = ImageBatches(table, SIZE, 5, False, lesions=lesions, pad_multiple=4)
+    x, y, w = padded[0]
+    assert len(x) == 8 and np.array_equal(x[5:], np.repeat(x[4:5], 3, axis=0))
+    assert w["probability"].tolist() == [1.0] * 5 + [0.0] * 3 and w["lesion_map"][5:].tolist() == [0.0] * 3
     # The same warp moves an image and its masks: boxes drawn into images land where the masks say.
     boxes = np.array([[[0.15, 0.20, 0.45, 0.40], [0.6, 0.65, 0.8, 0.9]]] * 6, np.float32)
     masks = box_masks(boxes, 96)
@@ -106,9 +113,7 @@ def test_train_resume_and_predict_with_heatmaps(mini_fracatlas, tmp_path):
     """The demo's stage-3 settings (lesion-map head, class weights, augmentation, cache), tiny: two epochs,
     interrupted after the first and resumed; then the member predicts a study with both heatmaps."""
     root, split_file = mini_fracatlas
-    # Eagerly: on 2 CPU cores, compiling the steps with XLA takes longer than running them.
     config = load_config(DEMO_CONFIG, [f"input_size={SIZE}", "weights=null", "batch_size=4", "epochs=2",
-                                       "run_eagerly=true",
                                        "oversample_abnormal=2", "dense_units=16", f"out_dir={tmp_path / 'runs'}",
                                        f"cache_dir={tmp_path / 'cache'}", "input_workers=2"])
     config = dataclasses.replace(config, data=(DataSource(str(root), "fracatlas", str(split_file)),))
@@ -135,3 +140,19 @@ def test_train_resume_and_predict_with_heatmaps(mini_fracatlas, tmp_path):
     with pytest.raises(ValueError, match="needs TensorFlow"):
         ensemble.predict_study(study, explain=True, method="scorecam")
     assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.skipif(backend.name() != backend.JAX, reason="keras.distribution.DataParallel is JAX's")
+def test_jax_trains_data_parallel_over_two_devices(mini_fracatlas, tmp_path):
+    """Two CPU devices (XLA_FLAGS): a batch of 3 per device is 6, split in two."""
+    root, split_file = mini_fracatlas
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "KERAS_BACKEND": "jax",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("data_parallel_task.py")), str(root),
+                           str(split_file), str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found == {"devices": 2, "epochs_run": 1}
+    history = pd.read_csv(tmp_path / "data_parallel" / "history.csv")
+    assert np.isfinite(history["loss"]).all()
