@@ -3,6 +3,7 @@
     python benchmarks/gpu_check.py OUT [--budget-s 420] [--images 256] [--size 320]
     python benchmarks/gpu_check.py OUT --smoke        # the same code on CPU, tiny settings, < 2 minutes
     KERAS_BACKEND=jax python benchmarks/gpu_check.py OUT     # on JAX (or torch), without TensorFlow
+    python benchmarks/gpu_check.py OUT --only gradcam_device_vs_cpu,predict_study_explain   # chosen checks
 
 It runs on whichever Keras backend `KERAS_BACKEND` names (TensorFlow by default) and records it with
 its versions. On a GPU it trains with mixed precision (float16 on TensorFlow, bfloat16 on JAX and
@@ -80,6 +81,7 @@ class Settings:
     steps: int = 15
     budget_s: float = 420.0
     smoke: bool = False  # CPU, tiny; on TensorFlow training runs eagerly (no graph tracing, no XLA)
+    only: tuple[str, ...] = ()  # run only these checks (e.g. those a run cut short skipped); () = all
 
     @staticmethod
     def smoke_settings(out: Path, data: Path) -> Settings:
@@ -102,6 +104,9 @@ class Check:
         return self.settings.budget_s - (time.perf_counter() - self.started)
 
     def run(self, name: str, fn, *args) -> dict | None:
+        if self.settings.only and name not in self.settings.only:
+            self.results["checks"][name] = {"ok": None, "skipped": "not among --only"}
+            return None
         if self.left() <= 0:
             self.results["checks"][name] = {"ok": None, "skipped": "time budget spent"}
             self.write()
@@ -443,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="radiographs to cache and train on (default 256)")
     parser.add_argument("--size", type=int, help="input side (default 320)")
     parser.add_argument("--budget-s", type=float, help="stop starting checks after this many seconds (420)")
+    parser.add_argument("--only", help="comma-separated check names to run (the others are recorded as skipped)")
     args = parser.parse_args(argv)
     out, data = Path(args.out), Path(args.data)
     if not (data / "dataset.csv").is_file():
@@ -453,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.smoke_settings(out, data)
     else:
         settings = Settings(out, data)
-    changes = {k: v for k, v in {"images": args.images, "size": args.size, "budget_s": args.budget_s}.items()
-               if v is not None}
+    only = tuple(n.strip() for n in args.only.split(",")) if args.only else None
+    changes = {k: v for k, v in {"images": args.images, "size": args.size, "budget_s": args.budget_s,
+                                 "only": only}.items() if v is not None}
     settings = dataclasses.replace(settings, **changes)
     results = run_checks(settings)
     print(summary_text(results), end="")
