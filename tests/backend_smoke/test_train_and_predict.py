@@ -27,6 +27,7 @@ from PIL import Image
 
 from mura_core import backend
 from mura_core.ensemble import Ensemble
+from mura_core.gradcam import CamExplainer
 from mura_core.pipeline import Augmentation, ImageBatches, box_masks, lesion_targets, make_dataset
 from train import train as train_module
 from train.config import DataSource, load_config
@@ -137,8 +138,10 @@ def test_train_resume_and_predict_with_heatmaps(mini_fracatlas, tmp_path):
         for image in found.images:
             heat = image.heatmaps["ensemble"]
             assert heat.shape == (SIZE, SIZE) and heat.min() >= 0.0 and heat.max() <= 1.0
-    with pytest.raises(ValueError, match="needs TensorFlow"):
+    with pytest.raises(ValueError, match="not offered by every member; choose one of gradcam, lesion_map"):
         ensemble.predict_study(study, explain=True, method="scorecam")
+    with pytest.raises(ValueError, match="needs TensorFlow"):
+        CamExplainer(model, "out_relu").explain(np.zeros((1, SIZE, SIZE, 3), np.float32), "scorecam")
     assert "tensorflow" not in sys.modules
 
 
