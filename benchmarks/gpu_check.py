@@ -2,6 +2,13 @@
 
     python benchmarks/gpu_check.py OUT [--budget-s 420] [--images 256] [--size 320]
     python benchmarks/gpu_check.py OUT --smoke        # the same code on CPU, tiny settings, < 2 minutes
+    KERAS_BACKEND=jax python benchmarks/gpu_check.py OUT     # on JAX (or torch), without TensorFlow
+    python benchmarks/gpu_check.py OUT --only gradcam_device_vs_cpu,predict_study_explain   # chosen checks
+
+It runs on whichever Keras backend `KERAS_BACKEND` names (TensorFlow by default) and records it with
+its versions. On a GPU it trains with mixed precision (float16 on TensorFlow, bfloat16 on JAX and
+PyTorch). XLA: TensorFlow is timed without and with it; JAX always compiles with XLA; PyTorch runs
+without compilation.
 
 Writes `OUT/gpu_check.json` (every figure and check, rewritten after each one, so a run cut short
 still leaves what it measured) and `OUT/gpu_check.txt` (a short summary). Each check that fails
@@ -27,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
+from mura_core import backend, cam_backends  # noqa: E402
 from mura_core.ensemble import Ensemble  # noqa: E402
 from mura_core.gradcam import CamExplainer  # noqa: E402
 from mura_core.mura_facts import published_totals  # noqa: E402
@@ -74,7 +80,8 @@ class Settings:
     warmup_steps: int = 3
     steps: int = 15
     budget_s: float = 420.0
-    smoke: bool = False  # CPU, tiny, and training runs eagerly (no graph tracing, no XLA)
+    smoke: bool = False  # CPU, tiny; on TensorFlow training runs eagerly (no graph tracing, no XLA)
+    only: tuple[str, ...] = ()  # run only these checks (e.g. those a run cut short skipped); () = all
 
     @staticmethod
     def smoke_settings(out: Path, data: Path) -> Settings:
@@ -97,6 +104,9 @@ class Check:
         return self.settings.budget_s - (time.perf_counter() - self.started)
 
     def run(self, name: str, fn, *args) -> dict | None:
+        if self.settings.only and name not in self.settings.only:
+            self.results["checks"][name] = {"ok": None, "skipped": "not among --only"}
+            return None
         if self.left() <= 0:
             self.results["checks"][name] = {"ok": None, "skipped": "time budget spent"}
             self.write()
@@ -123,24 +133,34 @@ class Check:
 
 
 def device_info() -> dict:
-    """TensorFlow version and the devices it sees (the GPU's name and compute capability)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    details = [tf.config.experimental.get_device_details(g) for g in gpus]
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version(),
-            "cpus": os.cpu_count(), "gpus": [d.get("device_name", "GPU") for d in details],
-            "compute_capability": [d.get("compute_capability") for d in details],
-            "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled()}
+    """The Keras backend and its versions, and the devices it sees (on TensorFlow, the GPUs' compute capability)."""
+    info = {**backend.versions(), "cpus": os.cpu_count(), "gpus": backend.gpus()}
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        details = [tf.config.experimental.get_device_details(g) for g in tf.config.list_physical_devices("GPU")]
+        info.update(compute_capability=[d.get("compute_capability") for d in details],
+                    tensor_float_32=tf.config.experimental.tensor_float_32_execution_enabled())
+    return info
 
 
 def training_policy() -> str:
-    """The policy `train.train` uses by default (mixed_precision=auto): mixed_float16 on a GPU."""
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    """The policy `train.train` uses by default (mixed_precision=auto): mixed precision on a GPU."""
+    return backend.mixed_precision_policy("auto")
+
+
+def compiles_with_xla(settings: Settings, xla: bool) -> bool:
+    """Whether a training check compiles with XLA: as asked on TensorFlow, always on JAX (unless eager)."""
+    if backend.name() == backend.JAX:
+        return True
+    return xla and not settings.smoke
 
 
 def method_config(arch: str, settings: Settings, extra: list[str] | None = None) -> TrainConfig:
     """The method's config for `arch` (`<arch>_m1.yaml`, or densenet169_m1's with `model=arch`), random init."""
     path = CONFIGS / f"{arch}_m1.yaml"
-    overrides = ["weights=null", f"input_size={settings.size}", f"run_eagerly={str(settings.smoke).lower()}",
+    eager = settings.smoke and backend.is_tensorflow()  # JAX compiles one step faster than it runs op by op
+    overrides = ["weights=null", f"input_size={settings.size}", f"run_eagerly={str(eager).lower()}",
                  *(extra or [])]
     if not path.exists():
         path, overrides = CONFIGS / "densenet169_m1.yaml", [f"model={arch}", *overrides]
@@ -165,9 +185,23 @@ def cached_images(table: pd.DataFrame, settings: Settings) -> tuple[Path, np.nda
     return folder, np.repeat(gray, 3, axis=-1).astype(np.float32)
 
 
-def full_batches(dataset: tf.data.Dataset, batch: int) -> tf.data.Dataset:
-    """The batched dataset repeated forever and rebatched so that every batch has exactly `batch` images."""
+def full_batches(dataset, batch: int):
+    """The batched dataset repeated forever, every batch with exactly `batch` images (`ImageBatches`: the
+    sample's image count is a multiple of the batch)."""
+    if not backend.is_tensorflow():
+        return dataset.repeat()
+    import tensorflow as tf
+
     return dataset.repeat().unbatch().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def batch_iterator(dataset):
+    """Batches as training reads them: `tf.data`'s iterator, or Keras' reader threads over an `ImageBatches`."""
+    if backend.is_tensorflow():
+        return iter(dataset)
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    return iter(PyDatasetAdapter(dataset).get_numpy_iterator())
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -198,7 +232,8 @@ def check_training_speed(arch: str, xla: bool, batch: int, table, cache, setting
     first_step = timer.times[0] - start
     timed = timer.times[settings.warmup_steps - 1:]
     per_s = batch * settings.steps / (timed[-1] - timed[0])
-    result = {"ok": True, "model": arch, "policy": policy, "xla": xla, "batch": batch, "size": settings.size,
+    result = {"ok": True, "model": arch, "policy": policy, "xla": compiles_with_xla(settings, xla),
+              "batch": batch, "size": settings.size,
               "images_per_s": round(per_s, 1), "first_step_s": round(first_step, 1),
               "mura_epoch_s": round(MURA_TRAIN_IMAGES / per_s, 1)}
     if arch == "densenet169" and not settings.smoke:
@@ -212,7 +247,7 @@ def check_input_pipeline(table, cache, settings: Settings) -> dict:
     config = method_config(settings.models[0], settings)
     dataset = full_batches(make_dataset(table, settings.size, settings.batch, True, config.augmentation, cache=cache),
                            settings.batch)
-    iterator = iter(dataset)
+    iterator = batch_iterator(dataset)
     for _ in range(settings.warmup_steps):
         next(iterator)
     start = time.perf_counter()
@@ -224,16 +259,16 @@ def check_input_pipeline(table, cache, settings: Settings) -> dict:
 def check_inference_speed(arch: str, images: np.ndarray, settings: Settings) -> dict:
     """Inference images/s (a compiled forward pass) in the training policy and in float32 (as the app loads)."""
     out = {"ok": True, "model": arch, "batch": settings.batch}
-    batch = tf.constant(np.resize(images, (settings.batch, *images.shape[1:])))
+    batch = keras.ops.convert_to_tensor(np.resize(images, (settings.batch, *images.shape[1:])))  # on the device
     for policy in dict.fromkeys((training_policy(), "float32")):
         keras.mixed_precision.set_global_policy(policy)
         model = create_model(arch, None, settings.size)
-        forward = tf.function(lambda x, m=model: m(x, training=False))
-        forward(batch).numpy()
+        forward = cam_backends.forward(model)
+        cam_backends.to_numpy(forward(batch))
         start = time.perf_counter()
         for _ in range(settings.steps):
             result = forward(batch)
-        result.numpy()
+        cam_backends.to_numpy(result)  # waits for the device
         out[f"images_per_s_{policy}"] = round(settings.batch * settings.steps / (time.perf_counter() - start), 1)
     return out
 
@@ -319,16 +354,19 @@ def check_backup_and_restore(table: pd.DataFrame, settings: Settings) -> dict:
 
 
 def check_gradcam_device_vs_cpu(images: np.ndarray, settings: Settings) -> dict:
-    """Grad-CAM maps and probabilities on the default device (the GPU) against the CPU, same model."""
+    """Grad-CAM maps and probabilities on the default device (the GPU) against the CPU, same weights
+    (a copy of the model built on the CPU: JAX and PyTorch keep weights where they were made)."""
     arch = settings.models[0]
     model = create_model(arch, None, settings.size)
     batch = images[:4]
     probs_device, maps_device = CamExplainer(model, get_spec(arch).gradcam_layer).explain(batch)
-    with tf.device("/CPU:0"):
-        probs_cpu, maps_cpu = CamExplainer(model, get_spec(arch).gradcam_layer).explain(batch)
+    with keras.device("cpu:0"):
+        on_cpu = create_model(arch, None, settings.size)
+        on_cpu.set_weights(model.get_weights())
+        probs_cpu, maps_cpu = CamExplainer(on_cpu, get_spec(arch).gradcam_layer).explain(batch)
     map_diff = float(np.abs(maps_device - maps_cpu).max())
     prob_diff = float(np.abs(probs_device - probs_cpu).max())
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    on_gpu = bool(backend.gpus())
     return {"ok": map_diff <= 0.05 and prob_diff <= 1e-3, "compared": "GPU vs CPU" if on_gpu else "CPU vs CPU",
             "model": arch, "max_abs_heatmap_diff": map_diff, "max_abs_probability_diff": prob_diff,
             "tolerance": {"heatmap": 0.05, "probability": 1e-3}}
@@ -345,13 +383,23 @@ def summary_line(name: str, result: dict) -> str:
 
 def summary_text(results: dict) -> str:
     device = results["device"]
-    lines = [f"gpu_check {'--smoke ' if results['smoke'] else ''}{results['created']}: TensorFlow "
-             f"{device['tensorflow']}, GPUs {device['gpus'] or 'none'}, {device['cpus']} CPUs, "
+    name = device.get("backend", "tensorflow")
+    lines = [f"gpu_check {'--smoke ' if results['smoke'] else ''}{results['created']}: Keras {device['keras']} on "
+             f"{name} {device.get(name, '')}, GPUs {device['gpus'] or 'none'}, {device['cpus']} CPUs, "
              f"{results.get('total_seconds')} s"]
     lines += [summary_line(name, r) for name, r in results["checks"].items()]
     failed = [n for n, r in results["checks"].items() if r.get("ok") is False]
     lines.append(f"failed: {', '.join(failed)}" if failed else "no check failed")
     return "\n".join(lines) + "\n"
+
+
+def xla_skip_reason(settings: Settings) -> str:
+    """Why the separate XLA training checks do not run ("" when they do)."""
+    if backend.name() == backend.JAX:
+        return "JAX always compiles with XLA: the check without the suffix is the XLA figure"
+    if backend.name() == backend.TORCH:
+        return "PyTorch: no XLA (torch.compile is not timed)"
+    return "smoke mode trains eagerly" if settings.smoke else ""
 
 
 def run_checks(settings: Settings) -> dict:
@@ -369,9 +417,9 @@ def run_checks(settings: Settings) -> dict:
     check.run("backup_and_restore", check_backup_and_restore, table, settings)
     check.run("gradcam_device_vs_cpu", check_gradcam_device_vs_cpu, images, settings)
     check.run("predict_study_explain", check_predict_study, table, settings)
-    if settings.smoke:  # eager: nothing to compile with XLA
-        check.results["checks"][f"train_{first}_batch{settings.batch}_xla"] = {
-            "ok": None, "skipped": "smoke mode trains eagerly"}
+    xla_skipped = xla_skip_reason(settings)
+    if xla_skipped:
+        check.results["checks"][f"train_{first}_batch{settings.batch}_xla"] = {"ok": None, "skipped": xla_skipped}
     else:
         check.run(f"train_{first}_batch{settings.batch}_xla", check_training_speed, first, True,
                   settings.batch, table, cache, settings)
@@ -381,8 +429,9 @@ def run_checks(settings: Settings) -> dict:
     for arch in others:
         check.run(f"train_{arch}_batch{settings.batch}", check_training_speed, arch, False, settings.batch,
                   table, cache, settings)
-        check.run(f"train_{arch}_batch{settings.batch}_xla", check_training_speed, arch, True, settings.batch,
-                  table, cache, settings)
+        if not xla_skipped:
+            check.run(f"train_{arch}_batch{settings.batch}_xla", check_training_speed, arch, True, settings.batch,
+                      table, cache, settings)
     for arch in settings.models:
         check.run(f"train_{arch}_batch{settings.method_batch}", check_training_speed, arch, False,
                   settings.method_batch, table, cache, settings)
@@ -399,18 +448,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="radiographs to cache and train on (default 256)")
     parser.add_argument("--size", type=int, help="input side (default 320)")
     parser.add_argument("--budget-s", type=float, help="stop starting checks after this many seconds (420)")
+    parser.add_argument("--only", help="comma-separated check names to run (the others are recorded as skipped)")
     args = parser.parse_args(argv)
     out, data = Path(args.out), Path(args.data)
     if not (data / "dataset.csv").is_file():
         print(f"error: {data / 'dataset.csv'}: not found (pass --data /path/to/fracatlas)", file=sys.stderr)
         return 2
     if args.smoke:
-        tf.config.set_visible_devices([], "GPU")
+        backend.hide_gpus()
         settings = Settings.smoke_settings(out, data)
     else:
         settings = Settings(out, data)
-    changes = {k: v for k, v in {"images": args.images, "size": args.size, "budget_s": args.budget_s}.items()
-               if v is not None}
+    only = tuple(n.strip() for n in args.only.split(",")) if args.only else None
+    changes = {k: v for k, v in {"images": args.images, "size": args.size, "budget_s": args.budget_s,
+                                 "only": only}.items() if v is not None}
     settings = dataclasses.replace(settings, **changes)
     results = run_checks(settings)
     print(summary_text(results), end="")

@@ -1,9 +1,14 @@
-"""tf.data input pipelines: the deterministic steps for everyone, augmentation for training only.
+"""Training input: the deterministic steps for everyone, augmentation for training only, on any backend.
 
 Deterministic: decode (`imaging.load_image`) -> `resize_square` -> uint8 (S, S, 3), the same
 function the CLI and the dashboard use. Random (training only): rotation, shift, zoom and
-horizontal flip, as Keras preprocessing layers on batches. Images that fail to decode are dropped
-with a warning naming the file (indexing has already reported missing files).
+horizontal flip, composed into one affine warp per image (`Augmentation`). Images that fail to
+decode are dropped with a warning naming the file (indexing has already reported missing files).
+
+`make_dataset` gives a `tf.data` pipeline when Keras runs on TensorFlow (the warp is TensorFlow's
+projective-transform op, in the graph), and an `ImageBatches` (a Keras `PyDataset`, read by worker
+threads or processes) on JAX or PyTorch, where TensorFlow need not be installed (the same warp
+matrices, applied with OpenCV). Lesion-box masks and map targets are NumPy functions both use.
 
 For GPU training a preprocessed cache (`build_cache`) stores every image pre-resized in one
 memory-mapped uint8 array, so an epoch does not wait on PNG decoding.
@@ -13,21 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
+from . import backend
 from .imaging import ImageLoadError, image_size, load_image
 from .preprocessing import resize_square
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 log = logging.getLogger(__name__)
-AUTOTUNE = tf.data.AUTOTUNE
 
 
 @dataclass(frozen=True)
@@ -45,34 +56,71 @@ class Augmentation:
     zoom: float = 0.2
     horizontal_flip: bool = True
 
-    def transforms(self, batch: int, height: int, width: int, seed: int | None = None) -> tf.Tensor:
-        """(batch, 8) projective transforms mapping output pixels to input pixels."""
-        def uniform(low, high, offset):
-            return tf.random.uniform([batch], low, high, seed=None if seed is None else seed + offset)
+    def _matrices(self, uniform, xp, batch, height: int, width: int):
+        """The geometry, once for both array libraries: (batch, 8) maps from output to input pixels.
 
+        Args:
+            uniform: `uniform(low, high, offset)` -> `batch` random draws (offset: which transform).
+            xp: the array module the draws belong to (`numpy` or `tensorflow`).
+        """
         angle = uniform(-1.0, 1.0, 1) * (self.rotation_degrees * np.pi / 180.0)
         zoom = uniform(1.0 - self.zoom, 1.0 + self.zoom, 2)
         tx = uniform(-self.shift, self.shift, 3) * width
         ty = uniform(-self.shift, self.shift, 4) * height
-        flip = tf.ones([batch])
+        flip = xp.ones([batch])
         if self.horizontal_flip:
-            flip = tf.where(uniform(0.0, 1.0, 5) < 0.5, -1.0, 1.0)
-        cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+            flip = xp.where(uniform(0.0, 1.0, 5) < 0.5, -1.0, 1.0)
+        cos, sin = xp.cos(angle) / zoom, xp.sin(angle) / zoom
         a00, a01, a10, a11 = flip * cos, flip * sin, -sin, cos
         cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         a2 = cx - a00 * (cx + tx) - a01 * (cy + ty)
         b2 = cy - a10 * (cx + tx) - a11 * (cy + ty)
-        zeros = tf.zeros([batch])
-        return tf.stack([a00, a01, a2, a10, a11, b2, zeros, zeros], axis=1)
+        zeros = xp.zeros([batch])
+        return xp.stack([a00, a01, a2, a10, a11, b2, zeros, zeros], axis=1)
+
+    def transforms(self, batch: int, height: int, width: int, seed: int | None = None) -> tf.Tensor:
+        """(batch, 8) projective transforms mapping output pixels to input pixels (TensorFlow)."""
+        import tensorflow as tf
+
+        def uniform(low, high, offset):
+            return tf.random.uniform([batch], low, high, seed=None if seed is None else seed + offset)
+
+        return self._matrices(uniform, tf, batch, height, width)
+
+    def matrices(self, rng: np.random.Generator, batch: int, height: int, width: int) -> np.ndarray:
+        """The same transforms as NumPy (batch, 8) float64, drawn from `rng`."""
+        return self._matrices(lambda low, high, offset: rng.uniform(low, high, batch), np, batch, height, width)
 
     def __call__(self, images: tf.Tensor, seed: int | None = None) -> tf.Tensor:
-        """Augment a batch (B, H, W, C) of float images."""
+        """Augment a batch (B, H, W, C) of float images (TensorFlow, in a `tf.data` graph)."""
+        import tensorflow as tf
+
         shape = tf.shape(images)
         transforms = self.transforms(shape[0], images.shape[1], images.shape[2], seed)
         warped = tf.raw_ops.ImageProjectiveTransformV3(
             images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
             interpolation="BILINEAR", fill_mode="CONSTANT")
         return tf.ensure_shape(warped, images.shape)
+
+    def warp_arrays(self, rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Augment NumPy batches (B, H, W, C) with OpenCV: the i-th image of every array gets the same warp.
+
+        `warp_arrays(rng, images, masks)` moves each lesion mask exactly as its image (the NumPy
+        counterpart of `augment_with_masks`). Bilinear, black outside, like `__call__`.
+        """
+        batch, height, width = arrays[0].shape[:3]
+        matrices = self.matrices(rng, batch, height, width)[:, :6].reshape(batch, 2, 3)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        out = []
+        for array in arrays:
+            warped = np.empty(array.shape, np.float32)
+            for i in range(batch):
+                image = np.asarray(array[i], np.float32)
+                moved = cv2.warpAffine(image, matrices[i], (width, height), flags=flags,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                warped[i] = moved.reshape(image.shape)
+            out.append(warped)
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -120,36 +168,44 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int) -> L
     return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size))
 
 
-def box_masks(boxes: tf.Tensor, size: int) -> tf.Tensor:
+def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
     """(B, S, S, 1) float32 masks: 1 on the pixels whose centre lies in one of the (B, K, 4) boxes.
 
     Boxes are (x0, y0, x1, y1) fractions; all-zero rows are padding. A real box thinner than a pixel
     still covers one pixel.
     """
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    real = tf.reduce_any(boxes != 0.0, axis=-1)[..., None]
-    pixel = 1.0 / size
+    boxes = np.asarray(boxes, np.float32)
+    real = np.any(boxes != 0.0, axis=-1)
+    pixel = np.float32(1.0 / size)
     x0, y0 = boxes[..., 0], boxes[..., 1]
-    x1 = tf.where(real[..., 0], tf.maximum(boxes[..., 2], x0 + pixel), boxes[..., 2])
-    y1 = tf.where(real[..., 0], tf.maximum(boxes[..., 3], y0 + pixel), boxes[..., 3])
-    centres = (tf.range(size, dtype=tf.float32) + 0.5) / size
-    xs, ys = centres[None, None, None, :], centres[None, None, :, None]
-    inside = ((xs >= x0[..., None, None]) & (xs < x1[..., None, None])
-              & (ys >= y0[..., None, None]) & (ys < y1[..., None, None]))
-    return tf.cast(tf.reduce_any(inside, axis=1), tf.float32)[..., None]
+    x1 = np.where(real, np.maximum(boxes[..., 2], x0 + pixel), boxes[..., 2])
+    y1 = np.where(real, np.maximum(boxes[..., 3], y0 + pixel), boxes[..., 3])
+    centres = ((np.arange(size, dtype=np.float32) + 0.5) / size)[None, None, :]
+    in_x = (centres >= x0[..., None]) & (centres < x1[..., None])  # (B, K, S)
+    in_y = (centres >= y0[..., None]) & (centres < y1[..., None])
+    inside = np.any(in_y[..., :, None] & in_x[..., None, :], axis=1)
+    return inside.astype(np.float32)[..., None]
 
 
 def augment_with_masks(augmentation: Augmentation, images: tf.Tensor, masks: tf.Tensor,
                        seed: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Augment images (B, S, S, C) and their box masks (B, S, S, 1) with one warp: boxes follow exactly."""
+    """Augment images (B, S, S, C) and their box masks (B, S, S, 1) with one warp: boxes follow exactly.
+
+    TensorFlow; `Augmentation.warp_arrays` does the same on NumPy arrays.
+    """
+    import tensorflow as tf
+
     both = augmentation(tf.concat([images, masks], axis=-1), seed)
     return both[..., :-1], both[..., -1:]
 
 
-def map_targets(masks: tf.Tensor, map_size: int) -> tf.Tensor:
+def map_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
     """Pixel masks (B, S, S, 1) -> lesion-map targets (B, m, m, 1): a cell is 1 where a box covers it."""
-    stride = int(masks.shape[1]) // map_size
-    return tf.cast(tf.nn.max_pool2d(masks, stride, stride, "VALID") > 0.5, tf.float32)
+    masks = np.asarray(masks, np.float32)
+    batch, side = masks.shape[0], masks.shape[1]
+    stride = side // map_size
+    cells = masks[:, :map_size * stride, :map_size * stride, 0].reshape(batch, map_size, stride, map_size, stride)
+    return (cells.max(axis=(2, 4)) > 0.5).astype(np.float32)[..., None]
 
 
 @keras.saving.register_keras_serializable(package="mura_core")
@@ -182,9 +238,8 @@ def oversample(table: pd.DataFrame, factor: int, label_col: str = "label") -> pd
     return pd.concat([table] + [positives] * (factor - 1), ignore_index=True)
 
 
-def _decode(path: bytes, size: int) -> tuple[np.ndarray, bool]:
+def _decode_file(name: str, size: int) -> tuple[np.ndarray, bool]:
     """One image as (size, size, 1) uint8: `resize_square`'s pixels, one channel of the three."""
-    name = path.decode()
     try:
         return resize_square(load_image(name), size)[..., :1], True
     except ImageLoadError as exc:
@@ -192,13 +247,13 @@ def _decode(path: bytes, size: int) -> tuple[np.ndarray, bool]:
         return np.zeros((size, size, 1), np.uint8), False
 
 
-def decode_dataset(paths: list[str], size: int) -> tf.data.Dataset:
-    """Dataset of (image uint8 (S, S, 1), ok bool) decoded in parallel from file paths."""
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(paths, dtype=object).astype(str))
-    return ds.map(lambda path: _load(path, size), num_parallel_calls=AUTOTUNE, deterministic=True)
+def _decode(path: bytes, size: int) -> tuple[np.ndarray, bool]:
+    return _decode_file(path.decode(), size)
 
 
 def _load(path: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    import tensorflow as tf
+
     image, ok = tf.numpy_function(lambda p: _decode(p, size), [path], [tf.uint8, tf.bool])
     image.set_shape((size, size, 1))
     ok.set_shape(())
@@ -215,8 +270,15 @@ def make_dataset(
     cache: str | os.PathLike | None = None,
     lesions: LesionTargets | None = None,
     class_weight: dict[int, float] | None = None,
-) -> tf.data.Dataset:
+    workers: int | None = None,
+    use_multiprocessing: bool = False,
+    pad_multiple: int = 1,
+) -> tf.data.Dataset | ImageBatches:
     """A batched dataset of (images float32 [0, 255] (B, S, S, 3), labels float32 (B,)).
+
+    On TensorFlow a `tf.data.Dataset`; on the other backends an `ImageBatches` (Keras `PyDataset`)
+    that gives the same batches from NumPy and OpenCV. `ImageBatches` also carries `class_weight`
+    as per-image sample weights (Keras' `fit(class_weight=...)` is then not needed).
 
     With `lesions`, for a model with a lesion map: (images, {"probability": labels, "lesion_map":
     maps}, {"probability": class weights, "lesion_map": lesion weights}), where each box mask goes
@@ -232,8 +294,18 @@ def make_dataset(
         cache: a folder made by `build_cache` for this size (images read from it, not decoded).
         lesions: `lesion_targets` for the rows of `table` (same order).
         class_weight: with `lesions`, the per-class weights of the classification loss (Keras takes
-            no `class_weight` for a model with two outputs).
+            no `class_weight` for a model with two outputs); on a backend other than TensorFlow, always.
+        workers: threads (or processes) reading batches for `ImageBatches` (None: up to 4).
+        use_multiprocessing: `ImageBatches` reads with processes instead of threads.
+        pad_multiple: `ImageBatches` pads each batch to a multiple of this (the devices of a data-parallel
+            run) by repeating its last image with sample weight 0. Always `ImageBatches` when above 1.
     """
+    if not backend.is_tensorflow() or pad_multiple > 1:
+        return ImageBatches(table, size, batch_size, training, augmentation, seed, cache, lesions, class_weight,
+                            workers=workers, use_multiprocessing=use_multiprocessing, pad_multiple=pad_multiple)
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
     if lesions is not None:
         return _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache, lesions,
                                class_weight)
@@ -252,7 +324,7 @@ def make_dataset(
             image.set_shape((size, size, 1))
             return image, label
 
-        ds = ds.map(read, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(read, num_parallel_calls=autotune)
     else:
         paths = table["path"].astype(str).to_numpy()
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -263,15 +335,15 @@ def make_dataset(
             image, ok = _load(path, size)
             return image, label, ok
 
-        ds = ds.map(load, num_parallel_calls=AUTOTUNE).filter(_decoded).map(_drop_flag)
-    ds = ds.batch(batch_size, drop_remainder=False).map(_to_float, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(load, num_parallel_calls=autotune).filter(_decoded).map(_drop_flag)
+    ds = ds.batch(batch_size, drop_remainder=False).map(_to_float, num_parallel_calls=autotune)
     if training and augmentation is not None:
 
         def augment(images, labels):
             return augmentation(images, seed), labels
 
-        ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
-    return ds.map(_to_rgb, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        ds = ds.map(augment, num_parallel_calls=autotune)
+    return ds.map(_to_rgb, num_parallel_calls=autotune).prefetch(autotune)
 
 
 def _decoded(image, label, ok):
@@ -283,14 +355,18 @@ def _drop_flag(image, label, ok):
 
 
 def _to_float(images, labels):
+    import tensorflow as tf
+
     return tf.cast(images, tf.float32), labels
 
 
 def _to_rgb(images, labels):
+    import tensorflow as tf
+
     return tf.repeat(images, 3, axis=-1), labels
 
 
-def build_cache(paths: list[str], size: int, folder: str | os.PathLike, batch: int = 256) -> Path:
+def build_cache(paths: list[str], size: int, folder: str | os.PathLike) -> Path:
     """Decode and resize every image once into `folder/images_<size>.npy` (memory-mapped uint8).
 
     The folder also gets `index_<size>.json` (paths in order, and the ones that failed to decode).
@@ -307,12 +383,11 @@ def build_cache(paths: list[str], size: int, folder: str | os.PathLike, batch: i
     tmp = folder / f"images_{size}.partial.npy"
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
     failed = []
-    decoded = decode_dataset(list(paths), size).batch(batch).as_numpy_iterator()
-    start = 0
-    for images, ok in decoded:
-        array[start:start + len(images)] = images[..., 0]
-        failed += [paths[start + i] for i in np.flatnonzero(~ok)]
-        start += len(images)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # OpenCV and PIL release the GIL
+        for i, (image, ok) in enumerate(pool.map(lambda p: _decode_file(str(p), size), paths, chunksize=16)):
+            array[i] = image[..., 0]
+            if not ok:
+                failed.append(paths[i])
     array.flush()
     del array
     os.replace(tmp, data_file)
@@ -372,14 +447,15 @@ def class_weights(labels) -> dict[int, float]:
 
 
 def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache, lesions, class_weight):
+    import tensorflow as tf
+
     keep = np.ones(len(table), bool)
     if cache is not None:
         keep = ~table["path"].isin(cache_failures(cache, size)).to_numpy()
     table = table[keep]
     boxes, weight = lesions.boxes[keep], lesions.weight[keep]
     labels = table["label"].to_numpy(np.float32)
-    weights = {0: 1.0, 1: 1.0, **(class_weight or {})}
-    class_w = np.where(labels > 0.5, weights[1], weights[0]).astype(np.float32)
+    class_w = _per_image_weights(labels, class_weight)
     rows = tf.data.Dataset.from_tensor_slices((np.arange(len(table), dtype=np.int64), labels, boxes, weight, class_w))
     if training:
         rows = rows.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
@@ -397,15 +473,128 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
             image, ok = _load(tf.gather(paths, i), size)
             return (image, *rest, ok)
 
-    ds = rows.map(read, num_parallel_calls=AUTOTUNE).filter(lambda *row: row[-1])
+    ds = rows.map(read, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda *row: row[-1])
     ds = ds.map(lambda *row: row[:-1]).batch(batch_size, drop_remainder=False)
 
     def targets(images, labels, boxes, weight, class_w):
         images = tf.cast(images, tf.float32)
-        masks = box_masks(boxes, size)
+        masks = tf.numpy_function(lambda b: box_masks(b, size), [boxes], tf.float32)
+        masks.set_shape((None, size, size, 1))
         if training and augmentation is not None:
             images, masks = augment_with_masks(augmentation, images, masks, seed)
-        y = {"probability": labels, "lesion_map": map_targets(masks, lesions.map_size)}
+        cells = tf.numpy_function(lambda m: map_targets(m, lesions.map_size), [masks], tf.float32)
+        cells.set_shape((None, lesions.map_size, lesions.map_size, 1))
+        y = {"probability": labels, "lesion_map": cells}
         return tf.repeat(images, 3, axis=-1), y, {"probability": class_w, "lesion_map": weight}
 
-    return ds.map(targets, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _per_image_weights(labels: np.ndarray, class_weight: dict[int, float] | None) -> np.ndarray:
+    """Each image's weight in the classification loss: its class's weight (1 without class weights)."""
+    weights = {0: 1.0, 1: 1.0, **(class_weight or {})}
+    return np.where(labels > 0.5, weights[1], weights[0]).astype(np.float32)
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """`make_dataset`'s batches as a Keras `PyDataset`: NumPy and OpenCV, for any backend (no TensorFlow).
+
+    Same rows, pixels, augmentation and targets as the `tf.data` pipeline: images float32 [0, 255]
+    (B, S, S, 3); labels (B,); per-image sample weights from `class_weight`; with `lesions`, the dicts
+    of targets and weights of a lesion-map model, each box mask warped with its image. Training
+    shuffles every epoch; the order and the warps derive from `seed`, the epoch and the batch, so
+    worker threads or processes give the same batches in any order.
+
+    Args:
+        table, size, batch_size, training, augmentation, seed, cache, lesions, class_weight: as
+            `make_dataset`.
+        workers: reading threads (or processes) for Keras' enqueuer (None: up to 4).
+        use_multiprocessing: read with processes.
+        pad_multiple: pad every batch to a multiple of this with zero-weight copies of its last image.
+    """
+
+    def __init__(self, table: pd.DataFrame, size: int, batch_size: int, training: bool,
+                 augmentation: Augmentation | None = None, seed: int = 0,
+                 cache: str | os.PathLike | None = None, lesions: LesionTargets | None = None,
+                 class_weight: dict[int, float] | None = None, workers: int | None = None,
+                 use_multiprocessing: bool = False, pad_multiple: int = 1):
+        workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        super().__init__(workers=max(int(workers), 1), use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max(2 * workers, 4))
+        keep = np.ones(len(table), bool)
+        if cache is not None:
+            keep = ~table["path"].isin(cache_failures(cache, size)).to_numpy()
+        table = table[keep]
+        self.size, self.batch_size, self.training, self.seed = int(size), int(batch_size), training, int(seed)
+        self.augmentation = augmentation if training else None
+        self.paths = table["path"].astype(str).tolist()
+        self.labels = table["label"].to_numpy(np.float32)
+        self.weights = _per_image_weights(self.labels, class_weight) if class_weight else None
+        self.lesions = lesions
+        if lesions is not None:
+            self.boxes, self.box_weight = lesions.boxes[keep], lesions.weight[keep]
+        self.images = open_cache(cache, size, self.paths) if cache is not None else None
+        self.pad_multiple = max(int(pad_multiple), 1)
+        self.epoch, self._repeat = 0, False
+        if not self.paths:
+            raise ValueError("no images to make batches of")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.paths) / self.batch_size)
+
+    @property
+    def num_batches(self) -> int | None:
+        return None if self._repeat else len(self)
+
+    def repeat(self) -> ImageBatches:
+        """Batches without end (each pass reshuffled), for `fit(steps_per_epoch=...)`; returns self."""
+        self._repeat = True
+        return self
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def _order(self, round_: int) -> np.ndarray:
+        if not self.training:
+            return np.arange(len(self.paths))
+        return np.random.default_rng([self.seed, round_]).permutation(len(self.paths))
+
+    def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.images is not None:
+            return np.stack([self.images[i] for i in rows]), np.ones(len(rows), bool)
+        decoded = [_decode_file(self.paths[i], self.size) for i in rows]
+        return np.stack([image for image, _ in decoded]), np.array([ok for _, ok in decoded])
+
+    def __getitem__(self, index: int):
+        round_, position = self.epoch + index // len(self), index % len(self)
+        rows = self._order(round_)[position * self.batch_size:(position + 1) * self.batch_size]
+        images, ok = self._read(rows)
+        rows, images = rows[ok], images[ok].astype(np.float32)
+        masks = box_masks(self.boxes[rows], self.size) if self.lesions is not None else None
+        if self.augmentation is not None:
+            rng = np.random.default_rng([self.seed, round_, position])
+            arrays = self.augmentation.warp_arrays(rng, images, *([] if masks is None else [masks]))
+            images, masks = arrays[0], (arrays[1] if masks is not None else None)
+        x, y = np.repeat(images, 3, axis=-1), self.labels[rows]
+        weights = None if self.weights is None else self.weights[rows]
+        if self.lesions is not None:
+            y = {"probability": y, "lesion_map": map_targets(masks, self.lesions.map_size)}
+            weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,
+                       "lesion_map": self.box_weight[rows]}
+        missing = -len(x) % self.pad_multiple
+        if missing:
+            x, y, weights = _pad_batch(x, y, weights, missing)
+        return (x, y) if weights is None else (x, y, weights)
+
+
+def _pad_batch(x, y, weights, missing: int):
+    """Repeat the batch's last image `missing` times, with sample weight 0."""
+    def pad(array, value=None):
+        extra = np.repeat(array[-1:], missing, axis=0)
+        return np.concatenate([array, extra if value is None else np.full_like(extra, value)])
+
+    if weights is None:
+        weights = np.ones(len(x), np.float32)
+    if isinstance(y, dict):
+        return pad(x), {k: pad(v) for k, v in y.items()}, {k: pad(v, 0.0) for k, v in weights.items()}
+    return pad(x), pad(y), pad(weights, 0.0)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import pandas as pd
 import pytest
 
 from tests.data import FRACATLAS, FRACATLAS_ATTRIBUTION
+
+# tests/backend_smoke runs in an environment without TensorFlow (KERAS_BACKEND=jax, `.ci/run`); the rest needs it.
+collect_ignore = ["backend_smoke"] if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" else []
 
 TINY_MEMBERS = {"mobilenetv2_a": ("mobilenetv2", 64), "densenet121_b": ("densenet121", 32)}
 TINY_THRESHOLD = 0.45

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mura_core"
-MODEL_MODULES = {"registry", "preprocessing", "pipeline", "gradcam", "ensemble", "sanity"}
+MODEL_MODULES = {"registry", "preprocessing", "pipeline", "gradcam", "ensemble", "sanity", "backend", "cam_backends"}
 ENTRY_MODULES = {"__main__"}
 
 

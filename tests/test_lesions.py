@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from mura_core import sanity
@@ -46,17 +45,17 @@ def test_a_box_drawn_into_an_image_lands_where_the_transformed_box_says():
             assert said.sum() > 50  # the boxes are still (mostly) in the picture
             assert _iou(drawn, said) > 0.98
     # And the warp did move the boxes: not all images equal the un-augmented masks.
-    moved = [_iou(w[..., 0] > 0.5, masks[0, ..., 0].numpy() > 0.5) for w in warped_masks.numpy()]
+    moved = [_iou(w[..., 0] > 0.5, masks[0, ..., 0] > 0.5) for w in warped_masks.numpy()]
     assert min(moved) < 0.8
 
 
 def test_box_masks_and_map_targets():
     masks = box_masks(np.array([[[0.5, 0.0, 0.75, 0.25], [0, 0, 0, 0]]], np.float32), 32)
-    assert masks.shape == (1, 32, 32, 1) and masks.numpy().sum() == 8 * 8
-    cells = map_targets(masks, 4).numpy()[0, ..., 0]
+    assert masks.shape == (1, 32, 32, 1) and masks.sum() == 8 * 8
+    cells = map_targets(masks, 4)[0, ..., 0]
     assert cells.tolist() == [[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
     tiny = box_masks(np.array([[[0.5, 0.5, 0.5001, 0.5001]]], np.float32), 32)
-    assert tiny.numpy().sum() == 1  # a box thinner than a pixel still covers one
+    assert tiny.sum() == 1  # a box thinner than a pixel still covers one
 
 
 def _radiograph_with_box(path, width, height, box):
@@ -87,7 +86,7 @@ def test_the_training_pipeline_gives_map_targets_that_follow_the_image(tmp_path)
     images, y, weights = next(iter(ds))
     assert images.shape == (6, 128, 128, 3) and y["lesion_map"].shape == (6, 8, 8, 1)
     assert sorted(weights["probability"].numpy().tolist()) == [0.5] * 5 + [2.0]
-    bright = map_targets(tf.cast(images[..., :1] > 127.5, tf.float32), 8).numpy()
+    bright = map_targets(images.numpy()[..., :1] > 127.5, 8)
     for b, target, label in zip(bright, y["lesion_map"].numpy(), y["probability"].numpy()):
         if label == 0:
             assert target.sum() == 0
@@ -245,3 +244,42 @@ def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_che
 
     card = model_card(read_manifest(tmp_path / "weights"), report)
     assert "Lesion map localization" in card and "Sanity check" in card
+
+
+def test_the_numpy_warp_is_the_tensorflow_warp():
+    """`Augmentation.warp_arrays` (OpenCV, for JAX and PyTorch) and `Augmentation.__call__` (TensorFlow)
+    apply the same matrices the same way."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (4, 40, 48, 1)).astype(np.float32)
+    matrices = STRONG.matrices(np.random.default_rng(5), 4, 40, 48).astype(np.float32)
+    by_tf = tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=matrices, output_shape=[40, 48],
+                                                  fill_value=0.0, interpolation="BILINEAR",
+                                                  fill_mode="CONSTANT").numpy()
+    (by_cv2,) = STRONG.warp_arrays(np.random.default_rng(5), images)
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # the image's border pixels blend with black differently
+    assert np.abs(by_tf[inner] - by_cv2[inner]).mean() < 1.0
+    assert np.percentile(np.abs(by_tf[inner] - by_cv2[inner]), 95) < 2.0
+
+
+def test_image_batches_equal_the_tf_data_batches_without_augmentation(tmp_path):
+    """The `PyDataset` input of JAX and PyTorch gives tf.data's images, targets and weights."""
+    from mura_core.pipeline import ImageBatches
+
+    rows, boxes = [], {}
+    for i in range(5):
+        box = (20 + 10 * i, 30, 60, 50)
+        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)
+        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": int(i < 3)})
+        boxes[f"pos{i}.png"] = [box] if i < 3 else []
+    table = pd.DataFrame(rows)
+    targets = lesion_targets(table, boxes, map_size=4)
+    tf_batches = list(make_dataset(table, 64, 2, False, lesions=targets, class_weight={0: 2.0, 1: 0.5}))
+    ours = ImageBatches(table, 64, 2, False, lesions=targets, class_weight={0: 2.0, 1: 0.5})
+    assert len(ours) == len(tf_batches) == 3
+    for (x, y, w), (x2, y2, w2) in zip(tf_batches, (ours[i] for i in range(len(ours)))):
+        np.testing.assert_array_equal(x.numpy(), x2)
+        for key in ("probability", "lesion_map"):
+            np.testing.assert_array_equal(y[key].numpy(), y2[key])
+            np.testing.assert_array_equal(w[key].numpy(), w2[key])

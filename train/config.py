@@ -59,6 +59,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # limit (smoke tests); None = the whole training set
     validation_steps: int | None = None
     cache_dir: str | None = None  # preprocessed image cache (see mura_core.pipeline.build_cache)
+    input_workers: int | None = None  # JAX / PyTorch input (pipeline.ImageBatches): reading threads, None: up to 4
+    input_multiprocessing: bool = False  # ... read by processes instead of threads
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
     jit_compile: bool = False
     run_eagerly: bool = False  # debugging and smoke tests: no graph tracing, much slower per step

@@ -15,9 +15,6 @@ across workers after every epoch.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -44,10 +41,9 @@ def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, str]:
     return chief, "chief" if chief else f"{task_type}{task_id}"
 
 
-def scratch_dir(name: str, role: str) -> Path:
-    """A non-chief worker's folder for run `name`: in the system's temporary folder, at a fixed path so
-    that BackupAndRestore resumes it after a restart on the same machine."""
-    return Path(tempfile.gettempdir()) / "mura_train_workers" / f"{name}-{role}"
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` trains across machines (MultiWorkerMirroredStrategy)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def _reduce_per_replica(values, strategy, reduction):

@@ -8,16 +8,23 @@ A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best che
 config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
 TF_CONFIG is set (MultiWorkerMirroredStrategy, see `train/multi_worker.py`: only the chief writes
 the run folder), with mixed precision on GPUs.
+
+Keras' backend is TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`; then TensorFlow need not be
+installed: the input is `pipeline.ImageBatches` instead of `tf.data`, and on JAX several devices (and
+machines, through `keras.distribution.initialize`'s variables) train data-parallel (`backend.data_parallel`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,9 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from mura_core import metrics  # noqa: E402
+from mura_core import backend, metrics  # noqa: E402
 from mura_core.charts import history_figure, write_figures  # noqa: E402
 from mura_core.datasets import (  # noqa: E402
     DatasetIndex,
@@ -38,6 +44,7 @@ from mura_core.datasets import (  # noqa: E402
 )
 from mura_core.pipeline import (  # noqa: E402
     LesionMapLoss,
+    LesionTargets,
     build_cache,
     class_weights,
     lesion_targets,
@@ -47,23 +54,35 @@ from mura_core.pipeline import (  # noqa: E402
 from mura_core.registry import create_model, get_spec  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
-from . import multi_worker  # noqa: E402
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
 log = logging.getLogger("train")
 
 
-def choose_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the default.
+def choose_strategy():
+    """On TensorFlow: MultiWorkerMirroredStrategy with TF_CONFIG, MirroredStrategy with 2+ GPUs, else the
+    default strategy. On JAX: None, after setting `keras.distribution.DataParallel` when there are several
+    devices (`backend.data_parallel`). On PyTorch: None (one device).
 
     With TF_CONFIG this must run before any other TensorFlow op in the process (collective ops are
     configured when the runtime starts), which is why `run` calls it first.
     """
+    if not backend.is_tensorflow():
+        backend.data_parallel()
+        return None
+    import tensorflow as tf
+
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def scratch_dir(name: str, role: str) -> Path:
+    """A worker's (not the chief's) folder for run `name`: in the system's temporary folder, at a fixed path
+    so that BackupAndRestore resumes it after a restart on the same machine."""
+    return Path(tempfile.gettempdir()) / "mura_train_workers" / f"{name}-{role}"
 
 
 def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetIndex]:
@@ -106,8 +125,10 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
         metrics_ = {"probability": classification}
     else:
         loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
+    # On JAX "auto" compiles with XLA (always), on PyTorch it runs without torch.compile.
+    jit_compile = config.jit_compile if backend.is_tensorflow() else (config.jit_compile or "auto")
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, loss_weights=loss_weights,
-                  metrics=metrics_, jit_compile=config.jit_compile, run_eagerly=config.run_eagerly)
+                  metrics=metrics_, jit_compile=jit_compile, run_eagerly=config.run_eagerly)
 
 
 def monitored(config: TrainConfig) -> str:
@@ -142,7 +163,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
 
     Across machines (TF_CONFIG set) every worker runs this; only the chief writes the run folder
     (config, history, checkpoints, predictions, plots). The other workers write their checkpoints
-    and backup to `multi_worker.scratch_dir`, removed when training ends.
+    and backup to `scratch_dir`, removed when training ends.
 
     Args:
         config: the resolved training config.
@@ -153,9 +174,15 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         on another worker, {"chief": False, "epochs_run": ...}.
     """
     strategy = choose_strategy()  # first: MultiWorkerMirroredStrategy must precede any other TF op
-    chief, role = multi_worker.worker_role(strategy)
+    if strategy is not None:
+        from . import multi_worker
+
+        chief, role = multi_worker.worker_role(strategy)
+    else:
+        process, processes = backend.process()
+        chief, role = process == 0, "chief" if process == 0 else f"process{process}"
     keras.utils.set_random_seed(config.seed)
-    run_dir = config.run_dir if chief else multi_worker.scratch_dir(config.name, role)
+    run_dir = config.run_dir if chief else scratch_dir(config.name, role)
     run_dir.mkdir(parents=True, exist_ok=True)
     backup_dir, history_csv, best_path = run_dir / "backup", run_dir / "history.csv", run_dir / "best.keras"
     resuming = backup_dir.exists()
@@ -164,13 +191,14 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     if chief:
         save_config(config, run_dir / "config.yaml")
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    policy = backend.mixed_precision_policy(config.mixed_precision)
+    if policy != "float32":
+        keras.mixed_precision.set_global_policy(policy)
     size = int(config.input_size or get_spec(config.model).input_size)
 
     train_rows, val_rows, _ = load_data(config)
     train_rows = oversample(train_rows, config.oversample_abnormal)
+    distribution = keras.distribution.distribution() if strategy is None else None
     weights = class_weights(train_rows["label"]) if config.class_weights else None
     log.info("train: %d images (%d abnormal), validation: %d images (%d abnormal), class weights %s",
              len(train_rows), int(train_rows["label"].sum()), len(val_rows), int(val_rows["label"].sum()),
@@ -180,7 +208,16 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         all_paths = sorted(set(train_rows["path"]) | set(val_rows["path"]))
         # Each worker builds its own cache: workers may share the folder, never the file being written.
         cache = build_cache(all_paths, size, Path(config.cache_dir) / ("" if chief else role))
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    # The batch size is per device: a process feeds its devices' share of the global batch (on JAX,
+    # every process reads its own rows and pads batches to a multiple of its devices).
+    devices = strategy.num_replicas_in_sync if strategy is not None else 1
+    pad_multiple, shard = 1, slice(None)
+    if distribution is not None:
+        import jax
+
+        devices = pad_multiple = jax.local_device_count()
+        shard = slice(backend.process()[0], None, backend.process()[1])
+    global_batch = config.batch_size * devices
     train_lesions = val_lesions = None
     if config.lesion_map:
         boxes, map_size = lesion_boxes(config), size // get_spec(config.model).map_stride
@@ -188,20 +225,25 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         val_lesions = lesion_targets(val_rows, boxes, map_size)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
                  int(train_lesions.weight.sum()), int(val_lesions.weight.sum()))
-    train_ds = make_dataset(train_rows, size, global_batch, True, config.augmentation, config.seed, cache,
-                            train_lesions, weights)
-    val_ds = make_dataset(val_rows, size, global_batch, False, cache=cache, lesions=val_lesions,
-                          class_weight=weights)
+    workers = dict(workers=config.input_workers, use_multiprocessing=config.input_multiprocessing,
+                   pad_multiple=pad_multiple)
+    train_ds = make_dataset(train_rows[shard], size, global_batch, True, config.augmentation, config.seed, cache,
+                            train_lesions and _rows(train_lesions, shard), weights, **workers)
+    val_ds = make_dataset(val_rows[shard], size, global_batch, False, cache=cache,
+                          lesions=val_lesions and _rows(val_lesions, shard), class_weight=weights, **workers)
     if config.steps_per_epoch:
         train_ds = train_ds.repeat()
 
-    with strategy.scope():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
                              config.bn_momentum, config.lesion_map)
         compile_model(model, config)
-    multi_worker.prepare_fit(model, strategy, size)
+    multi = False
+    if strategy is not None:
+        from . import multi_worker
 
-    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        multi_worker.prepare_fit(model, strategy, size)
+        multi = multi_worker.is_multi_worker(strategy)
     monitor = monitored(config)
     callbacks = [
         *([multi_worker.AverageBatchNormStatistics(strategy)] if multi else []),
@@ -217,10 +259,14 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         *(extra_callbacks or []),
     ]
     started = time.time()
+    # `ImageBatches` (any backend but TensorFlow) and the lesion-map pipeline carry the class weights themselves.
+    fit_class_weight = weights if backend.is_tensorflow() and not config.lesion_map else None
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_steps=config.validation_steps, class_weight=None if config.lesion_map else weights,
+              validation_steps=config.validation_steps, class_weight=fit_class_weight,
               callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
+    if distribution is not None:  # validation predictions below: one process, one device
+        keras.distribution.set_distribution(None)
     history = pd.read_csv(history_csv)
     if not chief:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -235,6 +281,11 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(backup_dir, ignore_errors=True)
     return result
+
+
+def _rows(lesions: LesionTargets, rows: slice) -> LesionTargets:
+    """The lesion targets of a slice of the rows (a process's share)."""
+    return dataclasses.replace(lesions, boxes=lesions.boxes[rows], weight=lesions.weight[rows])
 
 
 def evaluate_on_validation(config: TrainConfig, best_path, val_rows: pd.DataFrame, size: int, cache) -> dict:
