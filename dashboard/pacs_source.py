@@ -8,8 +8,6 @@ puts them (`st.session_state.study_files`), so the page shows the same result vi
 
 from __future__ import annotations
 
-import io
-
 import streamlit as st
 
 from mura_core.pacs import PacsClient, PacsConfig, PacsError, pacs_config
@@ -82,7 +80,6 @@ def pacs_caption() -> str:
 
 def send_results_button(result) -> None:
     """An explicit button that stores the result in the study: a DICOM SR and the heatmap captures."""
-    from mura_core.dicom_results import result_datasets
     from mura_core.installed import model_identity
 
     config = pacs_config()
@@ -92,15 +89,12 @@ def send_results_button(result) -> None:
                      help="Stores a DICOM structured report and the fused heatmaps (secondary captures, "
                           "marked not for diagnosis) as new series in this study."):
         return
-    import pydicom
-
-    sources = [pydicom.dcmread(io.BytesIO(data)) for _, data in st.session_state.study_files]
+    sources = [data for _, data in st.session_state.study_files]
     try:
-        datasets = result_datasets(result, sources, model_identity())
-        PacsClient(config).store(datasets)
+        stored = PacsClient(config).store_result(result, sources, model_identity())
     except (PacsError, ValueError) as exc:
         st.error(f"The result was not stored: {exc}", icon=":material/error:")
         return
-    st.success(f"Stored in the PACS: a structured report and {len(datasets) - 1} heatmap image(s), "
+    st.success(f"Stored in the PACS: a structured report and {stored - 1} heatmap image(s), "
                "as new series of this study.", icon=":material/check_circle:")
 

@@ -261,12 +261,8 @@ def _pacs_inputs(args):
     identifier is read. With `--store-results`, `on_result` stores each study's SR and heatmap
     captures in it.
     """
-    import io
-
     import pandas as pd
-    import pydicom
 
-    from .dicom_results import result_datasets
     from .installed import model_identity
     from .pacs import PacsClient, PacsError, pacs_config
 
@@ -302,11 +298,9 @@ def _pacs_inputs(args):
         where = f"{config.shown_url}/studies/{uid}"
         if result.probability is None:
             return
-        sources = [pydicom.dcmread(io.BytesIO(image.data)) for image in opened[uid].images]
         try:
-            stored = result_datasets(result, sources, identity)
-            client.store(stored)
-            print(f"stored in {where}: a structured report and {len(stored) - 1} heatmap image(s)", file=sys.stderr)
+            stored = client.store_result(result, [image.data for image in opened[uid].images], identity)
+            print(f"stored in {where}: a structured report and {stored - 1} heatmap image(s)", file=sys.stderr)
         except (PacsError, ValueError) as exc:
             missing.append((where, f"results not stored: {exc}"))
 

@@ -285,6 +285,28 @@ class PacsClient:
         return PacsStudy(study_uid, _value(item, "AccessionNumber"), date, _value(item, "StudyDescription"),
                          images, skipped)
 
+    def store_result(self, result, sources: Sequence[bytes], identity) -> int:
+        """Store a study's result in it: the SR and the heatmap captures of `dicom_results.result_datasets`.
+
+        Args:
+            result: the study's `StudyResult`.
+            sources: the DICOM bytes of the instances it read, in the result's image order.
+            identity: the installed model's name, version and checksum (`installed.model_identity`).
+
+        Returns:
+            How many instances were stored (the SR first, then one capture per image).
+
+        Raises:
+            PacsError: as `store`; ValueError: the result cannot be written as DICOM.
+        """
+        import pydicom
+
+        from .dicom_results import result_datasets
+
+        datasets = result_datasets(result, [pydicom.dcmread(io.BytesIO(data)) for data in sources], identity)
+        self.store(datasets)
+        return len(datasets)
+
     def store(self, datasets: Sequence) -> None:
         """Store DICOM datasets (one study's results) in one STOW-RS request.
 
