@@ -46,7 +46,8 @@ class Ensemble:
         architectures: member name -> registry name, when a model's `name` is not its architecture.
         jit_compile: compile prediction and Grad-CAM with XLA.
         heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride"} as a manifest
-            records them; what is missing comes from the architecture's spec.
+            records them; what is missing comes from the model (its lesion map's stride) or the
+            architecture's spec.
     """
 
     def __init__(self, members: Mapping[str, keras.Model], threshold: float = DEFAULT_THRESHOLD,
@@ -63,9 +64,10 @@ class Ensemble:
         for name, arch in self.architectures.items():
             spec = get_spec(arch)  # raises for an unknown architecture
             recorded = dict((heatmap_layers or {}).get(name) or {})
+            stride = recorded.get("map_stride") or _lesion_map_stride(self.members[name]) or spec.map_stride
             self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or spec.gradcam_layer,
                                          "map_layer": recorded.get("map_layer") or spec.map_layer,
-                                         "map_stride": int(recorded.get("map_stride") or spec.map_stride)}
+                                         "map_stride": int(stride)}
         self._explainers = {
             name: CamExplainer(model, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
             for name, model in self.members.items()
@@ -366,6 +368,16 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         members[name], architectures[name] = model, arch
     return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"), architectures,
                     jit_compile, layers)
+
+
+def _lesion_map_stride(model: keras.Model) -> int | None:
+    """Input pixels per lesion-map cell of `model` (16 for a one-layer head, 8 with a decoder), or None."""
+    try:
+        side = model.get_layer(LESION_MAP).output.shape[1]
+    except ValueError:
+        return None
+    size = model.input_shape[1]
+    return size // side if side and size else None
 
 
 def _check_heatmap_layers(path: Path, model: keras.Model, layers: Mapping[str, Any], size: int) -> None:

@@ -210,24 +210,81 @@ def map_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
 
 @keras.saving.register_keras_serializable(package="mura_core")
 class LesionMapLoss(keras.losses.Loss):
-    """Pixel binary cross-entropy of a lesion map, with lesion cells weighted `positive_weight` times.
+    """The lesion map's loss: pixel binary cross-entropy with lesion cells weighted `positive_weight`
+    times, plus two optional terms that teach where in the bone the lesion is.
+
+    - Pointing (`pointing_weight`): the cross-entropy between the softmax of the map's logits over all
+      cells and the box cells normalised to sum 1 (images with boxes only). The pixel loss scores
+      cells one by one; this term makes the box cells win against every other cell of the image.
+    - Hard negatives (`hard_negative_weight`): the mean cross-entropy of the `HARD_NEGATIVE_FRACTION`
+      highest-scoring cells outside the boxes, so the bright bone elsewhere (other joints, plates and
+      screws) is pushed down harder than empty background.
 
     A fracture box covers about 1% of an image, so unweighted the map learns to say "no lesion"
     everywhere. Per-image weights (`LesionTargets.weight`) leave positives without boxes out.
     """
 
-    def __init__(self, positive_weight: float = 20.0, name: str = "lesion_map_loss", **kwargs):
+    HARD_NEGATIVE_FRACTION = 0.02
+
+    def __init__(self, positive_weight: float = 20.0, pointing_weight: float = 0.0,
+                 hard_negative_weight: float = 0.0, name: str = "lesion_map_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.positive_weight = float(positive_weight)
+        self.pointing_weight = float(pointing_weight)
+        self.hard_negative_weight = float(hard_negative_weight)
 
     def call(self, y_true, y_pred):
-        y_pred = keras.ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
-        y_true = keras.ops.cast(y_true, y_pred.dtype)
-        bce = -(self.positive_weight * y_true * keras.ops.log(y_pred) + (1.0 - y_true) * keras.ops.log(1.0 - y_pred))
-        return keras.ops.mean(bce, axis=(1, 2, 3))
+        ops = keras.ops
+        y_pred = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        positive, negative = -ops.log(y_pred), -ops.log(1.0 - y_pred)
+        loss = ops.mean(self.positive_weight * y_true * positive + (1.0 - y_true) * negative, axis=(1, 2, 3))
+        batch = ops.shape(y_pred)[0]
+        if self.pointing_weight:
+            logits = ops.reshape(ops.log(y_pred) - ops.log(1.0 - y_pred), (batch, -1))
+            mask = ops.reshape(y_true, (batch, -1))
+            area = ops.sum(mask, axis=1)
+            target = mask / ops.maximum(area, 1.0)[:, None]
+            pointing = -ops.sum(target * ops.log_softmax(logits, axis=1), axis=1)
+            loss = loss + self.pointing_weight * ops.where(area > 0, pointing, ops.zeros_like(pointing))
+        if self.hard_negative_weight:
+            cells = ops.reshape(negative * (1.0 - y_true), (batch, -1))
+            k = max(1, int(round(self.HARD_NEGATIVE_FRACTION * int(y_pred.shape[1]) * int(y_pred.shape[2]))))
+            loss = loss + self.hard_negative_weight * ops.mean(ops.top_k(cells, k, sorted=False)[0], axis=1)
+        return loss
 
     def get_config(self):
-        return {**super().get_config(), "positive_weight": self.positive_weight}
+        return {**super().get_config(), "positive_weight": self.positive_weight,
+                "pointing_weight": self.pointing_weight, "hard_negative_weight": self.hard_negative_weight}
+
+
+class PointingGame(keras.metrics.Metric):
+    """Training's pointing game on the lesion map's cells: of the images with boxes, the share whose
+    highest cell lies in a box (`localization.pointing_game` scores it at native resolution)."""
+
+    def __init__(self, name: str = "pointing", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hits = self.add_variable((), "zeros", name="hits")
+        self.count = self.add_variable((), "zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        batch = ops.shape(y_pred)[0]
+        mask = ops.reshape(ops.cast(y_true, "float32"), (batch, -1))
+        peak = ops.argmax(ops.reshape(ops.cast(y_pred, "float32"), (batch, -1)), axis=1)
+        hit = ops.take_along_axis(mask, ops.expand_dims(peak, 1), axis=1)[:, 0]
+        has_box = ops.cast(ops.sum(mask, axis=1) > 0, "float32")
+        if sample_weight is not None:
+            has_box = has_box * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+        self.hits.assign_add(ops.sum(hit * has_box))
+        self.count.assign_add(ops.sum(has_box))
+
+    def result(self):
+        return keras.ops.divide_no_nan(self.hits, self.count)
+
+    def reset_state(self):
+        self.hits.assign(0.0)
+        self.count.assign(0.0)
 
 
 def oversample(table: pd.DataFrame, factor: int, label_col: str = "label") -> pd.DataFrame:

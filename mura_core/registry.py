@@ -31,8 +31,9 @@ class ModelSpec:
         gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
         map_layer: a block output, where an optional lesion-map head reads (finer cells than the
             last block's stride 32).
-        map_stride: input pixels per lesion-map cell (the stride of `map_layer`); the training
-            targets and the manifest take it from here.
+        map_stride: input pixels per lesion-map cell (the stride of `map_layer`): a one-layer head's.
+        fine_layer: a block output at stride 8, which a top-down decoder adds to `map_layer`'s
+            features for a lesion map at stride 8 (`create_model(..., map_stride=8)`).
         gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
     """
 
@@ -45,6 +46,7 @@ class ModelSpec:
     map_layer: str = ""
     gflops_320: float | None = None
     map_stride: int = 16
+    fine_layer: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -61,19 +63,19 @@ def register(spec: ModelSpec) -> ModelSpec:
 apps = keras.applications
 # The method's two architectures (MURA ensemble).
 register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, TORCH, "relu", "conv4_block32_concat",
-                   gflops_320=6.9))
+                   gflops_320=6.9, fine_layer="conv3_block12_concat"))
 register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, CAFFE, "conv5_block3_out", "conv4_block23_out",
-                   gflops_320=15.9))
+                   gflops_320=15.9, fine_layer="conv3_block4_out"))
 # Lighter members of the same families.
 register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, TORCH, "relu", "conv4_block24_concat",
-                   gflops_320=5.9))
+                   gflops_320=5.9, fine_layer="conv3_block12_concat"))
 register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, CAFFE, "conv5_block3_out", "conv4_block6_out",
-                   gflops_320=8.4))
+                   gflops_320=8.4, fine_layer="conv3_block4_out"))
 # Compact backbones that train in reasonable time on a few CPU cores.
 register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_relu", "block_13_expand_relu",
-                   gflops_320=0.6))
+                   gflops_320=0.6, fine_layer="block_6_expand_relu"))
 register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation",
-                   "block6a_expand_activation", gflops_320=0.8))
+                   "block6a_expand_activation", gflops_320=0.8, fine_layer="block4a_expand_activation"))
 
 
 def list_models() -> list[str]:
@@ -101,6 +103,7 @@ def create_model(
     dropout: float = 0.5,
     bn_momentum: float | None = None,
     lesion_map: bool = False,
+    map_stride: int | None = None,
 ) -> keras.Model:
     """Build a flat Keras model: raw RGB [0, 255] in, one sigmoid probability (abnormal) out.
 
@@ -114,8 +117,11 @@ def create_model(
         bn_momentum: momentum of every BatchNormalization layer's moving statistics (None keeps the
             backbone's: 0.99, or 0.999 in MobileNetV2). From scratch with few steps, 0.9 lets the
             statistics used at inference catch up with training.
-        lesion_map: add a light head on the spec's `map_layer` that outputs a lesion map
-            ("lesion_map", (S/map_stride, S/map_stride, 1) sigmoid), trained on lesion boxes.
+        lesion_map: add a light head that outputs a lesion map ("lesion_map", (S/stride, S/stride, 1)
+            sigmoid), trained on lesion boxes.
+        map_stride: the lesion map's stride: None or the spec's `map_stride` (16) reads `map_layer`
+            alone; 8 adds a top-down decoder: `map_layer`'s features upsampled x2 plus `fine_layer`'s
+            (the same first and last layers as the stride-16 head, so its weights carry over).
 
     Returns:
         An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32; its output is the
@@ -135,8 +141,7 @@ def create_model(
     logits = keras.layers.Dense(1, kernel_initializer=init, name="head_logit", dtype="float32")(x)
     outputs = keras.layers.Activation("sigmoid", name="probability", dtype="float32")(logits)
     if lesion_map:
-        cells = model_layer_output(backbone, spec.map_layer)
-        cells = keras.layers.Conv2D(32, 1, activation="relu", name="map_reduce")(cells)
+        cells = _lesion_features(backbone, spec, int(map_stride or spec.map_stride))
         lesions = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="lesion_map",
                                       dtype="float32")(cells)
         outputs = {"probability": outputs, "lesion_map": lesions}
@@ -148,6 +153,24 @@ def create_model(
     if weights not in (None, "imagenet"):
         load_weights_file(model, weights)
     return model
+
+
+def _lesion_features(backbone: keras.Model, spec: ModelSpec, stride: int):
+    """The features the lesion map's last layer reads: `map_layer` reduced to 32 channels (stride 16),
+    or at stride 8 a top-down decoder (FPN-style: upsample, add `fine_layer` reduced alike, 3x3 conv)."""
+    cells = keras.layers.Conv2D(32, 1, activation="relu", name="map_reduce")(
+        model_layer_output(backbone, spec.map_layer))
+    if stride == spec.map_stride:
+        return cells
+    if stride * 2 != spec.map_stride or not spec.fine_layer:
+        raise ValueError(f"{spec.name}: lesion maps at stride {spec.map_stride} or {spec.map_stride // 2}, not {stride}")
+    fine = keras.layers.Conv2D(32, 1, activation="relu", name="map_fine")(model_layer_output(backbone, spec.fine_layer))
+    up = keras.layers.UpSampling2D(2, interpolation="bilinear", name="map_up")(cells)
+    extra = up.shape[1] - fine.shape[1]  # "same" padding rounds up: at odd sides the upsampled map is 1 larger
+    if extra:
+        up = keras.layers.Cropping2D(((0, extra), (0, extra)), name="map_crop")(up)
+    merged = keras.layers.Add(name="map_merge")([up, fine])
+    return keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="map_mix")(merged)
 
 
 def model_layer_output(model: keras.Model, layer_name: str):

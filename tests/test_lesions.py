@@ -18,6 +18,7 @@ from mura_core.localization import score_heatmap, thresholded_iou
 from mura_core.pipeline import (
     Augmentation,
     LesionMapLoss,
+    PointingGame,
     augment_with_masks,
     box_masks,
     lesion_targets,
@@ -150,6 +151,52 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
     model.save(tmp_path / "with_map.keras")  # a lesion-map model does not fit a plain classifier
     with pytest.raises(ValueError, match="map_reduce"):
         load_weights_file(create_model("mobilenetv2", input_size=64, dense_units=8), tmp_path / "with_map.keras")
+
+
+def test_the_decoder_starts_from_a_stride_16_lesion_model_and_maps_at_stride_8(tmp_path):
+    keras.utils.set_random_seed(0)
+    coarse = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True)
+    coarse.save(tmp_path / "stage3.keras")
+    fine = create_model("mobilenetv2", input_size=96, dense_units=8, lesion_map=True, map_stride=8,
+                        weights=tmp_path / "stage3.keras")  # another input size: the backbone is convolutional
+    for name in ("map_reduce", "lesion_map", "head_logit", "block_6_expand"):  # every stage-3 weight carries over
+        for a, b in zip(coarse.get_layer(name).get_weights(), fine.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert fine.get_layer("lesion_map").output.shape[1:] == (12, 12, 1)
+    ensemble = Ensemble({"m": fine}, 0.5)
+    assert ensemble.heatmap_layers["m"]["map_stride"] == 8  # read off the model, not the spec's 16
+    ensemble.save(tmp_path / "ens")
+    assert load_ensemble(tmp_path / "ens").heatmap_layers["m"]["map_stride"] == 8
+    with pytest.raises(ValueError, match="stride"):
+        create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=4)
+
+
+def test_the_pointing_term_rewards_a_peak_in_the_box_and_hard_negatives_the_bright_bone_outside():
+    target = np.zeros((1, 8, 8, 1), np.float32)
+    target[0, 2, 3] = 1
+    background = np.full_like(target, 0.1)
+    in_box, outside = background.copy(), background.copy()
+    in_box[0, 2, 3] = outside[0, 6, 6] = 0.6  # the same pixel loss but for the cell that peaks
+    pointing = LesionMapLoss(20.0, pointing_weight=1.0)
+    assert float(pointing(target, in_box)) < float(pointing(target, outside))
+    plain = LesionMapLoss(20.0)
+    assert float(pointing(target, in_box)) > float(plain(target, in_box))  # the term adds to the pixel loss
+    normal = np.zeros_like(target)  # an image without boxes: no pointing term
+    assert float(pointing(normal, outside)) == pytest.approx(float(plain(normal, outside)))
+    hard = LesionMapLoss(20.0, hard_negative_weight=1.0)
+    spread, peaked = np.full_like(target, 0.2), np.full_like(target, 0.1)
+    peaked[0, 5:7, 5:7] = 0.5  # about the same mean but a bright spot outside the box
+    assert float(hard(normal, peaked)) - float(plain(normal, peaked)) > float(hard(normal, spread)) - float(
+        plain(normal, spread))
+    assert LesionMapLoss.from_config(hard.get_config()).hard_negative_weight == 1.0
+
+    metric = PointingGame()
+    maps = np.stack([in_box[0], outside[0], outside[0]])
+    targets = np.stack([target[0], target[0], normal[0]])  # the third has no box: not counted
+    metric.update_state(targets, maps)
+    assert float(metric.result()) == pytest.approx(0.5)
+    metric.update_state(targets, maps, sample_weight=np.array([0.0, 1.0, 1.0]))  # a positive without boxes
+    assert float(metric.result()) == pytest.approx(1 / 3)
 
 
 def test_scores_are_computed_at_the_native_resolution():

@@ -51,6 +51,9 @@ class TrainConfig:
     lesion_map: bool = False  # add a lesion-map head trained on the data's lesion boxes (FracAtlas)
     map_loss_weight: float = 1.0  # weight of the lesion-map loss beside the classification loss
     map_positive_weight: float = 20.0  # weight of a lesion cell against a background cell in that loss
+    map_stride: int | None = None  # None: the spec's (16, one layer); 8: a top-down decoder (registry)
+    map_pointing_weight: float = 0.0  # the pointing term: softmax of the map over positions vs the boxes
+    map_hard_negative_weight: float = 0.0  # extra loss on the highest-scoring cells outside the boxes
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1

@@ -45,6 +45,7 @@ from mura_core.datasets import (  # noqa: E402
 from mura_core.pipeline import (  # noqa: E402
     LesionMapLoss,
     LesionTargets,
+    PointingGame,
     build_cache,
     class_weights,
     lesion_targets,
@@ -120,9 +121,10 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
     ]
     if config.lesion_map:
         loss = {"probability": keras.losses.BinaryCrossentropy(),
-                "lesion_map": LesionMapLoss(config.map_positive_weight)}
+                "lesion_map": LesionMapLoss(config.map_positive_weight, config.map_pointing_weight,
+                                            config.map_hard_negative_weight)}
         loss_weights = {"probability": 1.0, "lesion_map": config.map_loss_weight}
-        metrics_ = {"probability": classification}
+        metrics_ = {"probability": classification, "lesion_map": [PointingGame()]}
     else:
         loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
     # On JAX "auto" compiles with XLA (always), on PyTorch it runs without torch.compile.
@@ -133,9 +135,11 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
 
 def monitored(config: TrainConfig) -> str:
     """The metric `config.monitor` names, as Keras logs it (classifier metrics get the output's prefix
-    when the model also has a lesion map: val_auc -> val_probability_auc)."""
+    when the model also has a lesion map: val_auc -> val_probability_auc; the map's own metrics are
+    named in full, such as val_lesion_map_pointing)."""
     monitor = config.monitor
-    if config.lesion_map and "probability" not in monitor and monitor not in ("loss", "val_loss"):
+    if config.lesion_map and not any(o in monitor for o in ("probability", "lesion_map")) \
+            and monitor not in ("loss", "val_loss"):
         prefix = "val_" if monitor.startswith("val_") else ""
         monitor = f"{prefix}probability_{monitor.removeprefix(prefix)}"
     return monitor
@@ -220,7 +224,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     global_batch = config.batch_size * devices
     train_lesions = val_lesions = None
     if config.lesion_map:
-        boxes, map_size = lesion_boxes(config), size // get_spec(config.model).map_stride
+        boxes, map_size = lesion_boxes(config), size // (config.map_stride or get_spec(config.model).map_stride)
         train_lesions = lesion_targets(train_rows, boxes, map_size)
         val_lesions = lesion_targets(val_rows, boxes, map_size)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
@@ -236,7 +240,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
-                             config.bn_momentum, config.lesion_map)
+                             config.bn_momentum, config.lesion_map, config.map_stride)
         compile_model(model, config)
     multi = False
     if strategy is not None:

@@ -4,7 +4,10 @@
 # Stage 1 trains each member from scratch (runs/demo_<member>); stage 2 continues from stage 1's best
 # checkpoint at a lower learning rate (runs/stage2/demo_<member>); stage 3 adds a lesion-map head and
 # continues from stage 2 with FracAtlas' fracture boxes as a second target (runs/stage3/demo_<member>).
-# Stage 3's runs are installed. On 2 CPU cores: stages 1 and 2 about 112 minutes, stage 3 see README.
+# Stage 4 continues mobilenetv2 at 448 px with a stride-8 decoder and the pointing loss
+# (runs/stage4/demo_mobilenetv2): lesion maps at the radiograph's own resolution. The ensemble installed is
+# stage 4's mobilenetv2 with stage 3's efficientnetb0. On 2 CPU cores: stages 1 and 2 about 112 minutes,
+# stages 3 and 4 see README. Every stage checkpoints each epoch and resumes where it stopped.
 set -euo pipefail
 for member in mobilenetv2 efficientnetb0; do
   if [ ! -f "runs/demo_$member/val_metrics.json" ]; then
@@ -17,7 +20,10 @@ for member in mobilenetv2 efficientnetb0; do
     python -m train.train --config "train/configs/demo_fracatlas_${member}_stage3.yaml"
   fi
 done
-python -m train.build_ensemble --runs runs/stage3/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
+if [ ! -f "runs/stage4/demo_mobilenetv2/val_metrics.json" ]; then
+  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage4.yaml
+fi
+python -m train.build_ensemble --runs runs/stage4/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
   --sensitivity 0.8 --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report
