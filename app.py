@@ -227,6 +227,18 @@ for number, image in enumerate([r for r in result.images if r.ok], start=1):
         row = panels[start:start + PANELS_PER_ROW]
         for column, (caption, picture) in zip(st.columns(PANELS_PER_ROW), row):
             column.image(picture, caption=caption, width="stretch")
+    maps = charts.heatmap_names(image, result.members)
+    if not maps:
+        continue
+    closer = st.expander(f"Look closely at image {number}: one map, large and zoomable", icon=":material/zoom_in:",
+                         key=f"look_closely_{number}", on_change="rerun")  # drawn only while open
+    if closer.open:
+        with closer:
+            shown = st.radio("Map", maps, format_func=charts.heatmap_label, horizontal=True, key=f"zoom_map_{number}")
+            st.plotly_chart(charts.image_zoom_figure(image, shown, alpha, boxes), config=charts.ZOOM_CONFIG)
+            st.caption("At the image's own resolution: drag a box or scroll to zoom in, pan with the toolbar, "
+                       "double-click to see the whole image again. The + marks this map's peak (the pixel the "
+                       "pointing game scores)" + ("; the green boxes are the annotations." if boxes else "."))
 
 if origin == "sample" and sample_rows is not None:
     attributions = sorted({a for a in sample_rows["attribution"] if a})

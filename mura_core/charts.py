@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from .body_parts import body_part_label
 from .datasets.stats import count_frame, labelled
-from .heatmaps import overlay
+from .heatmaps import heatmap_peak, overlay, resize_heatmap
 from .reports import number_or_none, report_models
 from .vocabulary import LABEL_NAMES, LEVEL_LABELS, LEVELS, METRIC_LABELS, level_key
 
@@ -87,8 +87,16 @@ def display_copy(gray: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarr
     return cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
 
+BOX_COLOR = (0, 255, 0)
+"""Reference boxes, on the small panels and the large view (RGB)."""
+FUSED_LABEL = "Ensemble (fused map)"
+PEAK_NOTE = "+ marks the peak"
+ZOOM_CONFIG = {"scrollZoom": True, "displaylogo": False}
+"""plotly's config for `heatmap_zoom_figure`: the mouse wheel zooms (drag pans or zooms, double-click resets)."""
+
+
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], scale: float = 1.0,
-               color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+               color: tuple[int, int, int] = BOX_COLOR) -> np.ndarray:
     """A copy of an RGB (or gray) image with (x, y, w, h) boxes outlined; `scale` maps box pixels to it."""
     out = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb.copy()
     thickness = max(1, round(max(out.shape[:2]) / 300))
@@ -97,6 +105,27 @@ def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], scale: float =
         bottom_right = (round((x + w) * scale), round((y + h) * scale))
         cv2.rectangle(out, top_left, bottom_right, color, thickness)
     return out
+
+
+def draw_peak(rgb: np.ndarray, peak: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+    """A copy of an RGB image with a white cross, outlined in black, on `peak` = (row, col) scaled by `scale`."""
+    out = rgb.copy()
+    center = (round(peak[1] * scale), round(peak[0] * scale))
+    size = max(9, round(max(out.shape[:2]) / 16))
+    thickness = max(1, round(max(out.shape[:2]) / 300))
+    cv2.drawMarker(out, center, (0, 0, 0), cv2.MARKER_CROSS, size + 2, thickness + 2)
+    cv2.drawMarker(out, center, (255, 255, 255), cv2.MARKER_CROSS, size, thickness)
+    return out
+
+
+def heatmap_names(result, members: Sequence[str]) -> list[str]:
+    """The maps an image has, in display order: the fused map ("ensemble"), then each member's."""
+    return [name for name in ("ensemble", *members) if name in result.heatmaps]
+
+
+def heatmap_label(name: str) -> str:
+    """How a map is named on screen: the fused map's label, or the member's name."""
+    return FUSED_LABEL if name == "ensemble" else name
 
 
 def heatmap_panels(result, alpha: float, members: Sequence[str],
@@ -111,7 +140,7 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
 
     Returns:
         (caption, RGB or grayscale uint8 array) pairs at display size; only the original when there
-        is no heatmap.
+        is no heatmap. The fused map's peak (`heatmaps.heatmap_peak` at the native resolution) is marked.
     """
 
     image = display_copy(result.image)
@@ -122,14 +151,76 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
 
     panels: list[tuple[str, np.ndarray]] = [("Original", framed(image))]
     if "ensemble" in result.heatmaps:
-        panels.append((f"Ensemble (fused map) · p = {result.ensemble:.3f}",
-                       framed(overlay(image, result.heatmaps["ensemble"], alpha))))
+        fused = framed(overlay(image, result.heatmaps["ensemble"], alpha))
+        caption = f"{FUSED_LABEL} · p = {result.ensemble:.3f}"
+        peak = heatmap_peak(result.heatmaps["ensemble"], result.image.shape)
+        if peak is not None:
+            fused, caption = draw_peak(fused, peak, scale), f"{caption} · {PEAK_NOTE}"
+        panels.append((caption, fused))
     for name in members:
         if name in result.heatmaps:
             p = result.probabilities.get(name)
             caption = name if p is None else f"{name} · p = {p:.3f}"
             panels.append((caption, framed(overlay(image, result.heatmaps[name], alpha))))
     return panels
+
+
+def heatmap_zoom_figure(gray: np.ndarray, heatmap: np.ndarray, alpha: float,
+                        boxes: Sequence[Sequence[float]] | None = None,
+                        peak: tuple[int, int] | None = None, title: str = "") -> go.Figure:
+    """One heatmap over the radiograph, large and zoomable, at the image's own resolution.
+
+    Args:
+        gray: (H, W) uint8 image as stored (not the display copy): one figure pixel per image pixel.
+        heatmap: (h, w) map in [0, 1], resized to the image.
+        alpha: heatmap opacity, 0 to 1.
+        boxes: reference boxes (x, y, w, h) in the image's pixels, drawn as rectangles.
+        peak: (row, col) of the map's peak in the image's pixels (`heatmaps.heatmap_peak`), marked with
+            its value on hover.
+        title: figure title.
+
+    Returns:
+        A plotly figure (show it with `ZOOM_CONFIG`): drag to zoom, wheel to zoom, double-click to reset.
+    """
+    heat = resize_heatmap(heatmap, gray.shape[:2])
+    fig = px.imshow(overlay(gray, heat, alpha), binary_string=True)  # a PNG, not a list of numbers
+    fig.update_traces(hovertemplate="x %{x}, y %{y}<extra></extra>")
+    line = dict(color="rgb({}, {}, {})".format(*BOX_COLOR), width=2)
+    for x, y, w, h in boxes or ():  # a box's edges lie between pixels: pixel i spans i - 0.5 .. i + 0.5
+        fig.add_shape(type="rect", x0=x - 0.5, y0=y - 0.5, x1=x + w - 0.5, y1=y + h - 0.5, line=line)
+    if peak is not None:
+        row, col = peak
+        for color, width, hover in (("black", 5, "skip"), ("white", 2.5, "all")):
+            fig.add_trace(go.Scatter(
+                x=[col], y=[row], mode="markers", name="peak", hoverinfo=hover,
+                marker=dict(symbol="cross-thin-open", size=28, line=dict(color=color, width=width)),
+                hovertemplate=f"peak of the map: x {col}, y {row}, value {heat[row, col]:.2f}<extra></extra>",
+            ))
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain",
+                     autorange="reversed", scaleanchor="x", scaleratio=1)  # rows down, square pixels
+    fig.update_layout(title=title, height=760, showlegend=False, dragmode="zoom",
+                      margin=dict(l=0, r=0, t=40 if title else 0, b=0))
+    return fig
+
+
+def image_zoom_figure(result, name: str, alpha: float,
+                      boxes: Sequence[Sequence[float]] | None = None) -> go.Figure:
+    """`heatmap_zoom_figure` of one of an image's maps ("ensemble" or a member's), that map's own peak marked.
+
+    Args:
+        result: an `ImageResult` with `image` and `heatmaps`.
+        name: the map, one of `heatmap_names(result, ...)`.
+        alpha: heatmap opacity, 0 to 1.
+        boxes: reference boxes (x, y, w, h) in the image's pixels.
+    """
+    heatmap = result.heatmaps[name]
+    peak = heatmap_peak(heatmap, result.image.shape)
+    height, width = result.image.shape[:2]
+    title = f"{heatmap_label(name)} · {result.name} · {width} × {height} px"
+    if peak is not None:
+        title += f" · {PEAK_NOTE}"
+    return heatmap_zoom_figure(result.image, heatmap, alpha, boxes, peak, title)
 
 
 # ------------------------------------------------------------------------------------- a dataset

@@ -1,4 +1,5 @@
-"""Heatmaps as pure functions: scale to [0, 1], resize, fuse the members' maps, draw over a radiograph.
+"""Heatmaps as pure functions: scale to [0, 1], resize, find the peak, fuse the members' maps, draw over
+a radiograph.
 
 No TensorFlow: charts, localization scores and the dashboard use these without the model modules
 (`gradcam` computes the maps and re-exports these names).
@@ -27,6 +28,30 @@ def resize_heatmap(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if cam.shape == tuple(shape):
         return cam
     return cv2.resize(cam, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+
+
+def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
+    """Where a map points: its maximum, in the pixels of an image of `shape` (the pointing game's peak).
+
+    The map is first resized to the image as `resize_heatmap` does (bilinear), so a coarse map's peak
+    lands inside its hottest cell, near the cell's centre, and the dashboard marks the pixel that
+    `localization.pointing_game` scores.
+
+    Args:
+        heatmap: (h, w) float map at any resolution.
+        shape: the image's shape; its first two entries are (H, W).
+
+    Returns:
+        (row, col) in the image's pixels, or None for an empty, all-NaN or constant map (no peak).
+    """
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.size == 0 or 0 in tuple(shape[:2]) or not np.isfinite(heat).any():
+        return None
+    heat = resize_heatmap(heat, tuple(shape[:2]))
+    if not np.nanmax(heat) > np.nanmin(heat):
+        return None
+    row, col = np.unravel_index(np.nanargmax(heat), heat.shape)
+    return int(row), int(col)
 
 
 def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets.base import Box
-from .heatmaps import resize_heatmap
+from .heatmaps import heatmap_peak, resize_heatmap
 from .metrics import percentile_interval
 
 
@@ -42,7 +42,7 @@ def boxes_to_mask(shape, boxes: Iterable[Box]) -> np.ndarray:
 
 
 def pointing_game(heatmap, boxes: Iterable[Box], tolerance: float = 0) -> bool:
-    """Whether the heatmap's peak falls inside any box (the pointing game).
+    """Whether the heatmap's peak (`heatmaps.heatmap_peak`) falls inside any box (the pointing game).
 
     Args:
         heatmap: Float array (H, W) at image size.
@@ -53,15 +53,14 @@ def pointing_game(heatmap, boxes: Iterable[Box], tolerance: float = 0) -> bool:
         True on a hit. A constant heatmap has no peak and counts as a miss.
     """
     heatmap = np.asarray(heatmap, dtype=float)
-    if heatmap.size == 0 or np.nanmax(heatmap) <= np.nanmin(heatmap):
+    peak = heatmap_peak(heatmap, heatmap.shape)  # the one rule for where a map points
+    if peak is None:
         return False
     grown = [
         (x - tolerance, y - tolerance, w + 2 * tolerance, h + 2 * tolerance)
         for x, y, w, h in boxes
     ]
-    mask = boxes_to_mask(heatmap.shape, grown)
-    row, col = np.unravel_index(np.nanargmax(heatmap), heatmap.shape)
-    return bool(mask[row, col])
+    return bool(boxes_to_mask(heatmap.shape, grown)[peak])
 
 
 def mass_in_boxes(heatmap, boxes: Iterable[Box]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import tomllib
 from pathlib import Path
@@ -15,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from mura_core import body_parts, charts, decision, imaging, installed, reports, results, vocabulary
 from mura_core.datasets import stats
-from tests.conftest import TINY_THRESHOLD
+from mura_core.heatmaps import heatmap_peak
+from tests.conftest import TINY_MEMBERS, TINY_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -81,7 +84,26 @@ def test_diagnose_sample_study_with_heatmaps(monkeypatch, tiny_weights, count_st
     assert "not a diagnosis" in text
     assert "Body part:** Hand" in text
     assert _n_images(at) == 2 * 4  # two images x (original, fused map, two members)
+    captions = [c for image in at.image for c in image.captions]
+    fused = [c for c in captions if c.startswith("Ensemble (fused map)")]
+    assert len(fused) == 2 and any(c.endswith("· + marks the peak") for c in fused)  # (a flat map has none)
     assert len(at.get("plotly_chart")) == 1
+    assert [e.label for e in at.expander][-2:] == [
+        f"Look closely at image {n}: one map, large and zoomable" for n in (1, 2)]
+
+    at.session_state["look_closely_1"] = True  # open the first image's large view
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    zoom = at.get("plotly_chart")[-1].proto
+    assert len(at.get("plotly_chart")) == 2 and json.loads(zoom.config)["scrollZoom"] is True
+    spec = json.loads(zoom.spec)
+    assert spec["data"][0]["type"] == "image" and spec["layout"]["title"]["text"].startswith("Ensemble (fused map)")
+    choice = at.radio(key="zoom_map_1")
+    assert choice.options[0] == "Ensemble (fused map)" and set(choice.options[1:]) == set(TINY_MEMBERS)
+    choice.set_value(choice.options[-1]).run()  # a member's map, its own peak
+    assert not at.exception, [e.value for e in at.exception]
+    assert json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]["title"]["text"].startswith(choice.options[-1])
+    assert count_studies == ["gradcam"]
     downloads = {b.proto.label for b in at.get("download_button")}
     assert downloads == {"Study result (JSON)", "Per-image table (CSV)", "PDF"}
     assert count_studies == ["gradcam"]
@@ -390,6 +412,9 @@ def test_dataset_explorer_folder_layout(monkeypatch, tiny_weights, tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "12" and metrics["Abnormal images"] == "6"
     assert len(at.expander) == 1  # the stray image outside a class folder
+    problems = at.dataframe[0].value
+    assert len(problems) == 1 and not problems["path"].str.contains(str(tmp_path)).any()  # no server path
+    assert problems["path"].iloc[0].startswith(f"{root.name}/")
     assert len(at.get("plotly_chart")) == 3
     assert _n_images(at) == 12
 
@@ -491,6 +516,45 @@ def test_heatmap_panels_and_exports():
     assert set(table["study_body_part"]) == {"unknown"}
     assert set(table["study_warning"]) == {exported_unknown := result.with_body_part("").warning}
     assert exported_unknown.startswith("Body part unknown")
+
+
+def test_fused_panel_marks_the_peak():
+    result = _study().images[0]
+    centred = np.zeros((6, 8), np.float32)
+    centred[3, 4] = 1.0
+    result.heatmaps["ensemble"] = centred
+    panels = charts.heatmap_panels(result, 0.5, ["m1"])
+    assert panels[1][0].endswith("· + marks the peak") and "peak" not in panels[2][0]
+    row, col = heatmap_peak(centred, result.image.shape)
+    assert (panels[1][1][row, col] == 255).all()  # the white cross sits on the peak
+
+    result.heatmaps["ensemble"] = np.zeros((6, 8), np.float32)  # no peak, no mark
+    assert "peak" not in charts.heatmap_panels(result, 0.5, [])[1][0]
+
+
+def test_heatmap_zoom_figure():
+    gray = np.full((300, 200), 90, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    heat[2, 6] = 1.0
+    peak = heatmap_peak(heat, gray.shape)
+    fig = charts.heatmap_zoom_figure(gray, heat, 0.4, [(10, 20, 30, 40)], peak, "a title")
+    image = fig.data[0]
+    assert image.type == "image"
+    png = Image.open(io.BytesIO(base64.b64decode(image.source.split(",", 1)[1])))
+    assert png.size == (200, 300)  # the image's own resolution
+    (box,) = fig.layout.shapes
+    assert (box.type, box.x0, box.y0, box.x1, box.y1) == ("rect", 9.5, 19.5, 39.5, 59.5)
+    marker = fig.data[-1]
+    assert marker.name == "peak" and (marker.y[0], marker.x[0]) == peak and "peak of the map" in marker.hovertemplate
+    assert fig.layout.yaxis.autorange == "reversed" and fig.layout.xaxis.showticklabels is False
+
+    plain = charts.heatmap_zoom_figure(gray, heat, 0.4)
+    assert [t.type for t in plain.data] == ["image"] and not plain.layout.shapes
+
+    result = _study().images[0]
+    member = charts.image_zoom_figure(result, "m1", 0.5, [(1, 1, 4, 4)])
+    assert member.layout.title.text.startswith("m1 · XR_WRIST_a.png · 64 × 48 px")
+    assert charts.heatmap_names(result, ["m2", "m1"]) == ["ensemble", "m2", "m1"]
 
 
 def _index_table() -> pd.DataFrame:

@@ -12,8 +12,10 @@ import pytest
 from tf_keras_vis.gradcam import Gradcam
 
 from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
-from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay
+from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay, resize_heatmap
+from mura_core.heatmaps import heatmap_peak
 from mura_core.imaging import load_image
+from mura_core.localization import pointing_game
 from mura_core.registry import create_model
 from tests.mura_tree import fracatlas_images
 
@@ -120,6 +122,21 @@ def test_fuse_is_mean_of_maps():
     fused = fuse_heatmaps([a, b])
     assert fused.max() == pytest.approx(1.0) and fused[0, 0] == pytest.approx(1.0)
     assert fused[1, 1] == pytest.approx(0.0)
+
+
+def test_heatmap_peak_in_image_pixels():
+    heat = np.zeros((20, 30), np.float32)
+    heat[5, 7] = 1.0
+    assert heatmap_peak(heat, heat.shape) == (5, 7)
+    assert heatmap_peak(np.full((4, 4), 0.3), (40, 40)) is None  # a constant map points nowhere
+    assert heatmap_peak(np.zeros((0, 0)), (40, 40)) is None
+
+    coarse = np.zeros((4, 4), np.float32)
+    coarse[1, 2] = 1.0  # in a 100 x 200 image: rows 25..49, columns 100..149, centre (37.5, 124.5)
+    row, col = heatmap_peak(coarse, (100, 200))
+    assert abs(row - 37.5) <= 1 and abs(col - 124.5) <= 1
+    native = resize_heatmap(coarse, (100, 200))  # what the pointing game scores: the same pixel
+    assert pointing_game(native, [(col, row, 1, 1)]) and not pointing_game(native, [(col + 2, row, 1, 1)])
 
 
 def test_save_load_round_trip(ensemble, saved, images):
