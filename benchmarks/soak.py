@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import os
 import re
 import statistics
 import sys
@@ -76,6 +77,7 @@ class SoakResult:
     rss_start_mib: float | None = None
     rss_end_mib: float | None = None
     rss_peak_mib: float | None = None
+    server_cpu_s: float | None = None  # the server's CPU time from the first session to the end
     wall_s: float = 0.0
     stopped_early: bool = False
 
@@ -159,6 +161,16 @@ class RssSampler:
             print(f"soak: cannot read the server's memory: {exc}", file=sys.stderr)
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """The process's CPU time so far (user + system, all its threads), or None."""
+        if self.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return None
+
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             value = self.read()
@@ -220,6 +232,7 @@ async def _drive(url: str, studies, concurrency: int, timeout_ms: int, deadline:
         try:
             # The first session waits for the models to load (TensorFlow's import alone takes seconds).
             await _run_session(browser, url, studies[0], FIRST_SESSION_FACTOR * timeout_ms, result)
+            cpu_start = sampler.cpu_seconds()
             if result.sessions:
                 result.rss_start_mib = sampler.read()
             pending = iter(studies[1:])
@@ -238,6 +251,9 @@ async def _drive(url: str, studies, concurrency: int, timeout_ms: int, deadline:
                               f"RSS {sampler.read() or 0:.0f} MiB", file=sys.stderr, flush=True)
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
+            cpu_end = sampler.cpu_seconds()
+            if cpu_start is not None and cpu_end is not None:
+                result.server_cpu_s = cpu_end - cpu_start
         finally:
             await browser.close()
 
@@ -308,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time to result: p50 {p50:.2f} s, p95 {p95:.2f} s (first session that passed "
               f"{result.seconds_to_result[0]:.1f} s); {rate:.1f} sessions/min over {result.wall_s:.0f} s; "
               f"server RSS peak {result.rss_peak_mib or 0:.0f} MiB; concurrency {args.concurrency}")
+    others = result.sessions + len(result.errors) + len(result.mixed_up) - 1
+    if result.server_cpu_s is not None and others > 0:
+        print(f"server CPU: {result.server_cpu_s / others:.2f} s per session after the first "
+              f"({os.cpu_count()} CPUs; the browsers' CPU is not counted)")
     print(result.summary())
     return 0 if not result.errors and not result.mixed_up else 1
 

@@ -8,7 +8,10 @@ is created inside a cached function.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 
 import pandas as pd
 import streamlit as st
@@ -29,6 +32,34 @@ INSTALL_HELP = """\
 Then reload this page. The **Dataset explorer** and **Evaluation** pages work without models.
 """
 
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+ARENA_MAX = 2
+
+
+def _glibc():
+    """The C library when it is glibc (Linux), else None: the memory bounds below are glibc's."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
+    # Streamlit runs each session's script in its own thread, and glibc gives each new thread its own
+    # heap (up to 8 per core) that it keeps after the thread is done: a server's memory then grows with
+    # the number of sessions it has seen. Two heaps bound that; an operator's MALLOC_ARENA_MAX wins.
+    _LIBC.mallopt(M_ARENA_MAX, ARENA_MAX)
+
+
+def release_free_memory() -> None:
+    """Hand the memory that freed objects leave in the C heap back to the system (glibc only)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -82,8 +113,10 @@ def get_ensemble():
 @st.cache_data(max_entries=8, ttl=3600, show_spinner=False)
 def run_study(_ensemble, ensemble_key: str, files: tuple[tuple[str, bytes], ...], method: str):
     """Predict and explain one study; cached on the ensemble key, the files' bytes and the method."""
-    return _ensemble.predict_study([data for _, data in files], explain=True, method=method,
-                                   names=[name for name, _ in files])
+    result = _ensemble.predict_study([data for _, data in files], explain=True, method=method,
+                                     names=[name for name, _ in files])
+    release_free_memory()  # the decoded images and the models' activations of this study
+    return result
 
 
 def configured_roots() -> list[data_roots.DataRoot]:

@@ -39,6 +39,10 @@ class DataRoot:
     path: Path
     label: str
 
+    def shown(self, text: object) -> str:
+        """`text` (a path, a message) as visitors see it: the root's server path replaced by its label."""
+        return str(text).replace(str(self.path), self.label)
+
 
 def parse_roots(value: str | Iterable[str] | None) -> list[str]:
     """The folder names in `value`: a `:`-separated string or a list of strings; blanks dropped."""

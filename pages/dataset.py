@@ -136,7 +136,7 @@ except data_roots.RootError as exc:
     st.error(f"This folder cannot be read: {exc}", icon=":material/block:")
     st.stop()
 except (DatasetError, ValueError, OSError) as exc:
-    st.error(f"This folder cannot be indexed: {str(exc).replace(str(root.path), root.label)}",
+    st.error(f"This folder cannot be indexed: {root.shown(exc)}",
              icon=":material/error:")
     st.markdown("These layouts are read:\n\n" + LAYOUTS)
     st.stop()
@@ -169,7 +169,7 @@ if index.format == "mura":
 if index.problems:
     with st.expander(f"{len(index.problems)} inconsistencies found while indexing",
                      icon=":material/warning:"):
-        st.dataframe(stats.problems_frame(index.problems), hide_index=True)
+        st.dataframe(stats.problems_frame(index.problems).map(root.shown), hide_index=True)
 
 counts_tab, balance_tab, sizes_tab, browse_tab = st.tabs(
     ["Counts", "Class balance", "Image sizes", "Browse images"])

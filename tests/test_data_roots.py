@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mura_core.data_roots import RootError, allowed_roots, folders_inside, parse_roots, resolve_inside, scan_folder
+from mura_core.data_roots import DataRoot, RootError, allowed_roots, folders_inside, parse_roots, resolve_inside, scan_folder
 
 
 @pytest.fixture
@@ -111,3 +111,10 @@ def test_scan_reports_progress(tmp_path):
     seen = []
     assert scan_folder(root, root, progress=seen.append) == 2500
     assert seen == [2500]  # one listing step here; it is called each time a thousand more files are seen
+
+
+def test_a_root_shows_its_label_never_its_server_path(tmp_path):
+    root = DataRoot(tmp_path / "data", "data")
+    assert root.shown(tmp_path / "data" / "train" / "a.png") == "data/train/a.png"
+    assert root.shown(f"cannot read {tmp_path / 'data'}/x.png: truncated") == "cannot read data/x.png: truncated"
+    assert root.shown("/elsewhere/y.png") == "/elsewhere/y.png"
