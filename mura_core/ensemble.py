@@ -20,6 +20,7 @@ from .body_parts import detect_body_part
 from .coverage import Coverage, colour_warning
 from .decision import DEFAULT_THRESHOLD, ensemble_probability, study_probability, verdict
 from .gradcam import CAM_METHODS, LESION_MAP, CamExplainer, fuse_heatmaps, resize_heatmap
+from .heatmaps import FUSION_RULES
 from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
     DEFAULT_WEIGHTS,
@@ -45,6 +46,8 @@ class Ensemble:
         info: what to record in the manifest (training data, metrics, ...).
         architectures: member name -> registry name, when a model's `name` is not its architecture.
         jit_compile: compile prediction and Grad-CAM with XLA.
+        heatmap_fusion: how the members' lesion maps are fused (`heatmaps.FUSION_RULES`; the manifest's
+            "heatmap_fusion", "mean" when absent). Other heatmaps are always averaged.
         heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride"} as a manifest
             records them; what is missing comes from the model (its lesion map's stride) or the
             architecture's spec.
@@ -53,9 +56,12 @@ class Ensemble:
     def __init__(self, members: Mapping[str, keras.Model], threshold: float = DEFAULT_THRESHOLD,
                  info: Mapping[str, Any] | None = None,
                  architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
-                 heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None):
+                 heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None, heatmap_fusion: str = "mean"):
         if not members:
             raise ValueError("An ensemble needs at least one member")
+        if heatmap_fusion not in FUSION_RULES:
+            raise ValueError(f"unknown heatmap fusion {heatmap_fusion!r}; known: {', '.join(FUSION_RULES)}")
+        self.heatmap_fusion = heatmap_fusion
         self.members = dict(members)
         self.threshold = float(threshold)
         self.info = dict(info or {})
@@ -246,8 +252,10 @@ class Ensemble:
             r.ensemble = ensemble_probability(r.probabilities[n] for n in self.names)
             if explain:
                 side = max(heat.shape[0] for heat in r.heatmaps.values())  # the finest member map
+                lesions = method == LESION_MAP
                 r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
-                                                        for n in self.names], normalize=method != LESION_MAP)
+                                                        for n in self.names], normalize=not lesions,
+                                                       rule=self.heatmap_fusion if lesions else "mean")
 
     def _summarise(self, study: Study, results: list[ImageResult], method: str | None) -> StudyResult:
         ok = [r for r in results if r.ok]
@@ -286,7 +294,7 @@ class Ensemble:
                     entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
                 entries.append(entry)
             manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
-                        "members": entries, "info": self.info}
+                        "heatmap_fusion": self.heatmap_fusion, "members": entries, "info": self.info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if folder.exists():
                 for old in [folder / e["file"] for e in entries] + [folder / MANIFEST]:
@@ -366,8 +374,12 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         _check_heatmap_layers(path, model, layers[name] | {"map_stride": int(
             entry.get("map_stride") or get_spec(arch).map_stride)}, size)
         members[name], architectures[name] = model, arch
+    fusion = manifest.get("heatmap_fusion", "mean")
+    if fusion not in FUSION_RULES:
+        raise EnsembleLoadError(f"{folder / MANIFEST}: unknown heatmap_fusion {fusion!r} "
+                                f"(known: {', '.join(FUSION_RULES)})")
     return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"), architectures,
-                    jit_compile, layers)
+                    jit_compile, layers, fusion)
 
 
 def _lesion_map_stride(model: keras.Model) -> int | None:

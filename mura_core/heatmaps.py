@@ -54,19 +54,31 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]
     return int(row), int(col)
 
 
+FUSION_RULES = ("mean", "geometric")
+
+
 def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,
-                  normalize: bool = True) -> np.ndarray:
-    """Combine members' maps as the ensemble combines their probabilities: the (weighted) mean.
+                  normalize: bool = True, rule: str = "mean") -> np.ndarray:
+    """Combine members' maps into the ensemble's map.
 
     Args:
         maps: the members' maps, all of one shape.
         weights: optional weight per map.
-        normalize: rescale the mean to [0, 1] (CAMs); False keeps it (lesion maps are probabilities).
+        normalize: rescale the result to [0, 1] (CAMs); False keeps it (lesion maps are probabilities).
+        rule: "mean", the (weighted) mean, as the ensemble combines its probabilities; or "geometric",
+            the (weighted) geometric mean, a logarithmic opinion pool: a region stays bright only where
+            every member's map is, so a fine map names the spot inside a coarse map's neighbourhood.
     """
     if not maps:
         raise ValueError("fuse_heatmaps needs at least one map")
+    if rule not in FUSION_RULES:
+        raise ValueError(f"unknown heatmap fusion rule {rule!r}; known: {', '.join(FUSION_RULES)}")
     stacked = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
-    fused = np.average(stacked, axis=0, weights=weights).astype(np.float32)
+    if rule == "geometric":
+        logs = np.log(np.clip(stacked, 1e-6, None))
+        fused = np.exp(np.average(logs, axis=0, weights=weights)).astype(np.float32)
+    else:
+        fused = np.average(stacked, axis=0, weights=weights).astype(np.float32)
     return normalize_heatmap(fused) if normalize else fused
 
 

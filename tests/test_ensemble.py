@@ -124,6 +124,21 @@ def test_fuse_is_mean_of_maps():
     assert fused[1, 1] == pytest.approx(0.0)
 
 
+def test_geometric_fusion_keeps_only_what_every_member_sees():
+    coarse = np.full((4, 4), 0.1, np.float32)
+    coarse[:2, :2] = 0.8  # a neighbourhood
+    fine = np.full((4, 4), 0.05, np.float32)
+    fine[1, 1], fine[3, 3] = 0.6, 0.7  # a spot inside it, and a brighter one outside
+    mean = fuse_heatmaps([coarse, fine], normalize=False)
+    geometric = fuse_heatmaps([coarse, fine], normalize=False, rule="geometric")
+    assert np.unravel_index(mean.argmax(), mean.shape) == (1, 1)
+    assert geometric[1, 1] == pytest.approx(np.sqrt(0.8 * 0.6), rel=1e-5)
+    assert geometric[3, 3] == pytest.approx(np.sqrt(0.1 * 0.7), rel=1e-5) and geometric[3, 3] < mean[3, 3]
+    assert geometric[1, 1] / geometric.sum() > mean[1, 1] / mean.sum()  # more of the mass on the spot
+    with pytest.raises(ValueError, match="median"):
+        fuse_heatmaps([coarse], rule="median")
+
+
 def test_heatmap_peak_in_image_pixels():
     heat = np.zeros((20, 30), np.float32)
     heat[5, 7] = 1.0
@@ -142,7 +157,7 @@ def test_heatmap_peak_in_image_pixels():
 def test_save_load_round_trip(ensemble, saved, images):
     manifest = json.loads((saved / "manifest.json").read_text())
     assert {m["architecture"] for m in manifest["members"]} == {"mobilenetv2", "densenet121"}
-    assert all(len(m["sha256"]) == 64 for m in manifest["members"])
+    assert all(len(m["sha256"]) == 64 for m in manifest["members"]) and manifest["heatmap_fusion"] == "mean"
     loaded = load_ensemble(saved)
     assert loaded.names == ensemble.names and loaded.info == {"title": "tiny"}
     a, b = ensemble.predict_study(images), loaded.predict_study(images)
@@ -185,6 +200,7 @@ def _corrupt_unchecked(folder, manifest):
     (_wrong_size, "does not match"),
     (_corrupt_unchecked, "cannot load"),
     (lambda f, m: (f / "manifest.json").write_text("{"), "unreadable manifest"),
+    (lambda f, m: (f / "manifest.json").write_text(json.dumps({**m, "heatmap_fusion": "max"})), "heatmap_fusion"),
 ])
 def test_broken_weights_name_the_file(saved, tmp_path, change, words):
     folder = _broken_copy(saved, tmp_path, change)

@@ -163,10 +163,11 @@ def test_the_decoder_starts_from_a_stride_16_lesion_model_and_maps_at_stride_8(t
         for a, b in zip(coarse.get_layer(name).get_weights(), fine.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     assert fine.get_layer("lesion_map").output.shape[1:] == (12, 12, 1)
-    ensemble = Ensemble({"m": fine}, 0.5)
+    ensemble = Ensemble({"m": fine}, 0.5, heatmap_fusion="geometric")
     assert ensemble.heatmap_layers["m"]["map_stride"] == 8  # read off the model, not the spec's 16
     ensemble.save(tmp_path / "ens")
-    assert load_ensemble(tmp_path / "ens").heatmap_layers["m"]["map_stride"] == 8
+    loaded = load_ensemble(tmp_path / "ens")
+    assert loaded.heatmap_layers["m"]["map_stride"] == 8 and loaded.heatmap_fusion == "geometric"
     with pytest.raises(ValueError, match="stride"):
         create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=4)
 

@@ -33,6 +33,7 @@ from mura_core.coverage import COVERAGE_KEY, TRAINING_DATA_KEY, training_coverag
 from mura_core.datasets import combine, index_dataset  # noqa: E402
 from mura_core.decision import ensemble_probability  # noqa: E402
 from mura_core.ensemble import Ensemble  # noqa: E402
+from mura_core.heatmaps import FUSION_RULES  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 
@@ -60,7 +61,8 @@ def training_data(run: Path, notes: str = "") -> dict:
     return {COVERAGE_KEY: coverage.to_info(), TRAINING_DATA_KEY: training_data_info(table, split_files)}
 
 
-def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) -> Ensemble:
+def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
+          heatmap_fusion: str = "mean") -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble and its histories."""
     members, architectures = {}, {}
     for run in runs:
@@ -74,7 +76,7 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict) ->
     info = {**info, **training_data(runs[0], notes)}
     info = {**info, "threshold_rule": rule, "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
-    ensemble = Ensemble(members, threshold, info, architectures)
+    ensemble = Ensemble(members, threshold, info, architectures, heatmap_fusion=heatmap_fusion)
     ensemble.save(out, overwrite=True)
     for run in runs:
         shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="ensemble folder to write (e.g. weights/)")
     parser.add_argument("--sensitivity", type=float, help="choose the threshold for this validation sensitivity")
     parser.add_argument("--info", help="JSON or YAML file of manifest info (title, trained_on, license, ...)")
+    parser.add_argument("--heatmap-fusion", default="mean", choices=FUSION_RULES,
+                        help="how the members' lesion maps are fused (chosen on validation; default mean)")
     args = parser.parse_args(argv)
     info = yaml.safe_load(Path(args.info).read_text()) if args.info else {}
-    ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info)
+    ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
                       "validation": ensemble.info["validation"]}, indent=2))
     return 0
