@@ -203,7 +203,9 @@ if method == LESION_MAP:
     st.caption(
         "Lesion maps: each model's own estimate, per region, of the probability that a fracture lies there, "
         "learnt from annotated fracture boxes. Warm colours are higher probabilities (not rescaled: a faint "
-        "map means the model sees no clear lesion). The ensemble map is the mean of the members' maps. "
+        "map means the model sees no clear lesion). The ensemble map is the "
+        + ("geometric mean of the members' maps: bright only where every model's map is. "
+           if ensemble.heatmap_fusion == "geometric" else "mean of the members' maps. ") +
         "See the Evaluation page for how often the maps point inside the annotated boxes."
     )
 else:

@@ -107,9 +107,12 @@ class Ensemble:
         return [m for m in CAM_METHODS if all(m in e.methods for e in self._explainers.values())]
 
     def warm_up(self, explain: bool = True) -> None:
-        """Trace the compiled functions once (the default heatmap method) so the first real study is fast."""
+        """Run a one-image and a two-image study (the default heatmap method), so the compiled functions are
+        traced and the buffers of the commonest batch shapes allocated before the first real study: it is
+        fast, and a server's memory does not climb over its first sessions."""
         gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))
         self.predict_study([gray], explain=explain)
+        self.predict_study([gray, gray.T], explain=explain)
 
     def predict_arrays(self, grays: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, np.ndarray]:
         """Each member's probabilities for decoded (H, W) uint8 images, batched per member."""
