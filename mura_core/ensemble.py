@@ -70,10 +70,9 @@ class Ensemble:
         for name, arch in self.architectures.items():
             spec = get_spec(arch)  # raises for an unknown architecture
             recorded = dict((heatmap_layers or {}).get(name) or {})
-            stride = recorded.get("map_stride") or _lesion_map_stride(self.members[name]) or spec.map_stride
             self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or spec.gradcam_layer,
                                          "map_layer": recorded.get("map_layer") or spec.map_layer,
-                                         "map_stride": int(stride)}
+                                         "map_stride": _map_stride(recorded, self.members[name], arch)}
         self._explainers = {
             name: CamExplainer(model, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
             for name, model in self.members.items()
@@ -374,8 +373,7 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
             raise EnsembleLoadError(
                 f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
         layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride") if entry.get(k)}
-        _check_heatmap_layers(path, model, layers[name] | {"map_stride": int(
-            entry.get("map_stride") or get_spec(arch).map_stride)}, size)
+        _check_heatmap_layers(path, model, layers[name] | {"map_stride": _map_stride(entry, model, arch)}, size)
         members[name], architectures[name] = model, arch
     fusion = manifest.get("heatmap_fusion", "mean")
     if fusion not in FUSION_RULES:
@@ -385,14 +383,16 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
                     jit_compile, layers, fusion)
 
 
-def _lesion_map_stride(model: keras.Model) -> int | None:
-    """Input pixels per lesion-map cell of `model` (16 for a one-layer head, 8 with a decoder), or None."""
+def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: str) -> int:
+    """A member's lesion-map stride: as recorded (the manifest), else read off the model (input side /
+    map side: 16 for a one-layer head, 8 with a decoder), else the architecture's spec."""
+    if recorded.get("map_stride"):
+        return int(recorded["map_stride"])
     try:
-        side = model.get_layer(LESION_MAP).output.shape[1]
-    except ValueError:
-        return None
-    size = model.input_shape[1]
-    return size // side if side and size else None
+        side, size = model.get_layer(LESION_MAP).output.shape[1], model.input_shape[1]
+    except ValueError:  # no lesion map
+        side = size = None
+    return size // side if side and size else get_spec(architecture).map_stride
 
 
 def _check_heatmap_layers(path: Path, model: keras.Model, layers: Mapping[str, Any], size: int) -> None:
