@@ -241,7 +241,7 @@ class LesionMapLoss(keras.losses.Loss):
         loss = ops.mean(self.positive_weight * y_true * positive + (1.0 - y_true) * negative, axis=(1, 2, 3))
         batch = ops.shape(y_pred)[0]
         if self.pointing_weight:
-            logits = ops.reshape(ops.log(y_pred) - ops.log(1.0 - y_pred), (batch, -1))
+            logits = ops.reshape(negative - positive, (batch, -1))  # log(p) - log(1 - p)
             mask = ops.reshape(y_true, (batch, -1))
             area = ops.sum(mask, axis=1)
             target = mask / ops.maximum(area, 1.0)[:, None]
