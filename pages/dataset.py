@@ -225,8 +225,9 @@ def leakage_section(table) -> None:
 
     st.subheader("Leakage between splits")
     if not st.toggle("Find identical and near-duplicate images across splits (reads every file once)",
-                     help="Identical bytes (SHA-256) and the same radiograph re-encoded, resized, slightly cropped "
-                          f"or with changed contrast (perceptual hash within {leakage.NEAR_DISTANCE} of 64 bits)."):
+                     help="Identical bytes (SHA-256) and the same radiograph re-encoded, resized, slightly cropped, "
+                          "with changed contrast, flipped or turned by a quarter (perceptual hash within "
+                          f"{leakage.NEAR_DISTANCE} of 64 bits)."):
         return
     report = leakage_report(table)
     if report.summary.empty:
@@ -248,7 +249,9 @@ def leakage_section(table) -> None:
                 column.caption(f"{caption}: unreadable")
             else:
                 column.image(picture, caption=caption, width="stretch")
-        st.caption(f"{pair['kind']} (distance {pair['distance']})")
+        kind = {"turned": "near-duplicate after a flip or a quarter turn", "near": "near-duplicate"}.get(
+            pair["kind"], pair["kind"])
+        st.caption(f"{kind} (distance {pair['distance']})")
 
 
 leakage_section(table)

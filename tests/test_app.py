@@ -708,6 +708,6 @@ def test_dataset_explorer_leakage(monkeypatch, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     summary = at.dataframe[-2].value
     assert summary[["split", "against", "identical files", "near-duplicates"]].values.tolist() == [
-        ["test", "train", 2, 4]]
+        ["test", "train", 2, 6]]
     assert "patients on both sides" not in summary.columns  # folder layouts record no patients
     assert _n_images(at) == images_before + 8  # four pairs side by side

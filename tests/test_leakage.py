@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from PIL import Image, ImageOps
 
 from mura_core import cli
 from mura_core.datasets import index_dataset, leakage
+from train import memory_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "weights" / "samples").glob("*.jpg"))  # 8 distinct FracAtlas radiographs (CC BY 4.0)
@@ -47,6 +49,8 @@ TEST_FILES = {
     "resized3.jpg": ("near", 3),
     "contrast4.png": ("near", 4),
     "cropped5.jpg": ("near", 5),
+    "mirrored3.jpg": ("turned", 3),
+    "quarter5.jpg": ("turned", 5),
     "own6.jpg": ("none", 6),
     "own7.jpg": ("none", 7),
 }
@@ -54,7 +58,8 @@ TEST_FILES = {
 
 def _leaky_folders(root: Path) -> Path:
     """``root/{train,test}/{normal,abnormal}``: train holds samples 0-5, test copies of them made as
-    TEST_FILES says (two byte-identical, four altered) and samples 6 and 7, which train lacks."""
+    TEST_FILES says (two byte-identical, four altered, two flipped or turned and re-encoded) and samples
+    6 and 7, which train lacks."""
     for k, source in enumerate(SAMPLES[:6]):
         folder = root / "train" / ("abnormal" if k % 2 else "normal")
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +68,7 @@ def _leaky_folders(root: Path) -> Path:
         folder = root / "test" / ("abnormal" if k % 2 else "normal")
         folder.mkdir(parents=True, exist_ok=True)
         image = _gray(SAMPLES[k])
-        if kind != "near":
+        if kind in ("identical", "none"):
             shutil.copyfile(SAMPLES[k], folder / name)
         elif name.startswith("reencoded"):
             _save_jpeg(image, folder / name, quality=60)
@@ -71,6 +76,9 @@ def _leaky_folders(root: Path) -> Path:
             _save_jpeg(image.resize((image.width // 2, image.height // 2), Image.BILINEAR), folder / name)
         elif name.startswith("contrast"):
             ImageOps.autocontrast(_gamma(image, 0.8), cutoff=1).save(folder / name)
+        elif kind == "turned":
+            turn = Image.Transpose.FLIP_LEFT_RIGHT if name.startswith("mirrored") else Image.Transpose.ROTATE_90
+            _save_jpeg(image.transpose(turn), folder / name, quality=80)
         else:
             _save_jpeg(_crop(image, 0.02), folder / name)
     return root
@@ -85,7 +93,7 @@ def test_identical_and_near_duplicates_are_counted(leaky):
     table = index_dataset(leaky).table
     report = leakage.find_leakage(table)
     row = report.summary.set_index(["split_a", "split_b"]).loc[("test", "train")]
-    assert (row["identical"], row["near"], row["patients"]) == (2, 4, 0)
+    assert (row["identical"], row["near"], row["patients"]) == (2, 6, 0)
     pairs = report.pairs.assign(name_a=lambda p: p["path_a"].map(lambda s: Path(s).name),
                                 name_b=lambda p: p["path_b"].map(lambda s: Path(s).name))
     found = {(a, b, kind) for a, b, kind in pairs[["name_a", "name_b", "kind"]].itertuples(index=False)}
@@ -93,19 +101,28 @@ def test_identical_and_near_duplicates_are_counted(leaky):
     assert found == expected
     assert (pairs.loc[pairs["kind"] == "identical", "distance"] == 0).all()
     # other bytes; the hash may even be the same
-    assert pairs.loc[pairs["kind"] == "near", "distance"].between(0, leakage.NEAR_DISTANCE).all()
-    assert leakage.summary_lines(report)[0] == "test vs train: 2 identical files, 4 near-duplicates"
+    assert pairs.loc[pairs["kind"] != "identical", "distance"].between(0, leakage.NEAR_DISTANCE).all()
+    assert leakage.summary_lines(report)[0] == "test vs train: 2 identical files, 6 near-duplicates"
     assert report.distinct == len(table) - 2
 
 
 def test_the_threshold_decides_what_is_near(leaky):
     table = index_dataset(leaky).table
     report = leakage.find_leakage(table)
-    near = report.pairs.loc[report.pairs["kind"] == "near", "distance"]
+    near = report.pairs.loc[report.pairs["kind"] != "identical", "distance"]
     tighter = int(near.max()) - 1
     strict = leakage.find_leakage(table, max_distance=tighter, prints=report.files)
     assert strict.summary[["identical", "near"]].iloc[0].tolist() == [2, int((near <= tighter).sum())]
-    assert int((near <= tighter).sum()) < 4
+    assert int((near <= tighter).sum()) < 6
+
+
+def test_flips_and_quarter_turns_are_found_only_with_the_turned_hashes(leaky):
+    table = index_dataset(leaky).table
+    report = leakage.find_leakage(table)
+    assert set(report.pairs.loc[report.pairs["kind"] == "turned", "path_a"].map(lambda p: Path(p).name)) == {
+        "mirrored3.jpg", "quarter5.jpg"}
+    as_is = leakage.find_leakage(table, prints=report.files.drop(columns="turned"))
+    assert as_is.summary["near"].tolist() == [4] and "turned" not in set(as_is.pairs["kind"])
 
 
 def test_leak_free_split_has_no_straddling_group(leaky):
@@ -168,17 +185,38 @@ def test_near_pairs_matches_all_pairs():
         distance = leakage.hamming(hashes[i], hashes[j])
         close = distance <= max_distance
         assert set(zip(found["i"], found["j"])) == set(zip(i[close], j[close]))
-        assert len(found) >= 1
+        assert len(found) >= 1 and not found["turned"].any()
+
+
+def test_near_pairs_with_turned_hashes_matches_all_pairs():
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 2**63, 120, dtype=np.uint64)
+    turned = rng.integers(0, 2**63, (120, 3), dtype=np.uint64)
+    # pictures 100-119 are pictures 0-19 turned: their hash is near one of the originals' turned hashes
+    noise = np.array([sum(1 << int(b) for b in rng.choice(64, d, replace=False)) for d in rng.integers(0, 9, 20)],
+                     dtype=np.uint64)
+    hashes[100:] = turned[np.arange(20), rng.integers(0, 3, 20)] ^ noise
+    for max_distance in (0, 4, 8):
+        found = leakage.near_pairs(hashes, max_distance, turned)
+        i, j = np.triu_indices(len(hashes), 1)
+        plain = leakage.hamming(hashes[i], hashes[j])
+        turn = np.minimum(leakage.hamming(turned[i], hashes[j][:, None]).min(1),
+                          leakage.hamming(turned[j], hashes[i][:, None]).min(1))
+        close = np.minimum(plain, turn) <= max_distance
+        assert set(zip(found["i"], found["j"])) == set(zip(i[close], j[close]))
+        by_turn = dict(zip(zip(found["i"], found["j"]), found["turned"]))
+        assert all(by_turn[pair] == (p > max_distance) for pair, p in zip(zip(i[close], j[close]), plain[close]))
+    assert len(leakage.near_pairs(hashes, 8, turned)) >= 20
 
 
 def test_index_command_prints_leakage_and_writes_pairs(leaky, tmp_path, capsys):
     out, pairs_csv = tmp_path / "index.csv", tmp_path / "pairs.csv"
     assert cli.main(["index", str(leaky), "--out", str(out), "--duplicates", str(pairs_csv)]) == 0
     printed = capsys.readouterr().out
-    assert "  test vs train: 2 identical files, 4 near-duplicates" in printed
+    assert "  test vs train: 2 identical files, 6 near-duplicates" in printed
     pairs = pd.read_csv(pairs_csv)
     assert list(pairs.columns) == list(leakage.PAIR_COLUMNS)
-    assert pairs["kind"].value_counts().to_dict() == {"identical": 2, "near": 4}
+    assert pairs["kind"].value_counts().to_dict() == {"identical": 2, "near": 4, "turned": 2}
     assert (pairs["split_a"] == "test").all() and (pairs["split_b"] == "train").all()
     assert cli.main(["index", str(leaky), "--out", str(out), "--no-leakage"]) == 0
     assert "identical files" not in capsys.readouterr().out
@@ -193,3 +231,25 @@ def test_leak_free_split_command(leaky, tmp_path):
     assert "test vs train: 0 identical files, 0 near-duplicates" in written
     table = index_dataset(leaky, split_file=split_file).table
     assert set(table["split"]) == {"train", "test"}
+
+
+def test_memory_baseline_scores_by_the_nearest_training_picture():
+    train_hashes = np.array([0b0000, 0b1111, 0b0011_0011], np.uint64)
+    labels = np.array([0, 1, 1])
+    test_hashes = np.array([0b0001, 0b0111, 0b0011, 0b0011_0011], np.uint64)
+    scores = memory_baseline.memory_scores(test_hashes, train_hashes, labels)
+    # distances to the nearest normal / abnormal: (1, 3), (3, 1), (2, 2: a tie, one normal and two
+    # abnormal pictures at distance 2 -> share 2/3), (4, 0)
+    np.testing.assert_allclose(scores, [0.5 - 2 / 128, 0.5 + 2 / 128, 0.5 + (2 / 3 - 0.5) / 128, 0.5 + 4 / 128])
+    with pytest.raises(ValueError, match="both normal and abnormal"):
+        memory_baseline.memory_scores(test_hashes, train_hashes, np.ones(3))
+
+
+def test_memory_baseline_command_passes_the_leaked_images_by_memory(leaky, tmp_path, capsys):
+    out = tmp_path / "memory.json"
+    assert memory_baseline.main([str(leaky), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["test_images"], result["train_images"]) == (10, 6)
+    assert (result["test_identical_in_train"], result["test_near_in_train"]) == (2, 6)
+    assert result["tp"] + result["tn"] >= 8  # every copied, altered or turned training picture keeps its label
+    assert "memory baseline, test vs train: 10 test images (2 identical, 6 near-identical" in capsys.readouterr().out

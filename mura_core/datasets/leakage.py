@@ -4,7 +4,9 @@ Every file is read once: the SHA-256 of its bytes finds identical files, and a 6
 hash (pHash, `imagehash`) of a small grayscale copy finds the same radiograph re-encoded, resized,
 slightly cropped or with changed contrast. Two distinct files are near-duplicates when their hashes
 differ in at most `NEAR_DISTANCE` of 64 bits (why that number: the README's *Leakage* section and
-`benchmarks/bench_leakage.py`, which measures it on real radiographs).
+`benchmarks/bench_leakage.py`, which measures it on real radiographs). The copy is also hashed
+mirrored and turned (`TURNS`: the seven flips and quarter turns), so an augmented copy saved as a file
+(flipped left-right, rotated by 90 degrees) is a near-duplicate too, of kind "turned".
 
 Near-duplicates are found without comparing all pairs: multi-index hashing splits each hash into
 four 16-bit bands; two hashes within distance ``d`` agree within ``d // 4`` bits on at least one
@@ -38,6 +40,9 @@ HASH_SIDE = 64
 PAIR_COLUMNS = ("split_a", "path_a", "split_b", "path_b", "kind", "distance")
 """Columns of `LeakageReport.pairs` and of the `--duplicates` CSV."""
 
+TURNS = ("FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_90", "ROTATE_180", "ROTATE_270", "TRANSPOSE", "TRANSVERSE")
+"""The seven flips and quarter turns (`PIL.Image.Transpose`) a picture is also hashed in."""
+
 _BANDS = 4
 _BAND_BITS = 16
 
@@ -57,7 +62,8 @@ class LeakageReport:
         within: one row per split: ``identical`` (files with an identical copy in the same split),
             ``near`` (others with a near-duplicate there).
         pairs: every cross-split pair of identical (``kind`` "identical", distance 0) or near-duplicate
-            files (``kind`` "near", the hashes' Hamming distance), columns `PAIR_COLUMNS`.
+            files (``kind`` "near", the hashes' Hamming distance; "turned" when the pictures match only
+            after a flip or quarter turn, the smallest distance over `TURNS`), columns `PAIR_COLUMNS`.
         max_distance: the near-duplicate threshold used.
     """
 
@@ -82,17 +88,23 @@ class LeakageReport:
 # ------------------------------------------------------------------------------------ fingerprints
 
 
-def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, str]:
-    """The SHA-256 of a file's bytes and the pHash of its picture, reading the file once.
+def _phash(picture) -> int:
+    import imagehash
+
+    return int.from_bytes(np.packbits(imagehash.phash(picture).hash.reshape(-1)).tobytes(), "big")
+
+
+def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, tuple[int, ...] | None, str]:
+    """The SHA-256 of a file's bytes and the pHashes of its picture, reading the file once.
 
     Args:
         path: an image file of any type `imaging` decodes.
 
     Returns:
-        ``(sha256 hex, phash, error)``: phash is the 64-bit hash as an int, None when the picture could
-        not be decoded; sha256 is '' when the file could not be read; error says why, else ''.
+        ``(sha256 hex, phash, turned, error)``: phash is the 64-bit hash as an int and turned the hashes
+        of the picture flipped and turned (one per `TURNS`), both None when the picture could not be
+        decoded; sha256 is '' when the file could not be read; error says why, else ''.
     """
-    import imagehash
     from PIL import Image
 
     from ..imaging import ImageLoadError, load_image, thumbnail
@@ -101,17 +113,18 @@ def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, str]:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        return "", None, f"cannot read the file: {exc.strerror or exc}"
+        return "", None, None, f"cannot read the file: {exc.strerror or exc}"
     digest = hashlib.sha256(data).hexdigest()
     small = thumbnail(data, HASH_SIDE)
     if small is None or small.size == 0:
         try:
             load_image(data, str(path))  # only to say why it cannot be decoded
         except ImageLoadError as exc:
-            return digest, None, exc.reason
-        return digest, None, "cannot decode the image"
-    bits = imagehash.phash(Image.fromarray(small)).hash.reshape(-1)
-    return digest, int.from_bytes(np.packbits(bits).tobytes(), "big"), ""
+            return digest, None, None, exc.reason
+        return digest, None, None, "cannot decode the image"
+    picture = Image.fromarray(small)
+    turned = tuple(_phash(picture.transpose(getattr(Image.Transpose, turn))) for turn in TURNS)
+    return digest, _phash(picture), turned, ""
 
 
 def fingerprints(
@@ -125,7 +138,7 @@ def fingerprints(
         progress: called as ``progress(done, total)`` every 500 files and at the end.
 
     Returns:
-        A table with ``path``, ``sha256``, ``phash``, ``error``, in the order of ``paths``.
+        A table with ``path``, ``sha256``, ``phash``, ``turned``, ``error``, in the order of ``paths``.
     """
     results = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -133,9 +146,9 @@ def fingerprints(
             results.append(result)
             if progress and (done % 500 == 0 or done == len(paths)):
                 progress(done, len(paths))
-    sha, phash, error = zip(*results) if results else ((), (), ())
+    sha, phash, turned, error = zip(*results) if results else ((), (), (), ())
     return pd.DataFrame({"path": list(paths), "sha256": list(sha), "phash": pd.Series(phash, dtype=object),
-                         "error": list(error)})
+                         "turned": pd.Series(turned, dtype=object), "error": list(error)})
 
 
 # ------------------------------------------------------------------------------------- near search
@@ -144,7 +157,8 @@ def fingerprints(
 def _popcount(values: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(values).astype(np.int64)
-    return np.unpackbits(values.view(np.uint8)).reshape(len(values), -1).sum(axis=1)
+    flat = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1)
+    return np.unpackbits(flat.view(np.uint8)).reshape(len(flat), -1).sum(axis=1).reshape(np.shape(values))
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,49 +166,78 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _popcount(np.bitwise_xor(np.asarray(a).astype(np.uint64), np.asarray(b).astype(np.uint64)))
 
 
-def near_pairs(hashes: Sequence[int] | np.ndarray, max_distance: int) -> pd.DataFrame:
-    """All pairs of hashes within `max_distance` bits, by multi-index hashing (not all pairs).
+def _as_hashes(hashes: Sequence[int] | np.ndarray) -> np.ndarray:
+    if isinstance(hashes, np.ndarray):
+        return hashes.astype(np.uint64)
+    return np.asarray([int(x) for x in hashes], dtype=np.uint64)
 
-    Args:
-        hashes: 64-bit hashes (ints below 2**64, or uint64).
-        max_distance: the largest Hamming distance reported, 0 to 63.
 
-    Returns:
-        A table with ``i``, ``j`` (positions in ``hashes``, i < j) and ``distance``.
-    """
-    h = np.asarray([int(x) for x in hashes], dtype=np.uint64) if not isinstance(hashes, np.ndarray) \
-        else hashes.astype(np.uint64)
-    empty = pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], int)})
-    if len(h) < 2:
-        return empty
-    radius = max_distance // _BANDS
+def _band_candidates(queries: np.ndarray, hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (q, j): query q and hash j agree within `radius` bits on at least one 16-bit band."""
     table = np.arange(1 << _BAND_BITS, dtype=np.uint64)
     masks = table[_popcount(table) <= radius].astype(np.int64)
-    found = []
+    found_q, found_j = [], []
     for band in range(_BANDS):
-        values = ((h >> np.uint64(band * _BAND_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
+        shift = np.uint64(band * _BAND_BITS)
+        values = ((hashes >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        asked = ((queries >> shift) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(values, kind="stable")
         ordered = values[order]
         for mask in masks:
-            wanted = values ^ mask
+            wanted = asked ^ mask
             lo = np.searchsorted(ordered, wanted, "left")
             counts = np.searchsorted(ordered, wanted, "right") - lo
             hit = counts > 0
             if not hit.any():
                 continue
             counts, lo = counts[hit], lo[hit]
-            i = np.repeat(np.nonzero(hit)[0], counts)
+            found_q.append(np.repeat(np.nonzero(hit)[0], counts))
             offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            j = order[np.repeat(lo, counts) + offsets]
-            keep = i < j
-            found.append(i[keep] * len(h) + j[keep])
-    if not found:
+            found_j.append(order[np.repeat(lo, counts) + offsets])
+    if not found_q:
+        return np.array([], np.int64), np.array([], np.int64)
+    return np.concatenate(found_q), np.concatenate(found_j)
+
+
+def near_pairs(
+    hashes: Sequence[int] | np.ndarray, max_distance: int, turned: np.ndarray | None = None
+) -> pd.DataFrame:
+    """All pairs of hashes within `max_distance` bits, by multi-index hashing (not all pairs).
+
+    Args:
+        hashes: 64-bit hashes (ints below 2**64, or uint64).
+        max_distance: the largest Hamming distance reported, 0 to 63.
+        turned: optionally, the hashes of each picture flipped and turned, shape (len(hashes), k); then
+            two pictures are also near when one of them, turned, is within `max_distance` of the other.
+
+    Returns:
+        A table with ``i``, ``j`` (positions in ``hashes``, i < j), ``distance`` (the smallest, with or
+        without a turn) and ``turned`` (True when only a turn brings them within `max_distance`).
+    """
+    h = _as_hashes(hashes)
+    empty = pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], int),
+                          "turned": np.array([], bool)})
+    if len(h) < 2:
         return empty
-    keys = np.unique(np.concatenate(found))
+    radius = max_distance // _BANDS
+    q, j = _band_candidates(h, h, radius)
+    i = q
+    if turned is not None:
+        turned = np.asarray(turned, dtype=np.uint64).reshape(len(h), -1)
+        tq, tj = _band_candidates(turned.reshape(-1), h, radius)
+        i, j = np.concatenate([i, tq // turned.shape[1]]), np.concatenate([j, tj])
+    low, high = np.minimum(i, j), np.maximum(i, j)
+    keys = np.unique((low * len(h) + high)[low != high])
     i, j = keys // len(h), keys % len(h)
-    distance = hamming(h[i], h[j])
+    plain = hamming(h[i], h[j])
+    distance, by_turn = plain, np.zeros(len(i), bool)
+    if turned is not None:
+        turn = np.minimum(hamming(turned[i], h[j][:, None]).min(axis=1, initial=64),
+                          hamming(turned[j], h[i][:, None]).min(axis=1, initial=64))
+        distance = np.minimum(plain, turn)
+        by_turn = plain > max_distance
     close = distance <= max_distance
-    return pd.DataFrame({"i": i[close], "j": j[close], "distance": distance[close]})
+    return pd.DataFrame({"i": i[close], "j": j[close], "distance": distance[close], "turned": by_turn[close]})
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -223,7 +266,8 @@ def find_leakage(
         max_distance: the near-duplicate threshold (Hamming distance of the 64-bit pHashes).
         workers: threads for reading and hashing the files.
         progress: called as ``progress(done, total)`` while files are hashed.
-        prints: fingerprints already computed for these paths (`fingerprints`), to skip hashing.
+        prints: fingerprints already computed for these paths (`fingerprints`, or a report's ``files``),
+            to skip hashing; without a ``turned`` column, flips and turns are not looked for.
 
     Returns:
         The `LeakageReport`.
@@ -241,6 +285,7 @@ def find_leakage(
         "patient": table["patient"].fillna("").astype(str).to_numpy(),
         "sha256": prints["sha256"].fillna("").to_numpy(),
         "phash": prints["phash"].astype(object).where(prints["phash"].notna(), None).to_numpy(),
+        "turned": (prints["turned"] if "turned" in prints else pd.Series(None, prints.index, object)).to_numpy(),
         "error": prints["error"].fillna("").to_numpy(),
     })
     # One content per distinct byte string (an unreadable file is its own content).
@@ -251,9 +296,12 @@ def find_leakage(
     first = files.drop_duplicates("content").set_index("content").sort_index()
     hashed = first.index[first["phash"].notna()].to_numpy()
     hashes = np.array([int(v) for v in first.loc[hashed, "phash"]], dtype=np.uint64)
-    near = near_pairs(hashes, max_distance)
+    # a picture without turned hashes (prints from elsewhere) is compared as it is
+    turned = np.array([[int(t) for t in turns] if isinstance(turns, (tuple, list)) else [int(h)] * len(TURNS)
+                       for h, turns in zip(hashes, first.loc[hashed, "turned"])], dtype=np.uint64)
+    near = near_pairs(hashes, max_distance, turned.reshape(len(hashes), len(TURNS)))
     near = pd.DataFrame({"a": hashed[near["i"].to_numpy()], "b": hashed[near["j"].to_numpy()],
-                         "distance": near["distance"].to_numpy()})
+                         "distance": near["distance"].to_numpy(), "turned": near["turned"].to_numpy()})
 
     # Groups: contents joined by near-duplicate pairs and by patients (nodes after the contents).
     patients = files["patient"].where(files["patient"] != "")
@@ -319,7 +367,8 @@ def _cross_pairs(files: pd.DataFrame, near: pd.DataFrame, splits: list[str]) -> 
     for column in ("split", "path", "rank"):
         a, b = close[f"{column}_a"].copy(), close[f"{column}_b"].copy()
         close.loc[flipped, f"{column}_a"], close.loc[flipped, f"{column}_b"] = b[flipped], a[flipped]
-    close = close[close["rank_a"] != close["rank_b"]].assign(kind="near")
+    close = close[close["rank_a"] != close["rank_b"]]
+    close = close.assign(kind=np.where(close["turned"].astype(bool), "turned", "near"))
     pairs = pd.concat([same, close], ignore_index=True).loc[:, list(PAIR_COLUMNS)]
     return pairs.sort_values(["split_a", "split_b", "kind", "path_a", "path_b"], ignore_index=True)
 
@@ -341,7 +390,7 @@ def summary_lines(report: LeakageReport) -> list[str]:
         lines.append(f"{unreadable:,} files could not be decoded: compared by their bytes only")
     total = len(report.files)
     lines.append(f"{report.distinct:,} distinct files of {total:,}; near-duplicate: pHash distance "
-                 f"<= {report.max_distance} of 64 bits")
+                 f"<= {report.max_distance} of 64 bits, also after a flip or a quarter turn")
     return lines
 
 
@@ -356,7 +405,7 @@ def example_pairs(report: LeakageReport, n: int = 4) -> pd.DataFrame:
     Returns:
         Up to ``n`` rows of ``report.pairs``.
     """
-    near = report.pairs[report.pairs["kind"] == "near"].sort_values("distance", ascending=False, kind="stable")
+    near = report.pairs[report.pairs["kind"] != "identical"].sort_values("distance", ascending=False, kind="stable")
     same = report.pairs[report.pairs["kind"] == "identical"].drop_duplicates("path_a")
     near = near.head(max(n // 2, n - len(same)))
     return pd.concat([near, same.head(n - len(near))], ignore_index=True)
