@@ -240,6 +240,13 @@ def leakage_section(table) -> None:
     st.dataframe(report.within.rename(columns={"identical": "identical copy inside", "near": "near-duplicate inside"}),
                  hide_index=True)
     st.caption(" · ".join(leakage.summary_lines(report)[-1:]))
+    memory = leakage.memory_summary(report, table["label"])
+    if not memory.empty:
+        st.dataframe(memory.rename(columns={"images": "images scored", "accuracy": "memory baseline accuracy",
+                                            "auc": "memory baseline AUC"}), hide_index=True)
+        st.caption("Memory baseline: each image gets the label of the most alike picture of the other split, "
+                   "with no model at all. Near 1, a model can pass the split by memory alone; well above 0.5, "
+                   "the splits still share altered copies or a look that gives the label away.")
     for pair in leakage.example_pairs(report).to_dict("records"):
         left, right = st.columns(2)
         for column, side in ((left, "a"), (right, "b")):

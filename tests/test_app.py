@@ -706,8 +706,12 @@ def test_dataset_explorer_leakage(monkeypatch, tmp_path):
     images_before = _n_images(at)
     at.toggle[0].set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    summary = at.dataframe[-2].value
+    tables = [frame.value for frame in at.dataframe]
+    summary = next(t for t in tables if "near-duplicates" in t.columns)
     assert summary[["split", "against", "identical files", "near-duplicates"]].values.tolist() == [
         ["test", "train", 2, 6]]
     assert "patients on both sides" not in summary.columns  # folder layouts record no patients
+    memory = next(t for t in tables if "memory baseline accuracy" in t.columns)
+    assert memory[["split", "against", "images scored"]].values.tolist() == [["test", "train", 10]]
+    assert memory["memory baseline accuracy"].iloc[0] >= 0.8  # the 8 copied or altered files pass by memory
     assert _n_images(at) == images_before + 8  # four pairs side by side

@@ -237,12 +237,13 @@ def test_memory_baseline_scores_by_the_nearest_training_picture():
     train_hashes = np.array([0b0000, 0b1111, 0b0011_0011], np.uint64)
     labels = np.array([0, 1, 1])
     test_hashes = np.array([0b0001, 0b0111, 0b0011, 0b0011_0011], np.uint64)
-    scores = memory_baseline.memory_scores(test_hashes, train_hashes, labels)
+    scores, nearest = leakage.memory_scores(test_hashes, train_hashes, labels)
+    np.testing.assert_array_equal(nearest, [1, 1, 2, 0])
     # distances to the nearest normal / abnormal: (1, 3), (3, 1), (2, 2: a tie, one normal and two
     # abnormal pictures at distance 2 -> share 2/3), (4, 0)
     np.testing.assert_allclose(scores, [0.5 - 2 / 128, 0.5 + 2 / 128, 0.5 + (2 / 3 - 0.5) / 128, 0.5 + 4 / 128])
     with pytest.raises(ValueError, match="both normal and abnormal"):
-        memory_baseline.memory_scores(test_hashes, train_hashes, np.ones(3))
+        leakage.memory_scores(test_hashes, train_hashes, np.ones(3))
 
 
 def test_memory_baseline_command_passes_the_leaked_images_by_memory(leaky, tmp_path, capsys):
@@ -252,4 +253,6 @@ def test_memory_baseline_command_passes_the_leaked_images_by_memory(leaky, tmp_p
     assert (result["test_images"], result["train_images"]) == (10, 6)
     assert (result["test_identical_in_train"], result["test_near_in_train"]) == (2, 6)
     assert result["tp"] + result["tn"] >= 8  # every copied, altered or turned training picture keeps its label
+    assert sum(band["images"] for band in result["by_distance"]) == 10
+    assert result["by_distance"][0] == {"distance": "0-0", "images": 5, "accuracy": 1.0}
     assert "memory baseline, test vs train: 10 test images (2 identical, 6 near-identical" in capsys.readouterr().out

@@ -465,6 +465,117 @@ def leak_free_split(
     return out
 
 
+# ----------------------------------------------------------------------------------- memory baseline
+
+
+MEMORY_BANDS = ((0, 0), (1, NEAR_DISTANCE), (NEAR_DISTANCE + 1, 10), (11, 16), (17, 64))
+"""Bands of distance to the nearest training picture that `memory_by_distance` reports."""
+
+
+def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_labels: np.ndarray,
+                  chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Label each test picture like its most alike training picture: no model, only memory.
+
+    Args:
+        test_hashes: uint64 pHashes, shape (test, k): each picture as it is, then flipped and turned
+            (the distance is the smallest of the k); shape (test,) for the picture as it is only.
+        train_hashes: uint64 pHashes, shape (train,).
+        train_labels: 0 (normal) or 1 (abnormal) per training hash; both labels must occur.
+        chunk: test pictures compared at a time, so MURA-size splits stay within a few hundred MB.
+
+    Returns:
+        ``(scores, nearest)``: each score is ``0.5 + (d_normal - d_abnormal) / 128`` for the distances to
+        the nearest normal and abnormal training picture (above 0.5: an abnormal one is nearer), a tie
+        moved by ``(share_abnormal - 0.5) / 128`` for the abnormal share of the training pictures at that
+        distance; nearest is the distance to the nearest training picture.
+    """
+    labels = np.asarray(train_labels).astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("the training split needs both normal and abnormal images")
+    test_hashes = np.asarray(test_hashes, np.uint64).reshape(len(test_hashes), -1)
+    train_hashes = np.asarray(train_hashes, np.uint64)
+    scores, nearest = [], []
+    for start in range(0, len(test_hashes), chunk):
+        distances = hamming(test_hashes[start:start + chunk, :, None], train_hashes[None, None, :]).min(axis=1)
+        d_abnormal, d_normal = distances[:, labels].min(axis=1), distances[:, ~labels].min(axis=1)
+        score = 0.5 + (d_normal - d_abnormal) / 128.0
+        tied = d_normal == d_abnormal
+        if tied.any():
+            at_min = distances[tied] == d_normal[tied, None]
+            score[tied] += ((at_min & labels).sum(axis=1) / at_min.sum(axis=1) - 0.5) / 128.0
+        scores.append(score)
+        nearest.append(np.minimum(d_normal, d_abnormal))
+    if not scores:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(scores), np.concatenate(nearest)
+
+
+def memory_baseline(report: LeakageReport, labels, test_split: str = "test",
+                    train_split: str = "train") -> pd.DataFrame:
+    """The memory baseline of one split against another: each decodable file of ``test_split`` labelled
+    like its most alike picture of ``train_split`` (`memory_scores`, with flips and turns).
+
+    What it scores measures how much of the split a model can pass by memory: near 1 on a split that
+    leaks, near chance where train and test share nothing alike.
+
+    Args:
+        report: `find_leakage`'s report.
+        labels: 0/1 per row of ``report.files`` (the index table's ``label`` column).
+        test_split, train_split: the split scored and the split remembered.
+
+    Returns:
+        One row per decodable file of ``test_split``: ``path``, ``label``, ``score``, ``nearest`` (distance
+        to the nearest training picture) and ``identical`` (its bytes are in the training split).
+
+    Raises:
+        ValueError: if a split has no decodable file, or the training split lacks a label.
+    """
+    files = report.files.assign(label=np.asarray(labels).astype(int))
+    decoded = files["phash"].notna()
+    train, test = (files[decoded & (files["split"] == name)] for name in (train_split, test_split))
+    if train.empty or test.empty:
+        raise ValueError(f"no decodable files in split {train_split!r} or {test_split!r}")
+    own = [int(h) for h in test["phash"]]
+    turned = [list(t) if isinstance(t, (tuple, list)) else [h] * len(TURNS) for h, t in zip(own, test["turned"])]
+    test_hashes = np.array([[h, *t] for h, t in zip(own, turned)], np.uint64)
+    scores, nearest = memory_scores(test_hashes, np.array([int(h) for h in train["phash"]], np.uint64),
+                                    train["label"].to_numpy())
+    return pd.DataFrame({"path": test["path"].to_numpy(), "label": test["label"].to_numpy(), "score": scores,
+                         "nearest": nearest, "identical": test["sha256"].isin(set(train["sha256"]) - {""}).to_numpy()})
+
+
+def memory_by_distance(rows: pd.DataFrame) -> list[dict]:
+    """`memory_baseline`'s accuracy per band of distance to the nearest training picture (`MEMORY_BANDS`).
+    Where it stays high beyond the near-duplicate threshold, the test still holds altered copies."""
+    out = []
+    for low, high in MEMORY_BANDS:
+        inside = rows[rows["nearest"].between(low, high)]
+        correct = (inside["score"] >= 0.5) == inside["label"].astype(bool)
+        out.append({"distance": f"{low}-{high}", "images": len(inside),
+                    "accuracy": float(correct.mean()) if len(inside) else None})
+    return out
+
+
+def memory_summary(report: LeakageReport, labels) -> pd.DataFrame:
+    """`memory_baseline` of every other split against the last one of `split_order` (train): one row each
+    with ``split``, ``against``, ``images``, ``accuracy`` and ``auc`` (None with one class)."""
+    from ..metrics import binary_metrics
+
+    if report.summary.empty:
+        return pd.DataFrame(columns=["split", "against", "images", "accuracy", "auc"])
+    remembered = report.summary["split_b"].iloc[-1]
+    out = []
+    for split in report.summary.loc[report.summary["split_b"] == remembered, "split_a"]:
+        try:
+            rows = memory_baseline(report, labels, split, remembered)
+        except ValueError:
+            continue
+        scores = binary_metrics(rows["label"].to_numpy(), rows["score"].to_numpy(), threshold=0.5)
+        out.append({"split": split, "against": remembered, "images": len(rows), "accuracy": scores["accuracy"],
+                    "auc": scores["auc"]})
+    return pd.DataFrame(out, columns=["split", "against", "images", "accuracy", "auc"])
+
+
 def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = None, workers: int = 2,
                   max_distance: int = NEAR_DISTANCE) -> LeakageReport:
     """Find the leakage in an index table, print `summary_lines` and write the cross-split pairs.
