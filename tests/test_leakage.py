@@ -214,6 +214,8 @@ def test_index_command_prints_leakage_and_writes_pairs(leaky, tmp_path, capsys):
     assert cli.main(["index", str(leaky), "--out", str(out), "--duplicates", str(pairs_csv)]) == 0
     printed = capsys.readouterr().out
     assert "  test vs train: 2 identical files, 6 near-duplicates" in printed
+    memory = next(line for line in printed.splitlines() if line.startswith("  memory baseline, test vs train:"))
+    assert float(memory.split("accuracy ")[1].split(",")[0]) >= 0.8  # the 8 copies pass by memory
     pairs = pd.read_csv(pairs_csv)
     assert list(pairs.columns) == list(leakage.PAIR_COLUMNS)
     assert pairs["kind"].value_counts().to_dict() == {"identical": 2, "near": 4, "turned": 2}

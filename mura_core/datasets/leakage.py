@@ -578,7 +578,8 @@ def memory_summary(report: LeakageReport, labels) -> pd.DataFrame:
 
 def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = None, workers: int = 2,
                   max_distance: int = NEAR_DISTANCE) -> LeakageReport:
-    """Find the leakage in an index table, print `summary_lines` and write the cross-split pairs.
+    """Find the leakage in an index table, print `summary_lines` and the memory baseline
+    (`memory_summary`), and write the cross-split pairs.
 
     What ``python -m mura_core index`` runs after indexing.
 
@@ -601,6 +602,11 @@ def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = No
     print("leakage between splits:")
     for line in summary_lines(report):
         print("  " + line)
+    if "label" in table and table["label"].notna().all():
+        for row in memory_summary(report, table["label"]).itertuples():
+            auc = "n/a" if row.auc is None or pd.isna(row.auc) else f"{row.auc:.3f}"
+            print(f"  memory baseline, {row.split} vs {row.against}: accuracy {row.accuracy:.3f}, AUC {auc} "
+                  f"(each image labelled like its most alike {row.against} picture, no model)")
     if duplicates is not None:
         write_csv(report.pairs, duplicates)
         print(f"  {len(report.pairs):,} cross-split pairs -> {duplicates}")
