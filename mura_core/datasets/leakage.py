@@ -473,7 +473,7 @@ MEMORY_BANDS = ((0, 0), (1, NEAR_DISTANCE), (NEAR_DISTANCE + 1, 10), (11, 16), (
 
 
 def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_labels: np.ndarray,
-                  chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Label each test picture like its most alike training picture: no model, only memory.
 
     Args:
@@ -481,7 +481,8 @@ def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_label
             (the distance is the smallest of the k); shape (test,) for the picture as it is only.
         train_hashes: uint64 pHashes, shape (train,).
         train_labels: 0 (normal) or 1 (abnormal) per training hash; both labels must occur.
-        chunk: test pictures compared at a time, so MURA-size splits stay within a few hundred MB.
+        chunk: test pictures compared at a time (64: about 60 MB at a time against MURA's 36,808 training
+            pictures).
 
     Returns:
         ``(scores, nearest)``: each score is ``0.5 + (d_normal - d_abnormal) / 128`` for the distances to
@@ -496,7 +497,10 @@ def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_label
     train_hashes = np.asarray(train_hashes, np.uint64)
     scores, nearest = [], []
     for start in range(0, len(test_hashes), chunk):
-        distances = hamming(test_hashes[start:start + chunk, :, None], train_hashes[None, None, :]).min(axis=1)
+        block = test_hashes[start:start + chunk]
+        distances = hamming(block[:, :1], train_hashes[None, :])
+        for k in range(1, block.shape[1]):  # one variant at a time: memory stays chunk x train
+            np.minimum(distances, hamming(block[:, k:k + 1], train_hashes[None, :]), out=distances)
         d_abnormal, d_normal = distances[:, labels].min(axis=1), distances[:, ~labels].min(axis=1)
         score = 0.5 + (d_normal - d_abnormal) / 128.0
         tied = d_normal == d_abnormal
