@@ -184,6 +184,14 @@ def leakage_report(table: pd.DataFrame):
     return leakage.find_leakage(table)
 
 
+@st.cache_data(ttl=600, max_entries=2, show_spinner="Looking up each image's most alike training picture...")
+def memory_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """`leakage.memory_summary` of the cached leakage report (the memory baseline per split), cached."""
+    from mura_core.datasets import leakage
+
+    return leakage.memory_summary(leakage_report(table), table["label"])
+
+
 def download_section(result, body_part: str, body_part_source: str, alpha: float) -> None:
     """The Diagnose page's downloads of a study's result (JSON, formula-safe CSV, PDF); all carry its warning."""
     from dashboard.pdf_download import pdf_report

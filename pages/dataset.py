@@ -220,7 +220,7 @@ with browse_tab:
 
 def leakage_section(table) -> None:
     """Identical files, near-duplicates and shared patients between the splits, with a few pairs side by side."""
-    from dashboard.common import leakage_report
+    from dashboard.common import leakage_report, memory_summary
     from mura_core.datasets import leakage
 
     st.subheader("Leakage between splits")
@@ -240,7 +240,7 @@ def leakage_section(table) -> None:
     st.dataframe(report.within.rename(columns={"identical": "identical copy inside", "near": "near-duplicate inside"}),
                  hide_index=True)
     st.caption(" · ".join(leakage.summary_lines(report)[-1:]))
-    memory = leakage.memory_summary(report, table["label"])
+    memory = memory_summary(table)
     if not memory.empty:
         st.dataframe(memory.rename(columns={"images": "images scored", "accuracy": "memory baseline accuracy",
                                             "auc": "memory baseline AUC"}), hide_index=True)
