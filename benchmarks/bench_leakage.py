@@ -75,8 +75,7 @@ def _hash_of(image: Image.Image, folder: Path, name: str) -> tuple[int, tuple[in
 
 def _distance(a: tuple[int, tuple[int, ...]], b: tuple[int, tuple[int, ...]]) -> int:
     """The finder's distance (`leakage.near_pairs`): the smallest with or without a flip or turn."""
-    (ha, ta), (hb, tb) = ((np.array([h], np.uint64), np.array(t, np.uint64)) for h, t in (a, b))
-    return int(min(leakage.hamming(ha, hb).min(), leakage.hamming(ta, hb).min(), leakage.hamming(tb, ha).min()))
+    return int(leakage.turned_distance(a[0], np.array(a[1], np.uint64), b[0], np.array(b[1], np.uint64)))
 
 
 def threshold_table(sample: int, seed: int = 0) -> None:
@@ -108,8 +107,7 @@ def threshold_table(sample: int, seed: int = 0) -> None:
     hashes, turned = np.array(originals, dtype=np.uint64), np.array(turned, dtype=np.uint64)
     i, j = np.triu_indices(len(hashes), 1)
     as_is = leakage.hamming(hashes[i], hashes[j])
-    different = np.minimum(as_is, np.minimum(leakage.hamming(turned[i], hashes[j][:, None]).min(axis=1),
-                                             leakage.hamming(turned[j], hashes[i][:, None]).min(axis=1)))
+    different = leakage.turned_distance(hashes[i], turned[i], hashes[j], turned[j])
     print(f"pHash distance (of 64 bits): copies of {len(chosen)} radiographs; "
           f"{len(different):,} pairs of different FracAtlas radiographs")
     for name, values in moved.items():

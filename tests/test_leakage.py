@@ -203,6 +203,8 @@ def test_near_pairs_with_turned_hashes_matches_all_pairs():
         turn = np.minimum(leakage.hamming(turned[i], hashes[j][:, None]).min(1),
                           leakage.hamming(turned[j], hashes[i][:, None]).min(1))
         close = np.minimum(plain, turn) <= max_distance
+        np.testing.assert_array_equal(leakage.turned_distance(hashes[i], turned[i], hashes[j], turned[j]),
+                                      np.minimum(plain, turn))
         assert set(zip(found["i"], found["j"])) == set(zip(i[close], j[close]))
         by_turn = dict(zip(zip(found["i"], found["j"]), found["turned"]))
         assert all(by_turn[pair] == (p > max_distance) for pair, p in zip(zip(i[close], j[close]), plain[close]))

@@ -166,6 +166,20 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _popcount(np.bitwise_xor(np.asarray(a).astype(np.uint64), np.asarray(b).astype(np.uint64)))
 
 
+def turned_distance(hash_a, turned_a, hash_b, turned_b) -> np.ndarray:
+    """The finder's distance between pictures a and b, pair by pair: the smallest Hamming distance of a
+    and b as they are, a flipped or turned against b, and b flipped or turned against a.
+
+    Args:
+        hash_a, hash_b: 64-bit hashes, shape (n,) (or scalars).
+        turned_a, turned_b: their flipped and turned hashes, shape (n, k) (or (k,)).
+    """
+    hash_a, hash_b = np.asarray(hash_a, np.uint64), np.asarray(hash_b, np.uint64)
+    return np.minimum(hamming(hash_a, hash_b),
+                      np.minimum(hamming(turned_a, hash_b[..., None]).min(axis=-1),
+                                 hamming(turned_b, hash_a[..., None]).min(axis=-1)))
+
+
 def _as_hashes(hashes: Sequence[int] | np.ndarray) -> np.ndarray:
     if isinstance(hashes, np.ndarray):
         return hashes.astype(np.uint64)
@@ -232,9 +246,7 @@ def near_pairs(
     plain = hamming(h[i], h[j])
     distance, by_turn = plain, np.zeros(len(i), bool)
     if turned is not None:
-        turn = np.minimum(hamming(turned[i], h[j][:, None]).min(axis=1, initial=64),
-                          hamming(turned[j], h[i][:, None]).min(axis=1, initial=64))
-        distance = np.minimum(plain, turn)
+        distance = turned_distance(h[i], turned[i], h[j], turned[j])
         by_turn = plain > max_distance
     close = distance <= max_distance
     return pd.DataFrame({"i": i[close], "j": j[close], "distance": distance[close], "turned": by_turn[close]})
