@@ -166,6 +166,13 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _popcount(np.bitwise_xor(np.asarray(a).astype(np.uint64), np.asarray(b).astype(np.uint64)))
 
 
+def _turned_array(hashes: Sequence[int] | np.ndarray, turned: Sequence) -> np.ndarray:
+    """The flipped and turned hashes of each picture, shape (n, len(TURNS)); a picture without them
+    (fingerprints from elsewhere) repeats its own hash, so it is compared as it is."""
+    return np.array([[int(t) for t in turns] if isinstance(turns, (tuple, list)) else [int(h)] * len(TURNS)
+                     for h, turns in zip(hashes, turned)], dtype=np.uint64).reshape(len(hashes), len(TURNS))
+
+
 def turned_distance(hash_a, turned_a, hash_b, turned_b) -> np.ndarray:
     """The finder's distance between pictures a and b, pair by pair: the smallest Hamming distance of a
     and b as they are, a flipped or turned against b, and b flipped or turned against a.
@@ -308,10 +315,7 @@ def find_leakage(
     first = files.drop_duplicates("content").set_index("content").sort_index()
     hashed = first.index[first["phash"].notna()].to_numpy()
     hashes = np.array([int(v) for v in first.loc[hashed, "phash"]], dtype=np.uint64)
-    # a picture without turned hashes (prints from elsewhere) is compared as it is
-    turned = np.array([[int(t) for t in turns] if isinstance(turns, (tuple, list)) else [int(h)] * len(TURNS)
-                       for h, turns in zip(hashes, first.loc[hashed, "turned"])], dtype=np.uint64)
-    near = near_pairs(hashes, max_distance, turned.reshape(len(hashes), len(TURNS)))
+    near = near_pairs(hashes, max_distance, _turned_array(hashes, first.loc[hashed, "turned"]))
     near = pd.DataFrame({"a": hashed[near["i"].to_numpy()], "b": hashed[near["j"].to_numpy()],
                          "distance": near["distance"].to_numpy(), "turned": near["turned"].to_numpy()})
 
@@ -551,9 +555,8 @@ def memory_baseline(report: LeakageReport, labels, test_split: str = "test",
     train, test = (files[decoded & (files["split"] == name)] for name in (train_split, test_split))
     if train.empty or test.empty:
         raise ValueError(f"no decodable files in split {train_split!r} or {test_split!r}")
-    own = [int(h) for h in test["phash"]]
-    turned = [list(t) if isinstance(t, (tuple, list)) else [h] * len(TURNS) for h, t in zip(own, test["turned"])]
-    test_hashes = np.array([[h, *t] for h, t in zip(own, turned)], np.uint64)
+    own = np.array([int(h) for h in test["phash"]], np.uint64)
+    test_hashes = np.column_stack([own, _turned_array(own, test["turned"])])
     scores, nearest = memory_scores(test_hashes, np.array([int(h) for h in train["phash"]], np.uint64),
                                     train["label"].to_numpy())
     return pd.DataFrame({"path": test["path"].to_numpy(), "label": test["label"].to_numpy(), "score": scores,
