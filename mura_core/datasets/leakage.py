@@ -560,7 +560,7 @@ def memory_baseline(report: LeakageReport, labels, test_split: str = "test",
     scores, nearest = memory_scores(test_hashes, np.array([int(h) for h in train["phash"]], np.uint64),
                                     train["label"].to_numpy())
     return pd.DataFrame({"path": test["path"].to_numpy(), "label": test["label"].to_numpy(), "score": scores,
-                         "nearest": nearest, "identical": test["sha256"].isin(set(train["sha256"]) - {""}).to_numpy()})
+                         "nearest": nearest, "identical": test["content"].isin(train["content"]).to_numpy()})
 
 
 def memory_by_distance(rows: pd.DataFrame) -> list[dict]:
