@@ -99,7 +99,8 @@ def test_train_ensemble_evaluate_predict(mura_root, tmp_path):
 
 
 def test_resume_after_interruption(mura_root, tmp_path):
-    """A run stopped after epoch 1 continues at epoch 2 when started again with the same config."""
+    """A run stopped after epoch 1 continues at epoch 2 when started again with the same config, and
+    keeps every epoch's model under the numbers of the uninterrupted run."""
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -107,7 +108,7 @@ def test_resume_after_interruption(mura_root, tmp_path):
 
     config = load_config(None, ["name=resume", "model=mobilenetv2", "weights=", "input_size=32",
                                 f"data={mura_root}", "batch_size=8", "epochs=2", "dense_units=8",
-                                f"out_dir={tmp_path}"])
+                                f"out_dir={tmp_path}", "keep_epochs=true"])
     with pytest.raises(KeyboardInterrupt):
         train_module.run(config, extra_callbacks=[Interrupt()])
     assert (config.run_dir / "backup").exists()
@@ -117,6 +118,9 @@ def test_resume_after_interruption(mura_root, tmp_path):
     assert history["epoch"].tolist() == [0, 1]
     assert result["epochs_run"] == 2
     assert not (config.run_dir / "backup").exists()
+    kept = sorted(p.name for p in (config.run_dir / "epochs").iterdir())
+    assert kept == ["epoch_01.keras", "epoch_02.keras"]
+    assert keras.saving.load_model(config.run_dir / "epochs" / "epoch_02.keras", compile=False).name
 
 
 def test_predict_without_weights_says_so(tmp_path, monkeypatch, capsys):

@@ -58,6 +58,7 @@ class TrainConfig:
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1
     monitor: str = "val_auc"
+    keep_epochs: bool = False  # also save every epoch's model as epochs/epoch_NN.keras (to choose afterwards)
     threshold_sensitivity: float | None = None  # choose the threshold on validation for this recall
     steps_per_epoch: int | None = None  # limit (smoke tests); None = the whole training set
     validation_steps: int | None = None

@@ -255,6 +255,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max",
                                         save_best_only=True,
                                         initial_value_threshold=_best_so_far(history_csv, monitor)),
+        *([keras.callbacks.ModelCheckpoint(str(run_dir / "epochs" / "epoch_{epoch:02d}.keras"))]
+          if config.keep_epochs and chief else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
                                           patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1),
