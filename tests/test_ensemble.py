@@ -153,6 +153,14 @@ def test_heatmap_peak_in_image_pixels():
     native = resize_heatmap(coarse, (100, 200))  # what the pointing game scores: the same pixel
     assert pointing_game(native, [(col, row, 1, 1)]) and not pointing_game(native, [(col + 2, row, 1, 1)])
 
+    region = np.zeros((100, 100), np.float32)  # a compact hot region, and a lone brighter pixel elsewhere
+    region[60:72, 20:32] = 0.8
+    region[10, 80] = 1.0
+    assert heatmap_peak(region, region.shape, smoothing=0) == (10, 80)
+    row, col = heatmap_peak(region, region.shape)  # the default blur: the region's centre
+    assert 60 <= row < 72 and 20 <= col < 32
+    assert pointing_game(region, [(20, 60, 12, 12)])
+
 
 def test_save_load_round_trip(ensemble, saved, images):
     manifest = json.loads((saved / "manifest.json").read_text())
