@@ -256,8 +256,16 @@ class Ensemble:
                 side = max(heat.shape[0] for heat in r.heatmaps.values())  # the finest member map
                 lesions = method == LESION_MAP
                 r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
-                                                        for n in self.names], normalize=not lesions,
+                                                        for n in self.names], self._fusion_weights(method),
+                                                       normalize=not lesions,
                                                        rule=self.heatmap_fusion if lesions else "mean")
+
+    def _fusion_weights(self, method: str) -> list[float] | None:
+        """Each member's lesion-map resolution (cells per side: input size / map stride) where the fusion
+        rule weighs by it; None (equal weights) otherwise."""
+        if method != LESION_MAP or self.heatmap_fusion != "geometric_by_resolution":
+            return None
+        return [self.input_size(n) / self.heatmap_layers[n]["map_stride"] for n in self.names]
 
     def _summarise(self, study: Study, results: list[ImageResult], method: str | None) -> StudyResult:
         ok = [r for r in results if r.ok]

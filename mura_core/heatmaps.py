@@ -66,7 +66,7 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int],
     return int(row), int(col)
 
 
-FUSION_RULES = ("mean", "geometric")
+FUSION_RULES = ("mean", "geometric", "geometric_by_resolution")
 
 
 def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,
@@ -77,16 +77,21 @@ def fuse_heatmaps(maps: list[np.ndarray], weights: list[float] | None = None,
         maps: the members' maps, all of one shape.
         weights: optional weight per map.
         normalize: rescale the result to [0, 1] (CAMs); False keeps it (lesion maps are probabilities).
-        rule: "mean", the (weighted) mean, as the ensemble combines its probabilities; or "geometric",
+        rule: "mean", the (weighted) mean, as the ensemble combines its probabilities; "geometric",
             the (weighted) geometric mean, a logarithmic opinion pool: a region stays bright only where
-            every member's map is, so a fine map names the spot inside a coarse map's neighbourhood.
+            every member's map is, so a fine map names the spot inside a coarse map's neighbourhood; or
+            "geometric_by_resolution", the same pool with each map weighted by its resolution (the
+            caller passes each member's cells per side as `weights`), so that a map that can name a
+            smaller spot has more say in where it is.
     """
     if not maps:
         raise ValueError("fuse_heatmaps needs at least one map")
     if rule not in FUSION_RULES:
         raise ValueError(f"unknown heatmap fusion rule {rule!r}; known: {', '.join(FUSION_RULES)}")
+    if rule == "geometric_by_resolution" and weights is None:
+        raise ValueError("geometric_by_resolution needs each map's resolution (cells per side) as weights")
     stacked = np.stack([np.asarray(m, dtype=np.float32) for m in maps])
-    if rule == "geometric":
+    if rule in ("geometric", "geometric_by_resolution"):
         logs = np.log(np.clip(stacked, 1e-6, None))
         fused = np.exp(np.average(logs, axis=0, weights=weights)).astype(np.float32)
     else:

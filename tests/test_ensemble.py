@@ -138,6 +138,12 @@ def test_geometric_fusion_keeps_only_what_every_member_sees():
     with pytest.raises(ValueError, match="median"):
         fuse_heatmaps([coarse], rule="median")
 
+    by_resolution = fuse_heatmaps([coarse, fine], [12, 56], normalize=False, rule="geometric_by_resolution")
+    assert by_resolution[1, 1] == pytest.approx((0.8 ** 12 * 0.6 ** 56) ** (1 / 68), rel=1e-5)
+    assert by_resolution[1, 1] / by_resolution.sum() > geometric[1, 1] / geometric.sum()  # the fine map has more say
+    with pytest.raises(ValueError, match="resolution"):
+        fuse_heatmaps([coarse, fine], rule="geometric_by_resolution")
+
 
 def test_heatmap_peak_in_image_pixels():
     heat = np.zeros((20, 30), np.float32)

@@ -14,6 +14,7 @@ from PIL import Image
 from mura_core import sanity
 from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer
+from mura_core.heatmaps import resize_heatmap
 from mura_core.localization import score_heatmap, thresholded_iou
 from mura_core.pipeline import (
     Augmentation,
@@ -168,6 +169,16 @@ def test_the_decoder_starts_from_a_stride_16_lesion_model_and_maps_at_stride_8(t
     ensemble.save(tmp_path / "ens")
     loaded = load_ensemble(tmp_path / "ens")
     assert loaded.heatmap_layers["m"]["map_stride"] == 8 and loaded.heatmap_fusion == "geometric"
+    pair = Ensemble({"fine": fine, "coarse": coarse}, 0.5, architectures={"fine": "mobilenetv2", "coarse": "mobilenetv2"},
+                    heatmap_fusion="geometric_by_resolution")
+    pair.save(tmp_path / "pair")
+    pair = load_ensemble(tmp_path / "pair")
+    image = np.random.default_rng(1).integers(0, 256, (80, 90), dtype=np.uint8)
+    maps = pair.predict_study([image], explain=True).images[0].heatmaps
+    cells = [96 / 8, 64 / 16]  # each map's cells per side
+    expected = np.exp((cells[0] * np.log(np.clip(maps["fine"], 1e-6, None))
+                       + cells[1] * np.log(np.clip(resize_heatmap(maps["coarse"], (96, 96)), 1e-6, None))) / sum(cells))
+    np.testing.assert_allclose(maps["ensemble"], expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="stride"):
         create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=4)
 
