@@ -286,6 +286,8 @@ def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_che
                "e": create_model("efficientnetb0", input_size=64, dense_units=8, lesion_map=True)}
     Ensemble(members, 0.5, {"title": "tiny"}).save(tmp_path / "weights")
     out = tmp_path / "report"
+    (out / "gallery").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(out / "gallery" / "best_IMG_from_an_older_evaluation.jpg")
     report = evaluate.evaluate(str(tmp_path / "weights"), str(data), str(out), n_boot=20, sanity_images=2)
     assert report["localization_method"] == "lesion_map"
     assert set(report["localization_by_method"]) == {"gradcam", "lesion_map"}
@@ -296,6 +298,8 @@ def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_che
     assert {case["kind"] for case in report["localization_gallery"]} <= {"best", "worst"}
     for case in report["localization_gallery"]:
         assert Image.open(out / case["picture"]).size[0] > 100
+    assert sorted(p.name for p in (out / "gallery").iterdir()) == sorted(  # only this evaluation's cases
+        case["picture"].removeprefix("gallery/") for case in report["localization_gallery"])
     sanity_rows = report["sanity"]["members"]["m"]
     assert report["sanity"]["images"] == 2 and sanity_rows[0]["stage"] == "head"
     assert json.loads((out / "report.json").read_text())["sanity"] == report["sanity"]

@@ -108,6 +108,10 @@ def explanations(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path,
             result = ensemble.predict_study([paths[case["file"]]], explain=True, method=default)
             save_case_picture(result.images[0], boxes[case["file"]], out / file)
             gallery.append({**case, "kind": kind, "picture": file})
+    kept = {case["picture"] for case in gallery}
+    for stale in (out / "gallery").glob("*.jpg"):  # a previous evaluation's cases, in this report's folder
+        if f"gallery/{stale.name}" not in kept:
+            stale.unlink()
     positives = rows[(rows["label"] == 1) & rows["path"].map(lambda p: bool(boxes.get(Path(p).name)))]
     return {
         "localization": by_method[default],
