@@ -12,7 +12,7 @@ from mura_core import cli
 from mura_core.ensemble import load_ensemble
 from tests.data import FRACATLAS
 from tests.mura_tree import make_mura_tree
-from train import build_ensemble, evaluate
+from train import build_ensemble, evaluate, select_epoch
 from train import train as train_module
 from train.config import load_config
 
@@ -121,6 +121,14 @@ def test_resume_after_interruption(mura_root, tmp_path):
     kept = sorted(p.name for p in (config.run_dir / "epochs").iterdir())
     assert kept == ["epoch_01.keras", "epoch_02.keras"]
     assert keras.saving.load_model(config.run_dir / "epochs" / "epoch_02.keras", compile=False).name
+
+    chosen = select_epoch.select_epoch(config.run_dir, 1)  # a choice made outside training
+    assert chosen["chosen_epoch"] == 1 and 0.0 <= chosen["threshold"] <= 1.0
+    assert (config.run_dir / "best.keras").read_bytes() == (config.run_dir / "epochs" / "epoch_01.keras").read_bytes()
+    assert json.loads((config.run_dir / "val_metrics.json").read_text())["chosen_epoch"] == 1
+    assert pd.read_csv(config.run_dir / "val_predictions.csv")["probability"].between(0, 1).all()
+    with pytest.raises(FileNotFoundError, match="epoch_03.keras: no such kept epoch"):
+        select_epoch.select_epoch(config.run_dir, 3)
 
 
 def test_predict_without_weights_says_so(tmp_path, monkeypatch, capsys):
