@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from mura_core.coverage import Coverage, coverage_text
+from mura_core.heatmaps import PEAK_SMOOTHING
 from mura_core.installed import MODEL_CARD_FILE, read_manifest, report_path, weights_folder
 from mura_core.notices import DISCLAIMER, INTENDED_USE, LIMITATIONS, PRIVACY
 from mura_core.vocabulary import CAM_METHODS, level_key
@@ -74,8 +75,8 @@ def model_card(manifest: dict, report: dict) -> str:
         {"gradcam": report["localization"]} if report.get("localization") else {})
     for method, localization in by_method.items():
         lines += ["", f"{CAM_METHODS.get(method, method)} localization on fractured test images with boxes, "
-                  "scored at each image's native resolution (pointing game: the heatmap's maximum inside a "
-                  "fracture box; mass: share of the heatmap inside boxes; IoU: the map above half its peak "
+                  "scored at each image's native resolution (pointing game: the heatmap's peak, its maximum "
+                  f"after a blur of {PEAK_SMOOTHING:.0%} of the image's longer side, inside a fracture box; mass: share of the heatmap inside boxes; IoU: the map above half its peak "
                   "against the boxes; chance: the boxes' share of the image)"
                   + (" - the heatmap the dashboard shows by default:" if method == report.get("localization_method")
                      else ":"), "",

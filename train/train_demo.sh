@@ -5,9 +5,11 @@
 # checkpoint at a lower learning rate (runs/stage2/demo_<member>); stage 3 adds a lesion-map head and
 # continues from stage 2 with FracAtlas' fracture boxes as a second target (runs/stage3/demo_<member>).
 # Stage 4 continues mobilenetv2 at 448 px with a stride-8 decoder and the pointing loss
-# (runs/stage4/demo_mobilenetv2): lesion maps at the radiograph's own resolution. The ensemble installed is
-# stage 4's mobilenetv2 with stage 3's efficientnetb0. On 2 CPU cores: stages 1 and 2 about 112 minutes,
-# stages 3 and 4 see README. Every stage checkpoints each epoch and resumes where it stopped.
+# (runs/stage4/demo_mobilenetv2): lesion maps at the radiograph's own resolution. Stage 5 continues it with
+# hard negatives in the lesion map's loss (runs/stage5/demo_mobilenetv2). The ensemble installed is stage 5's
+# mobilenetv2 with stage 3's efficientnetb0, their lesion maps fused by a log pool weighted by resolution.
+# On 2 CPU cores: stages 1 and 2 about 112 minutes, stages 3 to 5 see README. Every stage checkpoints each
+# epoch and resumes where it stopped.
 set -euo pipefail
 for member in mobilenetv2 efficientnetb0; do
   if [ ! -f "runs/demo_$member/val_metrics.json" ]; then
@@ -23,8 +25,13 @@ done
 if [ ! -f "runs/stage4/demo_mobilenetv2/val_metrics.json" ]; then
   python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage4.yaml
 fi
-python -m train.build_ensemble --runs runs/stage4/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
-  --sensitivity 0.8 --info train/configs/demo_model_info.yaml --out weights
+if [ ! -f "runs/stage5/demo_mobilenetv2/val_metrics.json" ]; then
+  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage5.yaml
+  # Epoch 4: chosen on validation by the ensemble's fused lesion map and AUC (README, "Bundled demo model").
+  python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
+fi
+python -m train.build_ensemble --runs runs/stage5/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
+  --sensitivity 0.8 --heatmap-fusion geometric_by_resolution --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report
 python -m train.model_card --weights weights --report weights/report/report.json --out weights/MODEL_CARD.md
