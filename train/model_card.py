@@ -76,8 +76,9 @@ def model_card(manifest: dict, report: dict) -> str:
     for method, localization in by_method.items():
         lines += ["", f"{CAM_METHODS.get(method, method)} localization on fractured test images with boxes, "
                   "scored at each image's native resolution (pointing game: the heatmap's peak, its maximum "
-                  f"after a blur of {PEAK_SMOOTHING:.0%} of the image's longer side, inside a fracture box; mass: share of the heatmap inside boxes; IoU: the map above half its peak "
-                  "against the boxes; chance: the boxes' share of the image)"
+                  f"after a blur of {PEAK_SMOOTHING:.0%} of the image's longer side, inside a fracture box; "
+                  "mass: share of the heatmap inside boxes; IoU: the map above half its peak against the boxes; "
+                  "chance: the boxes' share of the image)"
                   + (" - the heatmap the dashboard shows by default:" if method == report.get("localization_method")
                      else ":"), "",
                   "| heatmap | n | pointing game (95% CI) | mass in boxes | IoU | chance (box area) |",

@@ -13,6 +13,7 @@ validation predictions, the threshold and `val_metrics.json`, which now record t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -33,7 +34,8 @@ def select_epoch(run_dir: str | os.PathLike, epoch: int) -> dict:
         kept = sorted(p.name for p in (run_dir / "epochs").glob("epoch_*.keras"))
         raise FileNotFoundError(f"{chosen}: no such kept epoch (kept: {', '.join(kept) or 'none'}; "
                                 "train with keep_epochs: true)")
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml")  # its files go to this folder, wherever it now lies
+    config = dataclasses.replace(config, out_dir=str(run_dir.parent), name=run_dir.name)
     _, val_rows, _ = load_data(config)
     size = int(config.input_size or get_spec(config.model).input_size)
     staged = run_dir / "selecting.keras"
