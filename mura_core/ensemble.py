@@ -250,21 +250,20 @@ class Ensemble:
                     probs = explainer.predict(batch)
                 for r, p in zip(ok, probs):
                     r.probabilities[name] = float(p)
+        lesions = method == LESION_MAP
+        rule = self.heatmap_fusion if lesions else "mean"
+        weights = self._map_resolutions() if rule == "geometric_by_resolution" else None
         for r in ok:
             r.ensemble = ensemble_probability(r.probabilities[n] for n in self.names)
             if explain:
                 side = max(heat.shape[0] for heat in r.heatmaps.values())  # the finest member map
-                lesions = method == LESION_MAP
                 r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
-                                                        for n in self.names], self._fusion_weights(method),
-                                                       normalize=not lesions,
-                                                       rule=self.heatmap_fusion if lesions else "mean")
+                                                        for n in self.names], weights, normalize=not lesions,
+                                                       rule=rule)
 
-    def _fusion_weights(self, method: str) -> list[float] | None:
-        """Each member's lesion-map resolution (cells per side: input size / map stride) where the fusion
-        rule weighs by it; None (equal weights) otherwise."""
-        if method != LESION_MAP or self.heatmap_fusion != "geometric_by_resolution":
-            return None
+    def _map_resolutions(self) -> list[float]:
+        """Each member's lesion-map resolution, in cells per side (input size / map stride): the weights
+        of the `geometric_by_resolution` fusion."""
         return [self.input_size(n) / self.heatmap_layers[n]["map_stride"] for n in self.names]
 
     def _summarise(self, study: Study, results: list[ImageResult], method: str | None) -> StudyResult:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mura_core.pipeline import Augmentation
+from mura_core.registry import get_spec
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class TrainConfig:
     run_eagerly: bool = False  # debugging and smoke tests: no graph tracing, much slower per step
     seed: int = 0
     out_dir: str = "runs"
+
+    @property
+    def model_input_size(self) -> int:
+        """The side the run's model takes: `input_size`, or the registry spec's when it is None."""
+        return int(self.input_size or get_spec(self.model).input_size)
 
     @property
     def run_dir(self) -> Path:

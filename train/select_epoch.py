@@ -20,8 +20,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from mura_core.registry import get_spec
-
 from .config import load_config
 from .train import evaluate_on_validation, load_data
 
@@ -37,11 +35,10 @@ def select_epoch(run_dir: str | os.PathLike, epoch: int) -> dict:
     config = load_config(run_dir / "config.yaml")  # its files go to this folder, wherever it now lies
     config = dataclasses.replace(config, out_dir=str(run_dir.parent), name=run_dir.name)
     _, val_rows, _ = load_data(config)
-    size = int(config.input_size or get_spec(config.model).input_size)
     staged = run_dir / "selecting.keras"
     shutil.copyfile(chosen, staged)
     try:
-        result = evaluate_on_validation(config, staged, val_rows, size, None)
+        result = evaluate_on_validation(config, staged, val_rows, config.model_input_size, None)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise

@@ -198,7 +198,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     policy = backend.mixed_precision_policy(config.mixed_precision)
     if policy != "float32":
         keras.mixed_precision.set_global_policy(policy)
-    size = int(config.input_size or get_spec(config.model).input_size)
+    size = config.model_input_size
 
     train_rows, val_rows, _ = load_data(config)
     train_rows = oversample(train_rows, config.oversample_abnormal)

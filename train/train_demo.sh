@@ -27,9 +27,10 @@ if [ ! -f "runs/stage4/demo_mobilenetv2/val_metrics.json" ]; then
 fi
 if [ ! -f "runs/stage5/demo_mobilenetv2/val_metrics.json" ]; then
   python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage5.yaml
-  # Epoch 4: chosen on validation by the ensemble's fused lesion map and AUC (README, "Bundled demo model").
-  python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
 fi
+# Epoch 4: chosen on validation by the ensemble's fused lesion map and AUC (README, "Bundled demo model").
+# Outside the `if`, so that a run whose training finished but whose choice did not still gets it.
+python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
 python -m train.build_ensemble --runs runs/stage5/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
   --sensitivity 0.8 --heatmap-fusion geometric_by_resolution --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
