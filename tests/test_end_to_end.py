@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -129,6 +130,14 @@ def test_resume_after_interruption(mura_root, tmp_path):
     assert pd.read_csv(config.run_dir / "val_predictions.csv")["probability"].between(0, 1).all()
     with pytest.raises(FileNotFoundError, match="epoch_03.keras: no such kept epoch"):
         select_epoch.select_epoch(config.run_dir, 3)
+
+    averaged = select_epoch.select_epoch(config.run_dir, [2, 1])  # their weight average
+    assert averaged["chosen_epoch"] == [1, 2]
+    best, first, second = (keras.saving.load_model(p, compile=False) for p in
+                           [config.run_dir / "best.keras", *sorted((config.run_dir / "epochs").iterdir())])
+    for mean, a, b in zip(best.get_weights(), first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(first.get_weights()[0], second.get_weights()[0])  # two different epochs
 
 
 def test_predict_without_weights_says_so(tmp_path, monkeypatch, capsys):
