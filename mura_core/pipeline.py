@@ -132,25 +132,34 @@ class LesionTargets:
             and height (the square resize keeps fractions); unused slots are zeros.
         weight: (N,) float32: 1 where the boxes are known (a negative has none: an empty map), 0
             where a positive has no boxes (its map is not trained).
-        map_size: the side of the model's lesion map (input side / 16).
+        map_size: the side of the model's lesion map (input side / stride).
+        cell_rule: how a box becomes the map's cell targets (`map_targets`, one of `CELL_RULES`).
     """
 
     boxes: np.ndarray
     weight: np.ndarray
     map_size: int
+    cell_rule: str = "touch"
+
+
+CELL_RULES = ("touch", "coverage")
 
 
 MAX_BOXES = 16
 
 
-def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int) -> LesionTargets:
+def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
+                   cell_rule: str = "touch") -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
         table: rows with `path` and `label`.
         boxes_by_name: (x, y, w, h) boxes per image file name (`datasets.load_boxes`).
         map_size: the model's lesion-map side.
+        cell_rule: how a box becomes cell targets (`map_targets`).
     """
+    if cell_rule not in CELL_RULES:
+        raise ValueError(f"unknown lesion-map cell rule {cell_rule!r}; choose one of {', '.join(CELL_RULES)}")
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
     weight = np.zeros(len(table), np.float32)
     for i, (path, label) in enumerate(zip(table["path"], table["label"])):
@@ -165,7 +174,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int) -> L
         for k, (x, y, w, h) in enumerate(found[:MAX_BOXES]):
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
-    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size))
+    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule)
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -199,12 +208,22 @@ def augment_with_masks(augmentation: Augmentation, images: tf.Tensor, masks: tf.
     return both[..., :-1], both[..., -1:]
 
 
-def map_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
-    """Pixel masks (B, S, S, 1) -> lesion-map targets (B, m, m, 1): a cell is 1 where a box covers it."""
+def map_targets(masks: np.ndarray, map_size: int, rule: str = "touch") -> np.ndarray:
+    """Pixel masks (B, S, S, 1) -> lesion-map targets (B, m, m, 1), by `rule`:
+
+    - "touch": a cell is 1 where a box covers any of its pixels. A box's ring of partly covered cells
+      counts as lesion, so a map can learn to peak on a cell whose centre lies outside the box.
+    - "coverage": a cell's target is the share of its pixels a box covers (0 to 1), so the cells
+      inside the box outweigh the ring around it, in the pixel loss and in the pointing term's target.
+    """
     masks = np.asarray(masks, np.float32)
     batch, side = masks.shape[0], masks.shape[1]
     stride = side // map_size
     cells = masks[:, :map_size * stride, :map_size * stride, 0].reshape(batch, map_size, stride, map_size, stride)
+    if rule == "coverage":
+        return np.clip(cells, 0.0, 1.0).mean(axis=(2, 4), dtype=np.float32)[..., None]
+    if rule != "touch":
+        raise ValueError(f"unknown lesion-map cell rule {rule!r}; choose one of {', '.join(CELL_RULES)}")
     return (cells.max(axis=(2, 4)) > 0.5).astype(np.float32)[..., None]
 
 
@@ -260,7 +279,8 @@ class LesionMapLoss(keras.losses.Loss):
 
 class PointingGame(keras.metrics.Metric):
     """Training's pointing game on the lesion map's cells: of the images with boxes, the share whose
-    highest cell lies in a box (`localization.pointing_game` scores it at native resolution)."""
+    highest cell lies in a box: a target of at least 0.5, so under the "coverage" cell rule a cell at
+    least half covered (`localization.pointing_game` scores it at native resolution)."""
 
     def __init__(self, name: str = "pointing", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -272,7 +292,7 @@ class PointingGame(keras.metrics.Metric):
         batch = ops.shape(y_pred)[0]
         mask = ops.reshape(ops.cast(y_true, "float32"), (batch, -1))
         peak = ops.argmax(ops.reshape(ops.cast(y_pred, "float32"), (batch, -1)), axis=1)
-        hit = ops.take_along_axis(mask, ops.expand_dims(peak, 1), axis=1)[:, 0]
+        hit = ops.cast(ops.take_along_axis(mask, ops.expand_dims(peak, 1), axis=1)[:, 0] >= 0.5, "float32")
         has_box = ops.cast(ops.sum(mask, axis=1) > 0, "float32")
         if sample_weight is not None:
             has_box = has_box * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
@@ -539,7 +559,8 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
         masks.set_shape((None, size, size, 1))
         if training and augmentation is not None:
             images, masks = augment_with_masks(augmentation, images, masks, seed)
-        cells = tf.numpy_function(lambda m: map_targets(m, lesions.map_size), [masks], tf.float32)
+        cells = tf.numpy_function(lambda m: map_targets(m, lesions.map_size, lesions.cell_rule), [masks],
+                                  tf.float32)
         cells.set_shape((None, lesions.map_size, lesions.map_size, 1))
         y = {"probability": labels, "lesion_map": cells}
         return tf.repeat(images, 3, axis=-1), y, {"probability": class_w, "lesion_map": weight}
@@ -635,7 +656,7 @@ class ImageBatches(keras.utils.PyDataset):
         x, y = np.repeat(images, 3, axis=-1), self.labels[rows]
         weights = None if self.weights is None else self.weights[rows]
         if self.lesions is not None:
-            y = {"probability": y, "lesion_map": map_targets(masks, self.lesions.map_size)}
+            y = {"probability": y, "lesion_map": map_targets(masks, self.lesions.map_size, self.lesions.cell_rule)}
             weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,
                        "lesion_map": self.box_weight[rows]}
         missing = -len(x) % self.pad_multiple

@@ -60,6 +60,25 @@ def test_box_masks_and_map_targets():
     assert tiny.sum() == 1  # a box thinner than a pixel still covers one
 
 
+def test_coverage_cell_targets_weigh_the_cells_inside_a_box_over_its_ring():
+    masks = box_masks(np.array([[[0.5, 0.0, 0.8125, 0.25]]], np.float32), 32)  # x 16-26 px, y 0-8 px
+    assert map_targets(masks, 4)[0, 0, :, 0].tolist() == [0, 0, 1, 1]  # "touch": the 2-px sliver counts
+    assert map_targets(masks, 4, "coverage")[0, 0, :, 0].tolist() == [0, 0, 1, 0.25]
+    with pytest.raises(ValueError, match="unknown lesion-map cell rule 'centre'"):
+        map_targets(masks, 4, "centre")
+    with pytest.raises(ValueError, match="unknown lesion-map cell rule"):
+        lesion_targets(pd.DataFrame({"path": [], "label": []}), {}, 4, "centre")
+
+    metric = PointingGame()  # a peak on the sliver: a hit under "touch", a miss under "coverage"
+    peak_on_sliver = np.zeros((1, 4, 4, 1), np.float32)
+    peak_on_sliver[0, 0, 3] = 1
+    metric.update_state(map_targets(masks, 4), peak_on_sliver)
+    assert float(metric.result()) == 1.0
+    metric.reset_state()
+    metric.update_state(map_targets(masks, 4, "coverage"), peak_on_sliver)
+    assert float(metric.result()) == 0.0
+
+
 def _radiograph_with_box(path, width, height, box):
     x, y, w, h = box
     pixels = np.full((height, width), 40, np.uint8)
