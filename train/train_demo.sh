@@ -6,9 +6,11 @@
 # continues from stage 2 with FracAtlas' fracture boxes as a second target (runs/stage3/demo_<member>).
 # Stage 4 continues mobilenetv2 at 448 px with a stride-8 decoder and the pointing loss
 # (runs/stage4/demo_mobilenetv2): lesion maps at the radiograph's own resolution. Stage 5 continues it with
-# hard negatives in the lesion map's loss (runs/stage5/demo_mobilenetv2). The ensemble installed is stage 5's
-# mobilenetv2 with stage 3's efficientnetb0, their lesion maps fused by a log pool weighted by resolution.
-# On 2 CPU cores: stages 1 and 2 about 112 minutes, stages 3 to 5 see README. Every stage checkpoints each
+# hard negatives in the lesion map's loss (runs/stage5/demo_mobilenetv2), stage 6 with the pointing term
+# weighted 3 (runs/stage6/demo_mobilenetv2), stage 7 from stage 6's epoch 2 with cell targets by coverage
+# (runs/stage7/demo_mobilenetv2). The ensemble installed is stage 7's mobilenetv2 with stage 3's
+# efficientnetb0, their lesion maps fused by a log pool weighted by resolution.
+# On 2 CPU cores: stages 1 and 2 about 112 minutes, stages 3 to 7 see README. Every stage checkpoints each
 # epoch and resumes where it stopped.
 set -euo pipefail
 for member in mobilenetv2 efficientnetb0; do
@@ -31,7 +33,15 @@ fi
 # Epoch 4: chosen on validation by the ensemble's fused lesion map and AUC (README, "Bundled demo model").
 # Outside the `if`, so that a run whose training finished but whose choice did not still gets it.
 python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
-python -m train.build_ensemble --runs runs/stage5/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
+if [ ! -f "runs/stage6/demo_mobilenetv2/val_metrics.json" ]; then
+  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage6.yaml
+fi
+if [ ! -f "runs/stage7/demo_mobilenetv2/val_metrics.json" ]; then
+  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage7.yaml
+fi
+# Epoch 3: chosen on validation by the ensemble's AUC and fused lesion map (README, "Bundled demo model").
+python -m train.select_epoch runs/stage7/demo_mobilenetv2 --epoch 3
+python -m train.build_ensemble --runs runs/stage7/demo_mobilenetv2 runs/stage3/demo_efficientnetb0 \
   --sensitivity 0.8 --heatmap-fusion geometric_by_resolution --info train/configs/demo_model_info.yaml --out weights
 python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
   --split-file train/splits/fracatlas.csv --split test --out weights/report
