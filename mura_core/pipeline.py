@@ -145,6 +145,13 @@ class LesionTargets:
 CELL_RULES = ("touch", "coverage")
 
 
+def check_cell_rule(rule: str) -> str:
+    """`rule` if it is one of `CELL_RULES`, else a ValueError that names the choices."""
+    if rule not in CELL_RULES:
+        raise ValueError(f"unknown lesion-map cell rule {rule!r}; choose one of {', '.join(CELL_RULES)}")
+    return rule
+
+
 MAX_BOXES = 16
 
 
@@ -158,8 +165,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         map_size: the model's lesion-map side.
         cell_rule: how a box becomes cell targets (`map_targets`).
     """
-    if cell_rule not in CELL_RULES:
-        raise ValueError(f"unknown lesion-map cell rule {cell_rule!r}; choose one of {', '.join(CELL_RULES)}")
+    check_cell_rule(cell_rule)  # here, not first inside a training step
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
     weight = np.zeros(len(table), np.float32)
     for i, (path, label) in enumerate(zip(table["path"], table["label"])):
@@ -220,10 +226,8 @@ def map_targets(masks: np.ndarray, map_size: int, rule: str = "touch") -> np.nda
     batch, side = masks.shape[0], masks.shape[1]
     stride = side // map_size
     cells = masks[:, :map_size * stride, :map_size * stride, 0].reshape(batch, map_size, stride, map_size, stride)
-    if rule == "coverage":
+    if check_cell_rule(rule) == "coverage":
         return np.clip(cells, 0.0, 1.0).mean(axis=(2, 4), dtype=np.float32)[..., None]
-    if rule != "touch":
-        raise ValueError(f"unknown lesion-map cell rule {rule!r}; choose one of {', '.join(CELL_RULES)}")
     return (cells.max(axis=(2, 4)) > 0.5).astype(np.float32)[..., None]
 
 
