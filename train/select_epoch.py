@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from .config import load_config
-from .train import evaluate_on_validation, load_data
+from .train import KEPT_EPOCH, evaluate_on_validation, load_data
 
 
 def select_epoch(run_dir: str | os.PathLike, epoch: int | Sequence[int]) -> dict:
@@ -41,7 +41,7 @@ def select_epoch(run_dir: str | os.PathLike, epoch: int | Sequence[int]) -> dict
     epochs = sorted({int(epoch)} if isinstance(epoch, int) else {int(e) for e in epoch})
     if not epochs:
         raise ValueError(f"{run_dir}: no epoch chosen")
-    chosen = [run_dir / "epochs" / f"epoch_{e:02d}.keras" for e in epochs]
+    chosen = [run_dir / KEPT_EPOCH.format(epoch=e) for e in epochs]
     for path in chosen:
         if not path.is_file():
             kept = sorted(p.name for p in (run_dir / "epochs").glob("epoch_*.keras"))

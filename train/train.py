@@ -58,6 +58,7 @@ from mura_core.vocabulary import level_key  # noqa: E402
 from .config import TrainConfig, load_config, save_config  # noqa: E402
 
 log = logging.getLogger("train")
+KEPT_EPOCH = "epochs/epoch_{epoch:02d}.keras"  # a run's model after each epoch (keep_epochs), 1 = the first
 
 
 def choose_strategy():
@@ -255,7 +256,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max",
                                         save_best_only=True,
                                         initial_value_threshold=_best_so_far(history_csv, monitor)),
-        *([keras.callbacks.ModelCheckpoint(str(run_dir / "epochs" / "epoch_{epoch:02d}.keras"))]
+        *([keras.callbacks.ModelCheckpoint(str(run_dir / KEPT_EPOCH))]
           if config.keep_epochs and chief else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
