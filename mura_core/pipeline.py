@@ -242,19 +242,29 @@ class LesionMapLoss(keras.losses.Loss):
     - Hard negatives (`hard_negative_weight`): the mean cross-entropy of the `HARD_NEGATIVE_FRACTION`
       highest-scoring cells outside the boxes, so the bright bone elsewhere (other joints, plates and
       screws) is pushed down harder than empty background.
+    - Peak margin (`peak_weight`): softplus(outside - inside + `PEAK_MARGIN`), where inside and outside
+      are the soft maxima (log-sum-exp at temperature `PEAK_TEMPERATURE`) of the map's logits over the
+      box cells and over the other cells, each cell weighted by its target and by one minus it. The
+      pointing term raises the box cells' share of the map as a whole; this one scores what the pointing
+      game scores, the highest cell against the highest box cell, so it acts on near misses, the peaks
+      on the bone just outside a box.
 
     A fracture box covers about 1% of an image, so unweighted the map learns to say "no lesion"
     everywhere. Per-image weights (`LesionTargets.weight`) leave positives without boxes out.
     """
 
     HARD_NEGATIVE_FRACTION = 0.02
+    PEAK_MARGIN = 1.0  # in logits: the box's peak should beat the rest by this much
+    PEAK_TEMPERATURE = 0.1  # in logits: the soft maximum is within 0.1 * log(cells) of the maximum
 
     def __init__(self, positive_weight: float = 20.0, pointing_weight: float = 0.0,
-                 hard_negative_weight: float = 0.0, name: str = "lesion_map_loss", **kwargs):
+                 hard_negative_weight: float = 0.0, peak_weight: float = 0.0,
+                 name: str = "lesion_map_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.positive_weight = float(positive_weight)
         self.pointing_weight = float(pointing_weight)
         self.hard_negative_weight = float(hard_negative_weight)
+        self.peak_weight = float(peak_weight)
 
     def call(self, y_true, y_pred):
         ops = keras.ops
@@ -263,13 +273,20 @@ class LesionMapLoss(keras.losses.Loss):
         positive, negative = -ops.log(y_pred), -ops.log(1.0 - y_pred)
         loss = ops.mean(self.positive_weight * y_true * positive + (1.0 - y_true) * negative, axis=(1, 2, 3))
         batch = ops.shape(y_pred)[0]
+        logits = ops.reshape(negative - positive, (batch, -1))  # log(p) - log(1 - p)
+        mask = ops.reshape(y_true, (batch, -1))
+        area = ops.sum(mask, axis=1)
         if self.pointing_weight:
-            logits = ops.reshape(negative - positive, (batch, -1))  # log(p) - log(1 - p)
-            mask = ops.reshape(y_true, (batch, -1))
-            area = ops.sum(mask, axis=1)
             target = mask / ops.maximum(area, 1.0)[:, None]
             pointing = -ops.sum(target * ops.log_softmax(logits, axis=1), axis=1)
             loss = loss + self.pointing_weight * ops.where(area > 0, pointing, ops.zeros_like(pointing))
+        if self.peak_weight:
+            def soft_max(weights):
+                t = self.PEAK_TEMPERATURE
+                return t * ops.logsumexp((logits + ops.log(ops.maximum(weights, 1e-6))) / t, axis=1)
+
+            peak = ops.softplus(soft_max(1.0 - mask) - soft_max(mask) + self.PEAK_MARGIN)
+            loss = loss + self.peak_weight * ops.where(area > 0, peak, ops.zeros_like(peak))
         if self.hard_negative_weight:
             cells = ops.reshape(negative * (1.0 - y_true), (batch, -1))
             k = max(1, int(round(self.HARD_NEGATIVE_FRACTION * int(y_pred.shape[1]) * int(y_pred.shape[2]))))
@@ -278,7 +295,8 @@ class LesionMapLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "positive_weight": self.positive_weight,
-                "pointing_weight": self.pointing_weight, "hard_negative_weight": self.hard_negative_weight}
+                "pointing_weight": self.pointing_weight, "hard_negative_weight": self.hard_negative_weight,
+                "peak_weight": self.peak_weight}
 
 
 class PointingGame(keras.metrics.Metric):

@@ -230,6 +230,30 @@ def test_the_pointing_term_rewards_a_peak_in_the_box_and_hard_negatives_the_brig
     assert float(metric.result()) == pytest.approx(1 / 3)
 
 
+
+def test_the_peak_margin_scores_the_highest_cell_against_the_highest_box_cell():
+    target = np.zeros((1, 8, 8, 1), np.float32)
+    target[0, 2:4, 2:4] = 1.0
+    target[0, 2:4, 4] = 0.25  # the ring under the coverage rule: partly covered cells
+    spread = np.full_like(target, 0.1)
+    spread[0, 2:4, 2:4] = 0.5  # the box's cells carry most of the map's mass ...
+    near_miss = spread.copy()
+    near_miss[0, 3, 4] = 0.6  # ... but the peak is on the ring, just outside the box
+    on_box = spread.copy()
+    on_box[0, 3, 3] = 0.6
+    plain, peak = LesionMapLoss(20.0), LesionMapLoss(20.0, peak_weight=1.0)
+
+    def term(maps):
+        return float(peak(target, maps)) - float(plain(target, maps))
+
+    assert term(near_miss) > term(on_box) > 0.0
+    confident = spread.copy()
+    confident[0, 3, 3] = 0.999  # the box's peak beats every other cell by far more than the margin
+    assert term(confident) < 0.01
+    normal = np.zeros_like(target)  # an image without boxes: no peak term
+    assert float(peak(normal, near_miss)) == pytest.approx(float(plain(normal, near_miss)))
+    assert LesionMapLoss.from_config(peak.get_config()).peak_weight == 1.0
+
 def test_scores_are_computed_at_the_native_resolution():
     heat = np.zeros((32, 32), np.float32)
     heat[4:8, 24:28] = 1.0  # top right at the model's input size

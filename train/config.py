@@ -55,6 +55,7 @@ class TrainConfig:
     map_stride: int | None = None  # None: the spec's (16, one layer); 8: a top-down decoder (registry)
     map_pointing_weight: float = 0.0  # the pointing term: softmax of the map over positions vs the boxes
     map_hard_negative_weight: float = 0.0  # extra loss on the highest-scoring cells outside the boxes
+    map_peak_weight: float = 0.0  # the peak margin: the highest box cell against the highest other cell
     map_cell_targets: str = "touch"  # a box's cell targets: "touch" (any pixel covered) or "coverage" (share)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2

@@ -123,7 +123,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
     if config.lesion_map:
         loss = {"probability": keras.losses.BinaryCrossentropy(),
                 "lesion_map": LesionMapLoss(config.map_positive_weight, config.map_pointing_weight,
-                                            config.map_hard_negative_weight)}
+                                            config.map_hard_negative_weight, config.map_peak_weight)}
         loss_weights = {"probability": 1.0, "lesion_map": config.map_loss_weight}
         metrics_ = {"probability": classification, "lesion_map": [PointingGame()]}
     else:
