@@ -230,7 +230,6 @@ def test_the_pointing_term_rewards_a_peak_in_the_box_and_hard_negatives_the_brig
     assert float(metric.result()) == pytest.approx(1 / 3)
 
 
-
 def test_the_peak_margin_scores_the_highest_cell_against_the_highest_box_cell():
     target = np.zeros((1, 8, 8, 1), np.float32)
     target[0, 2:4, 2:4] = 1.0
@@ -253,6 +252,7 @@ def test_the_peak_margin_scores_the_highest_cell_against_the_highest_box_cell():
     normal = np.zeros_like(target)  # an image without boxes: no peak term
     assert float(peak(normal, near_miss)) == pytest.approx(float(plain(normal, near_miss)))
     assert LesionMapLoss.from_config(peak.get_config()).peak_weight == 1.0
+
 
 def test_scores_are_computed_at_the_native_resolution():
     heat = np.zeros((32, 32), np.float32)
