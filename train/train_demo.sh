@@ -9,10 +9,10 @@
 # hard negatives in the lesion map's loss (runs/stage5/demo_mobilenetv2), stage 6 with the pointing term
 # weighted 3 (runs/stage6/demo_mobilenetv2), stage 7 from stage 6's epoch 2 with cell targets by coverage
 # (runs/stage7/demo_mobilenetv2), stage 8 from stage 7's epoch 3 with the peak-margin term
-# (runs/stage8/demo_mobilenetv2); stages 9 and 10 continue stage 8's epoch 2 at 416 px, stage 11 stage
-# 10's epoch 2 at a lower learning rate (runs/stage{9,10,11}/demo_mobilenetv2). The ensemble installed is
-# stage 11's mobilenetv2 with stage 3's efficientnetb0, their lesion maps fused by a log pool weighted by
-# resolution.
+# (runs/stage8/demo_mobilenetv2); stage 9 continues stage 8's epoch 2 at 416 px, stage 10 stage 9's epoch
+# 3, stage 11 stage 10's epoch 2 at a lower learning rate (runs/stage{9,10,11}/demo_mobilenetv2). The
+# ensemble installed is stage 11's mobilenetv2 with stage 3's efficientnetb0, their lesion maps fused by
+# a log pool weighted by resolution.
 # On 2 CPU cores: stages 1 and 2 about 112 minutes, stages 3 to 11 see README. Every stage checkpoints each
 # epoch and resumes where it stopped.
 set -euo pipefail
@@ -47,7 +47,7 @@ python -m train.select_epoch runs/stage7/demo_mobilenetv2 --epoch 3
 if [ ! -f "runs/stage8/demo_mobilenetv2/val_metrics.json" ]; then
   python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage8.yaml
 fi
-# Stages 9 to 11 continue stage 8's epoch 2 at 416 px, within the speed goal (README).
+# Stages 9 to 11: MobileNetV2 at 416 px, within the speed goal (README).
 for stage in 9 10 11; do
   if [ ! -f "runs/stage$stage/demo_mobilenetv2/val_metrics.json" ]; then
     python -m train.train --config "train/configs/demo_fracatlas_mobilenetv2_stage$stage.yaml"
