@@ -16,43 +16,32 @@
 # On 2 CPU cores: stages 1 and 2 about 112 minutes, stages 3 to 11 see README. Every stage checkpoints each
 # epoch and resumes where it stopped.
 set -euo pipefail
+# train_once RUN_DIR CONFIG: trains unless RUN_DIR's run has finished (an interrupted one resumes).
+train_once() {
+  if [ ! -f "$1/val_metrics.json" ]; then
+    python -m train.train --config "$2"
+  fi
+}
 for member in mobilenetv2 efficientnetb0; do
-  if [ ! -f "runs/demo_$member/val_metrics.json" ]; then
-    python -m train.train --config "train/configs/demo_fracatlas_$member.yaml"
-  fi
-  if [ ! -f "runs/stage2/demo_$member/val_metrics.json" ]; then
-    python -m train.train --config "train/configs/demo_fracatlas_${member}_stage2.yaml"
-  fi
-  if [ ! -f "runs/stage3/demo_$member/val_metrics.json" ]; then
-    python -m train.train --config "train/configs/demo_fracatlas_${member}_stage3.yaml"
-  fi
+  train_once "runs/demo_$member" "train/configs/demo_fracatlas_$member.yaml"
+  train_once "runs/stage2/demo_$member" "train/configs/demo_fracatlas_${member}_stage2.yaml"
+  train_once "runs/stage3/demo_$member" "train/configs/demo_fracatlas_${member}_stage3.yaml"
 done
-if [ ! -f "runs/stage4/demo_mobilenetv2/val_metrics.json" ]; then
-  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage4.yaml
-fi
-if [ ! -f "runs/stage5/demo_mobilenetv2/val_metrics.json" ]; then
-  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage5.yaml
-fi
+mobilenet_stage() { train_once "runs/stage$1/demo_mobilenetv2" "train/configs/demo_fracatlas_mobilenetv2_stage$1.yaml"; }
+mobilenet_stage 4
+mobilenet_stage 5
 # Epoch 4: chosen on validation by the ensemble's fused lesion map and AUC (README, "Bundled demo model").
-# Outside the `if`, so that a run whose training finished but whose choice did not still gets it.
+# Outside the stage's check, so that a run whose training finished but whose choice did not still gets it.
 python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
-if [ ! -f "runs/stage6/demo_mobilenetv2/val_metrics.json" ]; then
-  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage6.yaml
-fi
-if [ ! -f "runs/stage7/demo_mobilenetv2/val_metrics.json" ]; then
-  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage7.yaml
-fi
+mobilenet_stage 6
+mobilenet_stage 7
 # Epoch 3: chosen on validation by the ensemble's AUC and fused lesion map (README, "Bundled demo model").
 python -m train.select_epoch runs/stage7/demo_mobilenetv2 --epoch 3
-if [ ! -f "runs/stage8/demo_mobilenetv2/val_metrics.json" ]; then
-  python -m train.train --config train/configs/demo_fracatlas_mobilenetv2_stage8.yaml
-fi
+mobilenet_stage 8
 # Stages 9 to 11: MobileNetV2 at 416 px, within the speed goal (README).
-for stage in 9 10 11; do
-  if [ ! -f "runs/stage$stage/demo_mobilenetv2/val_metrics.json" ]; then
-    python -m train.train --config "train/configs/demo_fracatlas_mobilenetv2_stage$stage.yaml"
-  fi
-done
+mobilenet_stage 9
+mobilenet_stage 10
+mobilenet_stage 11
 # Epoch 1: chosen on validation by the same rule among the candidates within the speed goal. The
 # threshold: validation sensitivity 0.85, the goal (0.80) plus a margin for the difference between two
 # splits of 91 fractured images (README).
