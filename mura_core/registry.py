@@ -34,6 +34,8 @@ class ModelSpec:
         map_stride: input pixels per lesion-map cell (the stride of `map_layer`): a one-layer head's.
         fine_layer: a block output at stride 8, which a top-down decoder adds to `map_layer`'s
             features for a lesion map at stride 8 (`create_model(..., map_stride=8)`).
+        finer_layer: a block output at stride 4, which the decoder's second step adds for a lesion
+            map at stride 4 (`map_stride=4`).
         gflops_320: multiply-adds x2 per 320 px image, for throughput reports.
     """
 
@@ -47,6 +49,7 @@ class ModelSpec:
     gflops_320: float | None = None
     map_stride: int = 16
     fine_layer: str = ""
+    finer_layer: str = ""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -63,19 +66,20 @@ def register(spec: ModelSpec) -> ModelSpec:
 apps = keras.applications
 # The method's two architectures (MURA ensemble).
 register(ModelSpec("densenet169", "densenet", apps.DenseNet169, 320, TORCH, "relu", "conv4_block32_concat",
-                   gflops_320=6.9, fine_layer="conv3_block12_concat"))
+                   gflops_320=6.9, fine_layer="conv3_block12_concat", finer_layer="conv2_block6_concat"))
 register(ModelSpec("resnet101", "resnet", apps.ResNet101, 320, CAFFE, "conv5_block3_out", "conv4_block23_out",
-                   gflops_320=15.9, fine_layer="conv3_block4_out"))
+                   gflops_320=15.9, fine_layer="conv3_block4_out", finer_layer="conv2_block3_out"))
 # Lighter members of the same families.
 register(ModelSpec("densenet121", "densenet", apps.DenseNet121, 320, TORCH, "relu", "conv4_block24_concat",
-                   gflops_320=5.9, fine_layer="conv3_block12_concat"))
+                   gflops_320=5.9, fine_layer="conv3_block12_concat", finer_layer="conv2_block6_concat"))
 register(ModelSpec("resnet50", "resnet", apps.ResNet50, 320, CAFFE, "conv5_block3_out", "conv4_block6_out",
-                   gflops_320=8.4, fine_layer="conv3_block4_out"))
+                   gflops_320=8.4, fine_layer="conv3_block4_out", finer_layer="conv2_block3_out"))
 # Compact backbones that train in reasonable time on a few CPU cores.
 register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_relu", "block_13_expand_relu",
-                   gflops_320=0.6, fine_layer="block_6_expand_relu"))
+                   gflops_320=0.6, fine_layer="block_6_expand_relu", finer_layer="block_3_expand_relu"))
 register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation",
-                   "block6a_expand_activation", gflops_320=0.8, fine_layer="block4a_expand_activation"))
+                   "block6a_expand_activation", gflops_320=0.8, fine_layer="block4a_expand_activation",
+                   finer_layer="block3a_expand_activation"))
 
 
 def list_models() -> list[str]:
@@ -121,7 +125,9 @@ def create_model(
             sigmoid), trained on lesion boxes.
         map_stride: the lesion map's stride: None or the spec's `map_stride` (16) reads `map_layer`
             alone; 8 adds a top-down decoder: `map_layer`'s features upsampled x2 plus `fine_layer`'s
-            (the same first and last layers as the stride-16 head, so its weights carry over).
+            (the same first and last layers as the stride-16 head, so its weights carry over); 4 adds
+            a second step that refines the stride-8 features with `finer_layer`'s (every stride-8
+            weight carries over, and the new step starts as a plain x2 upsampling).
 
     Returns:
         An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32; its output is the
@@ -156,21 +162,48 @@ def create_model(
 
 
 def _lesion_features(backbone: keras.Model, spec: ModelSpec, stride: int):
-    """The features the lesion map's last layer reads: `map_layer` reduced to 32 channels (stride 16),
-    or at stride 8 a top-down decoder (FPN-style: upsample, add `fine_layer` reduced alike, 3x3 conv)."""
+    """The features the lesion map's last layer reads: `map_layer` reduced to 32 channels (stride 16);
+    at stride 8 a top-down decoder (FPN-style: upsample, add `fine_layer` reduced alike, 3x3 conv); at
+    stride 4 one more step: the stride-8 features upsampled plus a linear 1x1 of `finer_layer`, whose
+    kernel starts at zero so that a stride-8 model's map carries over (its layers keep their names)."""
     cells = keras.layers.Conv2D(32, 1, activation="relu", name="map_reduce")(
         model_layer_output(backbone, spec.map_layer))
     if stride == spec.map_stride:
         return cells
-    if stride * 2 != spec.map_stride or not spec.fine_layer:
-        raise ValueError(f"{spec.name}: lesion maps at stride {spec.map_stride} or {spec.map_stride // 2}, not {stride}")
+    strides = [spec.map_stride] + [spec.map_stride // 2] * bool(spec.fine_layer) \
+        + [spec.map_stride // 4] * bool(spec.fine_layer and spec.finer_layer)
+    if stride not in strides:
+        raise ValueError(f"{spec.name}: lesion maps at stride {', '.join(map(str, strides))}, not {stride}")
     fine = keras.layers.Conv2D(32, 1, activation="relu", name="map_fine")(model_layer_output(backbone, spec.fine_layer))
-    up = keras.layers.UpSampling2D(2, interpolation="bilinear", name="map_up")(cells)
-    extra = up.shape[1] - fine.shape[1]  # "same" padding rounds up: at odd sides the upsampled map is 1 larger
+    merged = keras.layers.Add(name="map_merge")([_upsampled(cells, fine, "map_up", "map_crop"), fine])
+    cells = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="map_mix")(merged)
+    if stride == spec.map_stride // 2:
+        return cells
+    finer = keras.layers.Conv2D(32, 1, kernel_initializer="zeros", name="map_finer")(
+        model_layer_output(backbone, spec.finer_layer))
+    merged = keras.layers.Add(name="map_merge4")([_upsampled(cells, finer, "map_up4", "map_crop4"), finer])
+    return keras.layers.Activation("relu", name="map_refine")(merged)
+
+
+def _upsampled(cells, like, name: str, crop_name: str):
+    """`cells` upsampled x2 (bilinear) to the side of `like`: "same" padding rounds sides up, so at odd
+    sides the upsampled map is 1 larger and is cropped."""
+    up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=name)(cells)
+    extra = up.shape[1] - like.shape[1]
     if extra:
-        up = keras.layers.Cropping2D(((0, extra), (0, extra)), name="map_crop")(up)
-    merged = keras.layers.Add(name="map_merge")([up, fine])
-    return keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="map_mix")(merged)
+        up = keras.layers.Cropping2D(((0, extra), (0, extra)), name=crop_name)(up)
+    return up
+
+
+def train_lesion_head_only(model: keras.Model) -> None:
+    """Freeze every layer but the lesion-map head (`map_*` and `lesion_map`), so that training changes
+    the map alone: the backbone's features and the classifier's probability stay as loaded (frozen
+    BatchNormalization layers run in inference mode). Call before `compile`."""
+    head = [layer for layer in model.layers if layer.name.startswith(("map_", "lesion_map"))]
+    if not any(layer.name == "lesion_map" for layer in head):
+        raise ValueError(f"{model.name}: no lesion-map head to train (create it with lesion_map=True)")
+    for layer in model.layers:
+        layer.trainable = layer in head
 
 
 def model_layer_output(model: keras.Model, layer_name: str):

@@ -26,7 +26,8 @@ from mura_core.pipeline import (
     make_dataset,
     map_targets,
 )
-from mura_core.registry import create_model, load_weights_file
+from mura_core.registry import create_model, load_weights_file, train_lesion_head_only
+from train.config import load_config
 
 STRONG = Augmentation(rotation_degrees=30, shift=0.2, zoom=0.25, horizontal_flip=True)
 
@@ -198,8 +199,43 @@ def test_the_decoder_starts_from_a_stride_16_lesion_model_and_maps_at_stride_8(t
     expected = np.exp((cells[0] * np.log(np.clip(maps["fine"], 1e-6, None))
                        + cells[1] * np.log(np.clip(resize_heatmap(maps["coarse"], (96, 96)), 1e-6, None))) / sum(cells))
     np.testing.assert_allclose(maps["ensemble"], expected, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="stride"):
-        create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=4)
+    with pytest.raises(ValueError, match="stride 16, 8, 4, not 2"):
+        create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=2)
+
+
+def test_the_stride_4_step_starts_as_the_stride_8_model_and_trains_alone(tmp_path):
+    keras.utils.set_random_seed(0)
+    stride8 = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=8)
+    stride8.save(tmp_path / "stride8.keras")
+    model = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=4,
+                         weights=tmp_path / "stride8.keras")
+    assert model.get_layer("lesion_map").output.shape[1:] == (16, 16, 1)
+    x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    reference = np.asarray(stride8(x, training=False)["probability"])
+    steps = keras.Model(model.input, [model.get_layer("map_up4").output, model.get_layer("map_refine").output])
+    upsampled, refined = (np.asarray(t) for t in steps(x, training=False))
+    np.testing.assert_array_equal(upsampled, refined)  # the new step starts as a plain x2 upsampling
+
+    train_lesion_head_only(model)
+    frozen = {layer.name: layer.get_weights() for layer in model.layers if not layer.trainable}
+    assert "head_logit" in frozen and "block_6_expand_BN" in frozen and "map_finer" not in frozen
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss={"probability": keras.losses.BinaryCrossentropy(), "lesion_map": LesionMapLoss(20.0, 1.0)})
+    boxes = np.zeros((4, 16, 16, 1), np.float32)
+    boxes[:2, 5:8, 9:12] = 1.0
+    model.fit(x, {"probability": np.array([1, 1, 0, 0], np.float32), "lesion_map": boxes}, epochs=2, verbose=0)
+    for name, weights in frozen.items():  # the backbone (BatchNormalization statistics too) and the classifier
+        for before, after in zip(weights, model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(before, after, err_msg=name)
+    np.testing.assert_allclose(model(x, training=False)["probability"], reference, atol=1e-6)
+    assert np.abs(model.get_layer("map_finer").get_weights()[0]).max() > 0
+
+
+@pytest.mark.parametrize("override,message", [(["train_layers=backbone"], "expected one of all, lesion_map"),
+                                              (["train_layers=lesion_map"], "needs lesion_map: true")])
+def test_train_layers_is_checked_when_the_config_is_read(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, override)
 
 
 def test_the_pointing_term_rewards_a_peak_in_the_box_and_hard_negatives_the_bright_bone_outside():

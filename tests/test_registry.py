@@ -30,19 +30,20 @@ KERAS_MODULE = {"densenet": "densenet", "resnet": "resnet", "mobilenet": "mobile
 
 @pytest.mark.parametrize("name", list_models())
 def test_flat_model_with_named_layers(name):
-    model = create_model(name, input_size=32, dense_units=8, lesion_map=True, map_stride=8)  # with the decoder
+    model = create_model(name, input_size=32, dense_units=8, lesion_map=True, map_stride=4)  # the whole decoder
     assert model.name == name
     assert model.input_shape == (None, 32, 32, 3)
     assert not any(isinstance(layer, keras.Model) for layer in model.layers), "backbone must not be nested"
     spec = get_spec(name)
-    for layer in ("scaling", spec.gradcam_layer, spec.map_layer, spec.fine_layer, "head_pool", "head_dense",
-                  "probability", "map_reduce", "map_fine", "lesion_map"):
+    for layer in ("scaling", spec.gradcam_layer, spec.map_layer, spec.fine_layer, spec.finer_layer, "head_pool",
+                  "head_dense", "probability", "map_reduce", "map_fine", "map_finer", "lesion_map"):
         model.get_layer(layer)
     assert model.get_layer(spec.fine_layer).output.shape[1] == 32 // 8
+    assert model.get_layer(spec.finer_layer).output.shape[1] == 32 // 4
     out = model(np.full((2, 32, 32, 3), 128, np.float32), training=False)  # eager: no graph to trace
     probs, lesions = np.asarray(out["probability"]), np.asarray(out["lesion_map"])
     assert probs.shape == (2, 1) and np.all((probs >= 0) & (probs <= 1))
-    assert lesions.shape == (2, 4, 4, 1)  # stride 8
+    assert lesions.shape == (2, 8, 8, 1)  # stride 4
 
 
 def test_keras_round_trip_and_weights_file(tmp_path):

@@ -28,6 +28,10 @@ class DataSource:
     split_file: str | None = None
 
 
+TRAIN_LAYERS = ("all", "lesion_map")
+"""`train_layers` values: the whole model, or the lesion-map head alone (`registry.train_lesion_head_only`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs. Defaults are the MURA method's."""
@@ -57,6 +61,7 @@ class TrainConfig:
     map_hard_negative_weight: float = 0.0  # extra loss on the highest-scoring cells outside the boxes
     map_peak_weight: float = 0.0  # the peak margin: the highest box cell against the highest other cell
     map_cell_targets: str = "touch"  # a box's cell targets: "touch" (any pixel covered) or "coverage" (share)
+    train_layers: str = "all"  # "all", or "lesion_map": only the map head trains (backbone and classifier frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1
@@ -73,6 +78,12 @@ class TrainConfig:
     run_eagerly: bool = False  # debugging and smoke tests: no graph tracing, much slower per step
     seed: int = 0
     out_dir: str = "runs"
+
+    def __post_init__(self):
+        if self.train_layers not in TRAIN_LAYERS:
+            raise ValueError(f"train_layers: expected one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if self.train_layers == "lesion_map" and not self.lesion_map:
+            raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
 
     @property
     def model_input_size(self) -> int:

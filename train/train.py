@@ -52,7 +52,7 @@ from mura_core.pipeline import (  # noqa: E402
     make_dataset,
     oversample,
 )
-from mura_core.registry import create_model, get_spec  # noqa: E402
+from mura_core.registry import create_model, get_spec, train_lesion_head_only  # noqa: E402
 from mura_core.vocabulary import level_key  # noqa: E402
 
 from .config import TrainConfig, load_config, save_config  # noqa: E402
@@ -242,6 +242,8 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
                              config.bn_momentum, config.lesion_map, config.map_stride)
+        if config.train_layers == "lesion_map":
+            train_lesion_head_only(model)
         compile_model(model, config)
     multi = False
     if strategy is not None:
