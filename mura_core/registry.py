@@ -170,8 +170,11 @@ def _lesion_features(backbone: keras.Model, spec: ModelSpec, stride: int):
         model_layer_output(backbone, spec.map_layer))
     if stride == spec.map_stride:
         return cells
-    strides = [spec.map_stride] + [spec.map_stride // 2] * bool(spec.fine_layer) \
-        + [spec.map_stride // 4] * bool(spec.fine_layer and spec.finer_layer)
+    strides = [spec.map_stride]  # the strides this spec's layers allow: each step needs its block
+    if spec.fine_layer:
+        strides.append(spec.map_stride // 2)
+        if spec.finer_layer:
+            strides.append(spec.map_stride // 4)
     if stride not in strides:
         raise ValueError(f"{spec.name}: lesion maps at stride {', '.join(map(str, strides))}, not {stride}")
     fine = keras.layers.Conv2D(32, 1, activation="relu", name="map_fine")(model_layer_output(backbone, spec.fine_layer))
