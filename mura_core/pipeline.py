@@ -2,8 +2,10 @@
 
 Deterministic: decode (`imaging.load_image`) -> `resize_square` -> uint8 (S, S, 3), the same
 function the CLI and the dashboard use. Random (training only): rotation, shift, zoom and
-horizontal flip, composed into one affine warp per image (`Augmentation`). Images that fail to
-decode are dropped with a warning naming the file (indexing has already reported missing files).
+horizontal flip, composed into one affine warp per image (`Augmentation`); for a lesion-map model,
+optionally, fractures erased from some radiographs to make counterfactual negatives (`erase_lesions`).
+Images that fail to decode are dropped with a warning naming the file (indexing has already reported
+missing files).
 
 `make_dataset` gives a `tf.data` pipeline when Keras runs on TensorFlow (the warp is TensorFlow's
 projective-transform op, in the graph), and an `ImageBatches` (a Keras `PyDataset`, read by worker
@@ -134,12 +136,15 @@ class LesionTargets:
             where a positive has no boxes (its map is not trained).
         map_size: the side of the model's lesion map (input side / stride).
         cell_rule: how a box becomes the map's cell targets (`map_targets`, one of `CELL_RULES`).
+        erase_fraction: in training, the share of boxed positives shown as their own counterfactual
+            negative instead (`erase_lesions`); 0 for none.
     """
 
     boxes: np.ndarray
     weight: np.ndarray
     map_size: int
     cell_rule: str = "touch"
+    erase_fraction: float = 0.0
 
 
 CELL_RULES = ("touch", "coverage")
@@ -156,7 +161,7 @@ MAX_BOXES = 16
 
 
 def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
-                   cell_rule: str = "touch") -> LesionTargets:
+                   cell_rule: str = "touch", erase_fraction: float = 0.0) -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
@@ -164,8 +169,11 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         boxes_by_name: (x, y, w, h) boxes per image file name (`datasets.load_boxes`).
         map_size: the model's lesion-map side.
         cell_rule: how a box becomes cell targets (`map_targets`).
+        erase_fraction: see `LesionTargets` (training only).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
+    if not 0.0 <= erase_fraction < 1.0:
+        raise ValueError(f"erase_fraction: expected a share in [0, 1), got {erase_fraction!r}")
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
     weight = np.zeros(len(table), np.float32)
     for i, (path, label) in enumerate(zip(table["path"], table["label"])):
@@ -180,7 +188,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         for k, (x, y, w, h) in enumerate(found[:MAX_BOXES]):
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
-    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule)
+    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction))
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -200,6 +208,57 @@ def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
     in_y = (centres >= y0[..., None]) & (centres < y1[..., None])
     inside = np.any(in_y[..., :, None] & in_x[..., None, :], axis=1)
     return inside.astype(np.float32)[..., None]
+
+
+ERASE_MARGIN = 2  # pixels around a box that are erased with it (a fracture line may touch its box's edge)
+DECOY_SIDE = (0.04, 0.10)  # a decoy patch's side, a share of the image's: about a fracture box's (FracAtlas)
+
+
+def erase_lesions(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, fraction: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Counterfactual negatives: each positive with boxes, with probability `fraction`, loses its lesions.
+
+    The pixels of its boxes (and `ERASE_MARGIN` around them) are filled in from their surroundings
+    (OpenCV's Telea inpainting), its label becomes 0 and its mask empty. The same radiograph then
+    appears with and without its fracture, so what tells the two apart, for the classifier and for the
+    lesion map, lies inside the boxes: the anatomy, the cast or the plate around a fracture do not.
+    So that a filled-in patch tells nothing by itself, every other image gets one with the same
+    probability, a square of `DECOY_SIDE` of the image's side at a random place off its boxes, its label
+    and mask kept.
+
+    Args:
+        images: (B, S, S, 1) grays in [0, 255] (`tf.data` erases before augmentation,
+            `ImageBatches` after it: the masks follow the warp either way).
+        masks: (B, S, S, 1) box masks (`box_masks`) of the same images, warped with them.
+        labels: (B,) labels.
+        fraction: the probability of erasing a boxed positive; 0 erases nothing.
+        rng: the random draws.
+
+    Returns:
+        (images, masks, labels, erased): copies where anything changed, and the (B,) bool erased rows.
+    """
+    boxed = (np.asarray(labels) > 0.5) & (np.asarray(masks).reshape(len(masks), -1).max(axis=1) > 0)
+    draw = rng.random(len(boxed)) < fraction
+    erased = boxed & draw  # the others drawn get a decoy
+    if not draw.any():
+        return images, masks, labels, erased
+    images, masks, labels = np.array(images, np.float32), np.array(masks, np.float32), np.array(labels, np.float32)
+    grow = np.ones((2 * ERASE_MARGIN + 1,) * 2, np.uint8)
+    size = images.shape[1]
+    for i in np.flatnonzero(draw):
+        lesion = cv2.dilate((masks[i, ..., 0] > 0).astype(np.uint8), grow)
+        if erased[i]:
+            hole = lesion
+        else:
+            side = max(int(round(rng.uniform(*DECOY_SIDE) * size)), 2)
+            top, left = rng.integers(0, size - side + 1, 2)
+            hole = np.zeros((size, size), np.uint8)
+            hole[top:top + side, left:left + side] = 1
+            hole &= 1 - lesion
+        gray = np.clip(np.rint(images[i, ..., 0]), 0, 255).astype(np.uint8)
+        images[i, ..., 0] = cv2.inpaint(gray, hole, 3, cv2.INPAINT_TELEA)
+    masks[erased], labels[erased] = 0.0, 0.0
+    return images, masks, labels, erased
 
 
 def augment_with_masks(augmentation: Augmentation, images: tf.Tensor, masks: tf.Tensor,
@@ -575,10 +634,25 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
     ds = rows.map(read, num_parallel_calls=tf.data.AUTOTUNE).filter(lambda *row: row[-1])
     ds = ds.map(lambda *row: row[:-1]).batch(batch_size, drop_remainder=False)
 
+    erase = lesions.erase_fraction if training else 0.0
+    rng = np.random.default_rng([seed, 1])
+    negative_weight = np.float32({0: 1.0, **(class_weight or {})}[0])
+
+    def erase_some(images, masks, labels, class_w):
+        images, masks, labels, erased = erase_lesions(images, masks, labels, erase, rng)
+        return images, masks, labels, np.where(erased, negative_weight, class_w).astype(np.float32)
+
     def targets(images, labels, boxes, weight, class_w):
         images = tf.cast(images, tf.float32)
         masks = tf.numpy_function(lambda b: box_masks(b, size), [boxes], tf.float32)
         masks.set_shape((None, size, size, 1))
+        if erase:
+            images, masks, labels, class_w = tf.numpy_function(
+                erase_some, [images, masks, labels, class_w], [tf.float32] * 4)
+            images.set_shape((None, size, size, 1))
+            masks.set_shape((None, size, size, 1))
+            labels.set_shape((None,))
+            class_w.set_shape((None,))
         if training and augmentation is not None:
             images, masks = augment_with_masks(augmentation, images, masks, seed)
         cells = tf.numpy_function(lambda m: map_targets(m, lesions.map_size, lesions.cell_rule), [masks],
@@ -630,6 +704,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.paths = table["path"].astype(str).tolist()
         self.labels = table["label"].to_numpy(np.float32)
         self.weights = _per_image_weights(self.labels, class_weight) if class_weight else None
+        self.negative_weight = np.float32({0: 1.0, **(class_weight or {})}[0])
         self.lesions = lesions
         if lesions is not None:
             self.boxes, self.box_weight = lesions.boxes[keep], lesions.weight[keep]
@@ -675,8 +750,14 @@ class ImageBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, round_, position])
             arrays = self.augmentation.warp_arrays(rng, images, *([] if masks is None else [masks]))
             images, masks = arrays[0], (arrays[1] if masks is not None else None)
-        x, y = np.repeat(images, 3, axis=-1), self.labels[rows]
+        labels = self.labels[rows]
         weights = None if self.weights is None else self.weights[rows]
+        if self.lesions is not None and self.training and self.lesions.erase_fraction:
+            rng = np.random.default_rng([self.seed, round_, position, 1])
+            images, masks, labels, erased = erase_lesions(images, masks, labels, self.lesions.erase_fraction, rng)
+            if weights is not None:
+                weights = np.where(erased, self.negative_weight, weights).astype(np.float32)
+        x, y = np.repeat(images, 3, axis=-1), labels
         if self.lesions is not None:
             y = {"probability": y, "lesion_map": map_targets(masks, self.lesions.map_size, self.lesions.cell_rule)}
             weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,

@@ -22,6 +22,7 @@ from mura_core.pipeline import (
     PointingGame,
     augment_with_masks,
     box_masks,
+    erase_lesions,
     lesion_targets,
     make_dataset,
     map_targets,
@@ -231,9 +232,62 @@ def test_the_stride_4_step_starts_as_the_stride_8_model_and_trains_alone(tmp_pat
     assert np.abs(model.get_layer("map_finer").get_weights()[0]).max() > 0
 
 
+def test_erasing_a_fracture_makes_its_radiograph_a_negative_and_decoys_keep_their_labels():
+    images = np.full((4, 64, 64, 1), 40.0, np.float32)
+    masks = np.zeros((4, 64, 64, 1), np.float32)
+    for i in (0, 2):  # two boxed positives; 1 is a positive without boxes, 3 a negative
+        images[i, 20:30, 24:36], masks[i, 20:30, 24:36] = 230.0, 1.0
+    images[:, 50:] = 120.0  # something for a decoy to fill in from
+    labels = np.array([1, 1, 1, 0], np.float32)
+
+    out, out_masks, out_labels, erased = erase_lesions(images, masks, labels, 0.999, np.random.default_rng(0))
+    assert erased.tolist() == [True, False, True, False]
+    assert out_labels.tolist() == [0, 1, 0, 0] and out_masks.sum() == 0
+    for i in (0, 2):  # the box is filled in from the dark bone around it
+        assert out[i, 20:30, 24:36].max() < 60
+    for i in (1, 3):  # a decoy patch somewhere, the label kept
+        assert np.any(out[i] != images[i])
+    assert labels.tolist() == [1, 1, 1, 0] and masks.sum() == 240  # the inputs are untouched
+
+    same = erase_lesions(images, masks, labels, 0.0, np.random.default_rng(0))
+    assert same[0] is images and not same[3].any()
+
+
+@pytest.mark.parametrize("tf_data", [True, False])
+def test_training_with_erased_fractures_relabels_them_in_both_pipelines(tmp_path, tf_data):
+    from mura_core.pipeline import ImageBatches
+
+    rows, boxes = [], {}
+    for i in range(4):
+        box = (20 + 10 * i, 30, 60, 50)
+        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)
+        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": 1})
+        boxes[f"pos{i}.png"] = [box]
+    table = pd.DataFrame(rows)
+    weights = {0: 2.0, 1: 0.5}
+    targets = lesion_targets(table, boxes, map_size=8, erase_fraction=0.999)
+
+    def batch(training):
+        if tf_data:
+            return [t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
+                    for t in next(iter(make_dataset(table, 64, 4, training, lesions=targets, class_weight=weights)))]
+        return ImageBatches(table, 64, 4, training, lesions=targets, class_weight=weights)[0]
+
+    images, y, w = batch(training=True)
+    assert y["probability"].tolist() == [0, 0, 0, 0] and y["lesion_map"].sum() == 0
+    assert w["probability"].tolist() == [2.0] * 4 and w["lesion_map"].tolist() == [1.0] * 4
+    assert images.max() < 100  # no bright box left
+    images, y, w = batch(training=False)  # validation sees the radiographs as they are
+    assert y["probability"].tolist() == [1, 1, 1, 1] and y["lesion_map"].sum() > 0 and images.max() > 200
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        lesion_targets(table, boxes, map_size=8, erase_fraction=1.0)
+
+
 @pytest.mark.parametrize("override,message", [(["train_layers=backbone"], "expected one of all, lesion_map"),
-                                              (["train_layers=lesion_map"], "needs lesion_map: true")])
-def test_train_layers_is_checked_when_the_config_is_read(override, message):
+                                              (["train_layers=lesion_map"], "needs lesion_map: true"),
+                                              (["map_erase_fraction=1.0", "lesion_map=true"], r"in \[0, 1\)"),
+                                              (["map_erase_fraction=0.3"], "needs lesion_map: true")])
+def test_lesion_map_settings_are_checked_when_the_config_is_read(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, override)
 

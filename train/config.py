@@ -61,6 +61,7 @@ class TrainConfig:
     map_hard_negative_weight: float = 0.0  # extra loss on the highest-scoring cells outside the boxes
     map_peak_weight: float = 0.0  # the peak margin: the highest box cell against the highest other cell
     map_cell_targets: str = "touch"  # a box's cell targets: "touch" (any pixel covered) or "coverage" (share)
+    map_erase_fraction: float = 0.0  # share of boxed positives shown with their boxes erased, as negatives
     train_layers: str = "all"  # "all", or "lesion_map": only the map head trains (backbone and classifier frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
@@ -82,6 +83,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers: expected one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if not 0.0 <= self.map_erase_fraction < 1.0:
+            raise ValueError(f"map_erase_fraction: expected a share in [0, 1), got {self.map_erase_fraction!r}")
+        if self.map_erase_fraction and not self.lesion_map:
+            raise ValueError("map_erase_fraction erases lesion boxes, so it needs lesion_map: true")
         if self.train_layers == "lesion_map" and not self.lesion_map:
             raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
 
