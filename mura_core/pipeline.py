@@ -157,6 +157,13 @@ def check_cell_rule(rule: str) -> str:
     return rule
 
 
+def check_erase_fraction(fraction: float) -> float:
+    """`fraction` if it is a share in [0, 1) (`erase_lesions`), else a ValueError that says so."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"map_erase_fraction: expected a share in [0, 1), got {fraction!r}")
+    return fraction
+
+
 MAX_BOXES = 16
 
 
@@ -172,8 +179,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         erase_fraction: see `LesionTargets` (training only).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
-    if not 0.0 <= erase_fraction < 1.0:
-        raise ValueError(f"erase_fraction: expected a share in [0, 1), got {erase_fraction!r}")
+    check_erase_fraction(erase_fraction)
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
     weight = np.zeros(len(table), np.float32)
     for i, (path, label) in enumerate(zip(table["path"], table["label"])):

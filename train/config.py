@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mura_core.pipeline import Augmentation
+from mura_core.pipeline import Augmentation, check_erase_fraction
 from mura_core.registry import get_spec
 
 
@@ -83,8 +83,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers: expected one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
-        if not 0.0 <= self.map_erase_fraction < 1.0:
-            raise ValueError(f"map_erase_fraction: expected a share in [0, 1), got {self.map_erase_fraction!r}")
+        check_erase_fraction(self.map_erase_fraction)
         if self.map_erase_fraction and not self.lesion_map:
             raise ValueError("map_erase_fraction erases lesion boxes, so it needs lesion_map: true")
         if self.train_layers == "lesion_map" and not self.lesion_map:
