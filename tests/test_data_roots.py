@@ -6,7 +6,15 @@ import os
 
 import pytest
 
-from mura_core.data_roots import DataRoot, RootError, allowed_roots, folders_inside, parse_roots, resolve_inside, scan_folder
+from mura_core.data_roots import (
+    DataRoot,
+    RootError,
+    allowed_roots,
+    folders_inside,
+    parse_roots,
+    resolve_inside,
+    scan_folder,
+)
 
 
 @pytest.fixture
