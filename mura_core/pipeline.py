@@ -3,7 +3,8 @@
 Deterministic: decode (`imaging.load_image`) -> `resize_square` -> uint8 (S, S, 3), the same
 function the CLI and the dashboard use. Random (training only): rotation, shift, zoom and
 horizontal flip, composed into one affine warp per image (`Augmentation`); for a lesion-map model,
-optionally, fractures erased from some radiographs to make counterfactual negatives (`erase_lesions`).
+optionally, fractures erased from some radiographs to make counterfactual negatives (`erase_lesions`),
+and the map trained on crops of the warped image instead of the whole of it (`lesion_crops`).
 Images that fail to decode are dropped with a warning naming the file (indexing has already reported
 missing files).
 
@@ -138,6 +139,8 @@ class LesionTargets:
         cell_rule: how a box becomes the map's cell targets (`map_targets`, one of `CELL_RULES`).
         erase_fraction: in training, the share of boxed positives shown as their own counterfactual
             negative instead (`erase_lesions`); 0 for none.
+        crop: in training, the side of the square crops the map trains on (`lesion_crops`), in input
+            pixels; 0 for whole images. Validation always sees whole images.
     """
 
     boxes: np.ndarray
@@ -145,6 +148,11 @@ class LesionTargets:
     map_size: int
     cell_rule: str = "touch"
     erase_fraction: float = 0.0
+    crop: int = 0
+
+    def crop_map_size(self, size: int) -> int:
+        """The side of a crop's map, for inputs of side `size` (the map's stride is size / map_size)."""
+        return self.crop * self.map_size // size
 
 
 CELL_RULES = ("touch", "coverage")
@@ -164,11 +172,22 @@ def check_erase_fraction(fraction: float) -> float:
     return fraction
 
 
+CROP_MULTIPLE = 32  # a crop's side: a multiple of the backbones' coarsest stride, so its map's cells tile it
+
+
+def check_crop(crop: int, size: int) -> int:
+    """`crop` if it is 0 (whole images) or a multiple of `CROP_MULTIPLE` below `size`, else a ValueError."""
+    if crop and not (0 < crop < size and crop % CROP_MULTIPLE == 0):
+        raise ValueError(f"map_crop: expected 0 (whole images) or a multiple of {CROP_MULTIPLE} below the "
+                         f"input size {size}, got {crop!r}")
+    return crop
+
+
 MAX_BOXES = 16
 
 
 def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
-                   cell_rule: str = "touch", erase_fraction: float = 0.0) -> LesionTargets:
+                   cell_rule: str = "touch", erase_fraction: float = 0.0, crop: int = 0) -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
@@ -176,7 +195,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         boxes_by_name: (x, y, w, h) boxes per image file name (`datasets.load_boxes`).
         map_size: the model's lesion-map side.
         cell_rule: how a box becomes cell targets (`map_targets`).
-        erase_fraction: see `LesionTargets` (training only).
+        erase_fraction, crop: see `LesionTargets` (training only).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
     check_erase_fraction(erase_fraction)
@@ -194,7 +213,8 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         for k, (x, y, w, h) in enumerate(found[:MAX_BOXES]):
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
-    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction))
+    return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction),
+                         int(crop))
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -265,6 +285,45 @@ def erase_lesions(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, fra
         images[i, ..., 0] = cv2.inpaint(gray, hole, 3, cv2.INPAINT_TELEA)
     masks[erased], labels[erased] = 0.0, 0.0
     return images, masks, labels, erased
+
+
+CROP_ON_LESION = 0.75  # the share of a lesion's image's crops placed to hold part of it; the rest lie anywhere
+
+
+def lesion_crops(images: np.ndarray, masks: np.ndarray, side: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One square crop of `side` pixels of each image and of its mask, at the same place.
+
+    The lesion map can be trained on crops of the (warped) image at its full resolution: a step on a
+    crop of a quarter of the image costs about a quarter, and the fully convolutional model still maps
+    whole images at inference. A crop of an image with lesion pixels holds one of them, drawn at random
+    and at a random place in the crop, with probability `CROP_ON_LESION`; every other crop lies anywhere
+    in the image, so crops of the bone away from the fracture (joints, plates, the other view) are
+    negatives too.
+
+    Args:
+        images: (B, S, S, C) images.
+        masks: (B, S, S, 1) their box masks (`box_masks`), warped with them.
+        side: the crop's side, at most S.
+        rng: the random draws.
+
+    Returns:
+        (images, masks): (B, side, side, C) and (B, side, side, 1) float32 crops.
+    """
+    size = images.shape[1]
+    crops = np.empty((len(images), side, side, images.shape[-1]), np.float32)
+    crop_masks = np.empty((len(images), side, side, 1), np.float32)
+    for i in range(len(images)):
+        ys, xs = np.nonzero(masks[i, ..., 0] > 0.5)
+        if len(ys) and rng.random() < CROP_ON_LESION:
+            k = rng.integers(len(ys))
+            top = rng.integers(max(ys[k] - side + 1, 0), min(ys[k], size - side) + 1)
+            left = rng.integers(max(xs[k] - side + 1, 0), min(xs[k], size - side) + 1)
+        else:
+            top, left = rng.integers(0, size - side + 1, 2)
+        crops[i] = images[i, top:top + side, left:left + side]
+        crop_masks[i] = masks[i, top:top + side, left:left + side]
+    return crops, crop_masks
 
 
 def augment_with_masks(augmentation: Augmentation, images: tf.Tensor, masks: tf.Tensor,
@@ -446,7 +505,9 @@ def make_dataset(
 
     With `lesions`, for a model with a lesion map: (images, {"probability": labels, "lesion_map":
     maps}, {"probability": class weights, "lesion_map": lesion weights}), where each box mask goes
-    through the very same augmentation warp as its image before it is pooled to the map's cells.
+    through the very same augmentation warp as its image before it is pooled to the map's cells. With
+    `lesions.crop`, training batches are crops of the warped images (`lesion_crops`) and their
+    classification weights are 0 (an image's label does not say whether its crop holds the lesion).
 
     Args:
         table: rows with at least `path` and `label` (oversample beforehand if wanted).
@@ -641,7 +702,9 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
     ds = ds.map(lambda *row: row[:-1]).batch(batch_size, drop_remainder=False)
 
     erase = lesions.erase_fraction if training else 0.0
-    rng = np.random.default_rng([seed, 1])
+    crop = lesions.crop if training else 0
+    map_size = lesions.crop_map_size(size) if crop else lesions.map_size
+    rng, crop_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
     negative_weight = np.float32({0: 1.0, **(class_weight or {})}[0])
 
     def erase_some(images, masks, labels, class_w):
@@ -661,9 +724,14 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
             class_w.set_shape((None,))
         if training and augmentation is not None:
             images, masks = augment_with_masks(augmentation, images, masks, seed)
-        cells = tf.numpy_function(lambda m: map_targets(m, lesions.map_size, lesions.cell_rule), [masks],
-                                  tf.float32)
-        cells.set_shape((None, lesions.map_size, lesions.map_size, 1))
+        if crop:
+            images, masks = tf.numpy_function(lambda i, m: lesion_crops(i, m, crop, crop_rng), [images, masks],
+                                              [tf.float32, tf.float32])
+            images.set_shape((None, crop, crop, 1))
+            masks.set_shape((None, crop, crop, 1))
+            class_w = tf.zeros_like(class_w)  # an image's label does not say whether its crop holds the lesion
+        cells = tf.numpy_function(lambda m: map_targets(m, map_size, lesions.cell_rule), [masks], tf.float32)
+        cells.set_shape((None, map_size, map_size, 1))
         y = {"probability": labels, "lesion_map": cells}
         return tf.repeat(images, 3, axis=-1), y, {"probability": class_w, "lesion_map": weight}
 
@@ -763,9 +831,15 @@ class ImageBatches(keras.utils.PyDataset):
             images, masks, labels, erased = erase_lesions(images, masks, labels, self.lesions.erase_fraction, rng)
             if weights is not None:
                 weights = np.where(erased, self.negative_weight, weights).astype(np.float32)
+        map_size = None if self.lesions is None else self.lesions.map_size
+        if self.lesions is not None and self.training and self.lesions.crop:
+            rng = np.random.default_rng([self.seed, round_, position, 2])
+            images, masks = lesion_crops(images, masks, self.lesions.crop, rng)
+            map_size = self.lesions.crop_map_size(self.size)
+            weights = np.zeros(len(rows), np.float32)  # an image's label does not say whether its crop holds the lesion
         x, y = np.repeat(images, 3, axis=-1), labels
         if self.lesions is not None:
-            y = {"probability": y, "lesion_map": map_targets(masks, self.lesions.map_size, self.lesions.cell_rule)}
+            y = {"probability": y, "lesion_map": map_targets(masks, map_size, self.lesions.cell_rule)}
             weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,
                        "lesion_map": self.box_weight[rows]}
         missing = -len(x) % self.pad_multiple

@@ -202,11 +202,45 @@ def train_lesion_head_only(model: keras.Model) -> None:
     """Freeze every layer but the lesion-map head (`map_*` and `lesion_map`), so that training changes
     the map alone: the backbone's features and the classifier's probability stay as loaded (frozen
     BatchNormalization layers run in inference mode). Call before `compile`."""
-    head = [layer for layer in model.layers if layer.name.startswith(("map_", "lesion_map"))]
-    if not any(layer.name == "lesion_map" for layer in head):
-        raise ValueError(f"{model.name}: no lesion-map head to train (create it with lesion_map=True)")
+    _train_only(model, ("map_", "lesion_map"), "lesion_map",
+                "no lesion-map head to train (create it with lesion_map=True)")
+
+
+def train_classifier_only(model: keras.Model) -> None:
+    """Freeze every layer but the classifier head (`head_*`), so that training changes the probability
+    alone: the backbone's features, its BatchNormalization statistics and any lesion map stay as loaded
+    (after a crop run, say, whose backbone moved under a frozen classifier). Call before `compile`."""
+    _train_only(model, ("head_",), "head_logit", "no classifier head to train")
+
+
+def _train_only(model: keras.Model, prefixes: tuple[str, ...], required: str, missing: str) -> None:
+    """Freeze every layer whose name does not start with one of `prefixes`; `missing` is the error when
+    no layer is named `required`."""
+    part = [layer for layer in model.layers if layer.name.startswith(prefixes)]
+    if not any(layer.name == required for layer in part):
+        raise ValueError(f"{model.name}: {missing}")
     for layer in model.layers:
-        layer.trainable = layer in head
+        layer.trainable = layer in part
+
+
+def crop_trainer(model: keras.Model, side: int) -> keras.Model:
+    """A twin of `model` that takes `side` x `side` crops and shares every layer, and so every weight,
+    with it: training the twin on crops (`pipeline.lesion_crops`) trains `model`, which keeps the whole
+    image's input for validation, checkpoints and inference.
+
+    Every BatchNormalization layer and the classifier head (`head_*`) are frozen, in both (they are the
+    same layers): BatchNormalization keeps the whole image's statistics, which inference uses, and the
+    classifier, which crops cannot teach (an image's label does not say whether a crop holds the
+    lesion), keeps its weights. The backbone's convolutions and the lesion-map head train. Call before
+    `compile`.
+    """
+    if not isinstance(model.output, dict) or "lesion_map" not in model.output:
+        raise ValueError(f"{model.name}: crops train the lesion map, and this model has none")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) or layer.name.startswith("head_"):
+            layer.trainable = False
+    inputs = keras.Input((side, side, 3), name="image")
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
 
 
 def model_layer_output(model: keras.Model, layer_name: str):

@@ -23,11 +23,18 @@ from mura_core.pipeline import (
     augment_with_masks,
     box_masks,
     erase_lesions,
+    lesion_crops,
     lesion_targets,
     make_dataset,
     map_targets,
 )
-from mura_core.registry import create_model, load_weights_file, train_lesion_head_only
+from mura_core.registry import (
+    create_model,
+    crop_trainer,
+    load_weights_file,
+    train_classifier_only,
+    train_lesion_head_only,
+)
 from train.config import load_config
 
 STRONG = Augmentation(rotation_degrees=30, shift=0.2, zoom=0.25, horizontal_flip=True)
@@ -190,7 +197,8 @@ def test_the_decoder_starts_from_a_stride_16_lesion_model_and_maps_at_stride_8(t
     ensemble.save(tmp_path / "ens")
     loaded = load_ensemble(tmp_path / "ens")
     assert loaded.heatmap_layers["m"]["map_stride"] == 8 and loaded.heatmap_fusion == "geometric"
-    pair = Ensemble({"fine": fine, "coarse": coarse}, 0.5, architectures={"fine": "mobilenetv2", "coarse": "mobilenetv2"},
+    pair = Ensemble({"fine": fine, "coarse": coarse}, 0.5,
+                    architectures={"fine": "mobilenetv2", "coarse": "mobilenetv2"},
                     heatmap_fusion="geometric_by_resolution")
     pair.save(tmp_path / "pair")
     pair = load_ensemble(tmp_path / "pair")
@@ -283,13 +291,140 @@ def test_training_with_erased_fractures_relabels_them_in_both_pipelines(tmp_path
         lesion_targets(table, boxes, map_size=8, erase_fraction=1.0)
 
 
-@pytest.mark.parametrize("override,message", [(["train_layers=backbone"], "expected one of all, lesion_map"),
+@pytest.mark.parametrize("override,message", [(["train_layers=backbone"], "one of all, lesion_map, classifier"),
                                               (["train_layers=lesion_map"], "needs lesion_map: true"),
                                               (["map_erase_fraction=1.0", "lesion_map=true"], r"in \[0, 1\)"),
-                                              (["map_erase_fraction=0.3"], "needs lesion_map: true")])
+                                              (["map_erase_fraction=0.3"], "needs lesion_map: true"),
+                                              (["map_crop=100", "lesion_map=true"], "a multiple of 32 below"),
+                                              (["map_crop=320", "lesion_map=true"], "below the input size 320"),
+                                              (["map_crop=160"], "needs lesion_map: true"),
+                                              (["map_crop=160", "lesion_map=true", "train_layers=classifier"],
+                                               "choose one")])
 def test_lesion_map_settings_are_checked_when_the_config_is_read(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, override)
+
+
+def test_a_crop_holds_its_image_and_mask_at_the_same_place_and_mostly_the_lesion():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (200, 96, 96, 1)).astype(np.float32)
+    masks = np.zeros((200, 96, 96, 1), np.float32)
+    masks[:100, 70:80, 5:12] = 1.0  # a lesion near a corner in the first half; the others have none
+    crops, crop_masks = lesion_crops(images, masks, 32, np.random.default_rng(1))
+    assert crops.shape == (200, 32, 32, 1) and crop_masks.shape == (200, 32, 32, 1)
+    for image, crop, mask, crop_mask in zip(images, crops, masks, crop_masks):  # one place for both
+        top, left = (int(v[0]) for v in np.nonzero(image[..., 0] == crop[0, 0, 0]))
+        np.testing.assert_array_equal(image[top:top + 32, left:left + 32], crop)
+        np.testing.assert_array_equal(mask[top:top + 32, left:left + 32], crop_mask)
+    holding = crop_masks.reshape(200, -1).max(axis=1) > 0
+    assert 0.6 < holding[:100].mean() < 0.9  # CROP_ON_LESION (0.75) of them, the rest anywhere
+    assert not holding[100:].any()
+    assert lesion_crops(images, masks, 96, rng)[0].shape == images.shape  # a crop may be the whole image
+
+
+@pytest.mark.parametrize("tf_data", [True, False])
+def test_training_on_crops_in_both_pipelines_and_validating_on_whole_images(tmp_path, tf_data):
+    from mura_core.pipeline import ImageBatches
+
+    rows, boxes = [], {}
+    for i in range(4):
+        box = (20 + 10 * i, 30, 60, 50)
+        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)
+        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": 1})
+        boxes[f"pos{i}.png"] = [box]
+    table = pd.DataFrame(rows)
+    targets = lesion_targets(table, boxes, map_size=16, cell_rule="coverage", crop=32)
+    assert targets.crop_map_size(64) == 8
+
+    def batch(training):
+        if tf_data:
+            return [t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
+                    for t in next(iter(make_dataset(table, 64, 4, training, STRONG, seed=2, lesions=targets,
+                                                    class_weight={0: 2.0, 1: 0.5})))]
+        return ImageBatches(table, 64, 4, training, STRONG, seed=2, lesions=targets,
+                            class_weight={0: 2.0, 1: 0.5})[0]
+
+    images, y, w = batch(training=True)
+    assert images.shape == (4, 32, 32, 3) and y["lesion_map"].shape == (4, 8, 8, 1)
+    assert w["probability"].tolist() == [0.0] * 4  # a crop's label is not its image's
+    assert w["lesion_map"].tolist() == [1.0] * 4
+    bright = map_targets(images[..., :1] > 127.5, 8, "coverage")
+    for b, target in zip(bright, y["lesion_map"]):  # the targets follow the crop
+        assert np.abs(b - target).mean() < 0.05
+    images, y, w = batch(training=False)
+    assert images.shape == (4, 64, 64, 3) and y["lesion_map"].shape == (4, 16, 16, 1)
+    assert w["probability"].tolist() == [0.5] * 4
+
+
+def test_a_crop_trainer_trains_the_whole_image_model_but_not_its_statistics_or_classifier(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=8)
+    twin = crop_trainer(model, 32)
+    assert twin.input_shape == (None, 32, 32, 3) and model.input_shape == (None, 64, 64, 3)
+    assert twin.output["lesion_map"].shape[1:] == (4, 4, 1)
+    assert twin.get_layer("Conv1") is model.get_layer("Conv1")
+    frozen = {layer.name: layer.get_weights() for layer in model.layers
+              if layer.name.startswith("head_") or isinstance(layer, keras.layers.BatchNormalization)}
+    conv = model.get_layer("Conv1").get_weights()[0].copy()
+    twin.compile(optimizer=keras.optimizers.Adam(1e-2),
+                 loss={"probability": keras.losses.BinaryCrossentropy(), "lesion_map": LesionMapLoss(20.0, 1.0)})
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    boxes = np.zeros((4, 4, 4, 1), np.float32)
+    boxes[:2, 1:3, 2:4] = 1.0
+    twin.fit(x, {"probability": np.ones(4, np.float32), "lesion_map": boxes},
+             sample_weight={"probability": np.zeros(4, np.float32), "lesion_map": np.ones(4, np.float32)},
+             epochs=2, verbose=0)
+    assert np.abs(model.get_layer("Conv1").get_weights()[0] - conv).max() > 0  # the backbone trained
+    for name, weights in frozen.items():
+        for before, after in zip(weights, model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(before, after, err_msg=name)
+    model.save(tmp_path / "whole.keras")  # what a checkpoint holds: the whole-image model
+    assert keras.saving.load_model(tmp_path / "whole.keras", compile=False).input_shape == (None, 64, 64, 3)
+    with pytest.raises(ValueError, match="has none"):
+        crop_trainer(create_model("mobilenetv2", input_size=64, dense_units=8), 32)
+
+
+def test_the_classifier_alone_trains_on_the_features_a_crop_run_left():
+    keras.utils.set_random_seed(0)
+    model = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=8)
+    train_classifier_only(model)
+    frozen = {layer.name: layer.get_weights() for layer in model.layers if not layer.trainable}
+    assert "Conv1" in frozen and "lesion_map" in frozen and "head_dense" not in frozen
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss={"probability": keras.losses.BinaryCrossentropy(), "lesion_map": LesionMapLoss(20.0, 1.0)})
+    x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
+    before = model.get_layer("head_logit").get_weights()[0].copy()
+    model.fit(x, {"probability": np.array([1, 1, 0, 0], np.float32), "lesion_map": np.zeros((4, 8, 8, 1))},
+              epochs=2, verbose=0)
+    assert np.abs(model.get_layer("head_logit").get_weights()[0] - before).max() > 0
+    for name, weights in frozen.items():  # the backbone, its statistics and the map
+        for old, new in zip(weights, model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(old, new, err_msg=name)
+    with pytest.raises(ValueError, match="no lesion-map head to train"):
+        train_lesion_head_only(create_model("mobilenetv2", input_size=64, dense_units=8))
+
+
+def test_a_run_on_crops_validates_and_keeps_whole_image_models(tmp_path):
+    from train import train as train_module
+
+    data = _fracatlas_subset(tmp_path / "fracatlas", n_fractured=4, n_normal=4)
+    names = sorted(p.name for p in (data / "images").iterdir())
+    splits = pd.DataFrame({"path_key": [f"images/{n}" for n in names],
+                           "split": ["val" if i % 4 == 0 else "train" for i in range(len(names))]})
+    splits.to_csv(tmp_path / "splits.csv", index=False)
+    config = load_config(None, [
+        "name=crops", "model=mobilenetv2", "weights=", "input_size=64", "val_split=val",
+        f"data={{root: {data}, split_file: {tmp_path / 'splits.csv'}}}",
+        "batch_size=4", "epochs=2", "dense_units=8", f"out_dir={tmp_path / 'runs'}", "lesion_map=true",
+        "map_stride=8", "map_crop=32", "map_pointing_weight=1", "keep_epochs=true",
+        "monitor=val_lesion_map_pointing"])
+    result = train_module.run(config)
+    history = pd.read_csv(config.run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert {"val_lesion_map_pointing", "val_probability_auc", "lesion_map_loss"} <= set(history.columns)
+    for path in [config.run_dir / "best.keras", *sorted((config.run_dir / "epochs").iterdir())]:
+        assert keras.saving.load_model(path, compile=False).input_shape == (None, 64, 64, 3), path
+    assert 0.0 <= result["threshold"] <= 1.0
 
 
 def test_the_pointing_term_rewards_a_peak_in_the_box_and_hard_negatives_the_bright_bone_outside():

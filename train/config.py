@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mura_core.pipeline import Augmentation, check_erase_fraction
+from mura_core.pipeline import Augmentation, check_crop, check_erase_fraction
 from mura_core.registry import get_spec
 
 
@@ -28,8 +28,9 @@ class DataSource:
     split_file: str | None = None
 
 
-TRAIN_LAYERS = ("all", "lesion_map")
-"""`train_layers` values: the whole model, or the lesion-map head alone (`registry.train_lesion_head_only`)."""
+TRAIN_LAYERS = ("all", "lesion_map", "classifier")
+"""`train_layers` values: the whole model, the lesion-map head alone (`registry.train_lesion_head_only`) or
+the classifier head alone (`registry.train_classifier_only`)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class TrainConfig:
     map_peak_weight: float = 0.0  # the peak margin: the highest box cell against the highest other cell
     map_cell_targets: str = "touch"  # a box's cell targets: "touch" (any pixel covered) or "coverage" (share)
     map_erase_fraction: float = 0.0  # share of boxed positives shown with their boxes erased, as negatives
-    train_layers: str = "all"  # "all", or "lesion_map": only the map head trains (backbone and classifier frozen)
+    map_crop: int = 0  # train the map on crops of this side (pipeline.lesion_crops); 0: whole images
+    train_layers: str = "all"  # "all"; "lesion_map" or "classifier": only that head trains (the rest frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.1
@@ -88,6 +90,13 @@ class TrainConfig:
             raise ValueError("map_erase_fraction erases lesion boxes, so it needs lesion_map: true")
         if self.train_layers == "lesion_map" and not self.lesion_map:
             raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
+        if self.map_crop:
+            check_crop(self.map_crop, self.model_input_size)
+            if not self.lesion_map:
+                raise ValueError("map_crop trains the lesion map on crops, so it needs lesion_map: true")
+            if self.train_layers == "classifier":
+                raise ValueError("map_crop trains the lesion map on crops, and train_layers: classifier "
+                                 "trains the classifier alone: choose one")
 
     @property
     def model_input_size(self) -> int:

@@ -7,7 +7,8 @@ A run folder (`out_dir/name/`) receives the resolved `config.yaml`, the best che
 `val_metrics.json`. An interrupted run resumes from `backup/` when started again with the same
 config. With several GPUs it trains on all of them (MirroredStrategy), across machines when
 TF_CONFIG is set (MultiWorkerMirroredStrategy, see `train/multi_worker.py`: only the chief writes
-the run folder), with mixed precision on GPUs.
+the run folder), with mixed precision on GPUs. With `map_crop`, a twin of the model that shares its
+weights trains the lesion map on crops (`registry.crop_trainer`), and the model validates on whole images.
 
 Keras' backend is TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`; then TensorFlow need not be
 installed: the input is `pipeline.ImageBatches` instead of `tf.data`, and on JAX several devices (and
@@ -52,7 +53,13 @@ from mura_core.pipeline import (  # noqa: E402
     make_dataset,
     oversample,
 )
-from mura_core.registry import create_model, get_spec, train_lesion_head_only  # noqa: E402
+from mura_core.registry import (  # noqa: E402
+    create_model,
+    crop_trainer,
+    get_spec,
+    train_classifier_only,
+    train_lesion_head_only,
+)
 from mura_core.vocabulary import level_key  # noqa: E402
 
 from .config import TrainConfig, load_config, save_config  # noqa: E402
@@ -111,9 +118,11 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
     return train.reset_index(drop=True), val.reset_index(drop=True), index
 
 
-def compile_model(model: keras.Model, config: TrainConfig) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False) -> None:
     """Compile `model` as the method trains: Adam, binary cross-entropy, accuracy, AUC, precision, recall
-    (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`)."""
+    (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`). `crops`: the twin
+    that trains on crops (`registry.crop_trainer`), whose classification weights are 0: the map's
+    metrics only."""
     classification = [
         keras.metrics.BinaryAccuracy(name="accuracy"),
         keras.metrics.AUC(name="auc"),
@@ -125,7 +134,8 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
                 "lesion_map": LesionMapLoss(config.map_positive_weight, config.map_pointing_weight,
                                             config.map_hard_negative_weight, config.map_peak_weight)}
         loss_weights = {"probability": 1.0, "lesion_map": config.map_loss_weight}
-        metrics_ = {"probability": classification, "lesion_map": [PointingGame()]}
+        metrics_ = {"lesion_map": [PointingGame()]} if crops else \
+            {"probability": classification, "lesion_map": [PointingGame()]}
     else:
         loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
     # On JAX "auto" compiles with XLA (always), on PyTorch it runs without torch.compile.
@@ -154,6 +164,34 @@ def lesion_boxes(config: TrainConfig) -> dict:
     if not boxes:
         raise ValueError("lesion_map=true needs a dataset whose layout has lesion boxes (e.g. FracAtlas)")
     return boxes
+
+
+class WholeImageValidation(keras.callbacks.Callback):
+    """Validation on whole images while `fit` trains a crop twin (`registry.crop_trainer`): after every
+    epoch, evaluates `model` (the whole-image model, compiled) on `data` and adds its figures to the
+    epoch's logs as `val_*`, for the callbacks after this one (checkpoints, the learning-rate and
+    early-stopping rules, the CSV log)."""
+
+    def __init__(self, model: keras.Model, data, steps: int | None = None):
+        super().__init__()
+        self.whole, self.data, self.steps = model, data, steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        figures = self.whole.evaluate(self.data, steps=self.steps, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"val_{name}": float(value) for name, value in figures.items()})
+
+
+class Checkpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` that saves `model` whichever model `fit` trains (the whole-image model, when
+    a crop twin trains it)."""
+
+    def __init__(self, model: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._saved = model
+
+    def set_model(self, model):
+        super().set_model(self._saved)
 
 
 def _best_so_far(history_csv, monitor: str) -> float | None:
@@ -227,7 +265,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     if config.lesion_map:
         boxes, map_size = lesion_boxes(config), size // (config.map_stride or get_spec(config.model).map_stride)
         train_lesions = lesion_targets(train_rows, boxes, map_size, config.map_cell_targets,
-                                       config.map_erase_fraction)
+                                       config.map_erase_fraction, config.map_crop)
         val_lesions = lesion_targets(val_rows, boxes, map_size, config.map_cell_targets)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
                  int(train_lesions.weight.sum()), int(val_lesions.weight.sum()))
@@ -245,22 +283,28 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
                              config.bn_momentum, config.lesion_map, config.map_stride)
         if config.train_layers == "lesion_map":
             train_lesion_head_only(model)
+        elif config.train_layers == "classifier":
+            train_classifier_only(model)
+        # With map_crop a twin trains on crops and shares every weight with `model`, which validates
+        # on whole images and is what the checkpoints hold.
+        trainer = crop_trainer(model, config.map_crop) if config.map_crop else model
         compile_model(model, config)
+        if trainer is not model:
+            compile_model(trainer, config, crops=True)
     multi = False
     if strategy is not None:
         from . import multi_worker
 
-        multi_worker.prepare_fit(model, strategy, size)
+        multi_worker.prepare_fit(trainer, strategy, config.map_crop or size)
         multi = multi_worker.is_multi_worker(strategy)
     monitor = monitored(config)
     callbacks = [
+        *([WholeImageValidation(model, val_ds, config.validation_steps)] if trainer is not model else []),
         *([multi_worker.AverageBatchNormStatistics(strategy)] if multi else []),
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max",
-                                        save_best_only=True,
-                                        initial_value_threshold=_best_so_far(history_csv, monitor)),
-        *([keras.callbacks.ModelCheckpoint(str(run_dir / KEPT_EPOCH))]
-          if config.keep_epochs and chief else []),
+        Checkpoint(model, str(best_path), monitor=monitor, mode="max", save_best_only=True,
+                   initial_value_threshold=_best_so_far(history_csv, monitor)),
+        *([Checkpoint(model, str(run_dir / KEPT_EPOCH))] if config.keep_epochs and chief else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
                                           patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1),
@@ -271,9 +315,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     started = time.time()
     # `ImageBatches` (any backend but TensorFlow) and the lesion-map pipeline carry the class weights themselves.
     fit_class_weight = weights if backend.is_tensorflow() and not config.lesion_map else None
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-              validation_steps=config.validation_steps, class_weight=fit_class_weight,
-              callbacks=callbacks, verbose=2)
+    trainer.fit(train_ds, validation_data=val_ds if trainer is model else None, epochs=config.epochs,
+                steps_per_epoch=config.steps_per_epoch, validation_steps=config.validation_steps,
+                class_weight=fit_class_weight, callbacks=callbacks, verbose=2)
     elapsed = time.time() - started
     if distribution is not None:  # validation predictions below: one process, one device
         keras.distribution.set_distribution(None)
