@@ -145,6 +145,23 @@ def test_train_resume_and_predict_with_heatmaps(mini_fracatlas, tmp_path):
     assert "tensorflow" not in sys.modules
 
 
+def test_the_lesion_map_trains_on_crops_and_validates_on_whole_images(mini_fracatlas, tmp_path):
+    """`map_crop`: a weight-sharing twin trains on crops (`registry.crop_trainer`), the whole-image model
+    validates and is what the checkpoint holds."""
+    root, split_file = mini_fracatlas
+    config = load_config(DEMO_CONFIG, [f"input_size={SIZE}", "weights=null", "batch_size=4", "epochs=1",
+                                       "dense_units=16", f"out_dir={tmp_path / 'runs'}", "map_stride=8",
+                                       f"map_crop={SIZE // 2}", "map_pointing_weight=1", "input_workers=2",
+                                       "monitor=val_lesion_map_pointing"])
+    config = dataclasses.replace(config, data=(DataSource(str(root), "fracatlas", str(split_file)),))
+    train_module.run(config)
+    history = pd.read_csv(config.run_dir / "history.csv")
+    assert np.isfinite(history["lesion_map_loss"]).all() and "val_lesion_map_pointing" in history
+    model = keras.saving.load_model(config.run_dir / "best.keras", compile=False, safe_mode=True)
+    assert model.input_shape == (None, SIZE, SIZE, 3)
+    assert "tensorflow" not in sys.modules
+
+
 @pytest.mark.skipif(backend.name() != backend.JAX, reason="keras.distribution.DataParallel is JAX's")
 def test_jax_trains_data_parallel_over_two_devices(mini_fracatlas, tmp_path):
     """Two CPU devices (XLA_FLAGS): a batch of 3 per device is 6, split in two."""
