@@ -287,7 +287,7 @@ def erase_lesions(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, fra
     return images, masks, labels, erased
 
 
-CROP_ON_LESION = 0.75  # the share of a lesion's image's crops placed to hold part of it; the rest lie anywhere
+CROP_ON_LESION = 0.75  # of the crops of an image with a lesion, the share placed to hold part of it
 
 
 def lesion_crops(images: np.ndarray, masks: np.ndarray, side: int,
