@@ -261,25 +261,34 @@ def test_erasing_a_fracture_makes_its_radiograph_a_negative_and_decoys_keep_thei
     assert same[0] is images and not same[3].any()
 
 
-@pytest.mark.parametrize("tf_data", [True, False])
-def test_training_with_erased_fractures_relabels_them_in_both_pipelines(tmp_path, tf_data):
+def _boxed_positives(folder, n=4):
+    """`n` fractured radiographs (200 x 160, a bright box each, at different places) and their boxes."""
+    rows, boxes = [], {}
+    for i in range(n):
+        box = (20 + 10 * i, 30, 60, 50)
+        _radiograph_with_box(folder / f"pos{i}.png", 200, 160, box)
+        rows.append({"path": str(folder / f"pos{i}.png"), "label": 1})
+        boxes[f"pos{i}.png"] = [box]
+    return pd.DataFrame(rows), boxes
+
+
+def _first_batch(tf_data, table, size, training, **kwargs):
+    """The first batch of 4 of `make_dataset` (tf.data) or of `ImageBatches`, as NumPy arrays."""
     from mura_core.pipeline import ImageBatches
 
-    rows, boxes = [], {}
-    for i in range(4):
-        box = (20 + 10 * i, 30, 60, 50)
-        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)
-        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": 1})
-        boxes[f"pos{i}.png"] = [box]
-    table = pd.DataFrame(rows)
-    weights = {0: 2.0, 1: 0.5}
+    if tf_data:
+        return [t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
+                for t in next(iter(make_dataset(table, size, 4, training, **kwargs)))]
+    return ImageBatches(table, size, 4, training, **kwargs)[0]
+
+
+@pytest.mark.parametrize("tf_data", [True, False])
+def test_training_with_erased_fractures_relabels_them_in_both_pipelines(tmp_path, tf_data):
+    table, boxes = _boxed_positives(tmp_path)
     targets = lesion_targets(table, boxes, map_size=8, erase_fraction=0.999)
 
     def batch(training):
-        if tf_data:
-            return [t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
-                    for t in next(iter(make_dataset(table, 64, 4, training, lesions=targets, class_weight=weights)))]
-        return ImageBatches(table, 64, 4, training, lesions=targets, class_weight=weights)[0]
+        return _first_batch(tf_data, table, 64, training, lesions=targets, class_weight={0: 2.0, 1: 0.5})
 
     images, y, w = batch(training=True)
     assert y["probability"].tolist() == [0, 0, 0, 0] and y["lesion_map"].sum() == 0
@@ -324,25 +333,13 @@ def test_a_crop_holds_its_image_and_mask_at_the_same_place_and_mostly_the_lesion
 
 @pytest.mark.parametrize("tf_data", [True, False])
 def test_training_on_crops_in_both_pipelines_and_validating_on_whole_images(tmp_path, tf_data):
-    from mura_core.pipeline import ImageBatches
-
-    rows, boxes = [], {}
-    for i in range(4):
-        box = (20 + 10 * i, 30, 60, 50)
-        _radiograph_with_box(tmp_path / f"pos{i}.png", 200, 160, box)
-        rows.append({"path": str(tmp_path / f"pos{i}.png"), "label": 1})
-        boxes[f"pos{i}.png"] = [box]
-    table = pd.DataFrame(rows)
+    table, boxes = _boxed_positives(tmp_path)
     targets = lesion_targets(table, boxes, map_size=16, cell_rule="coverage", crop=32)
     assert targets.crop_map_size(64) == 8
 
     def batch(training):
-        if tf_data:
-            return [t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
-                    for t in next(iter(make_dataset(table, 64, 4, training, STRONG, seed=2, lesions=targets,
-                                                    class_weight={0: 2.0, 1: 0.5})))]
-        return ImageBatches(table, 64, 4, training, STRONG, seed=2, lesions=targets,
-                            class_weight={0: 2.0, 1: 0.5})[0]
+        return _first_batch(tf_data, table, 64, training, augmentation=STRONG, seed=2, lesions=targets,
+                            class_weight={0: 2.0, 1: 0.5})
 
     images, y, w = batch(training=True)
     assert images.shape == (4, 32, 32, 3) and y["lesion_map"].shape == (4, 8, 8, 1)
