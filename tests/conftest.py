@@ -106,6 +106,20 @@ def write_samples(folder: Path) -> None:
     pd.DataFrame(rows).to_csv(samples / "samples.csv", index=False)
 
 
+def _with_sample_statistics(model, size: int):
+    """`model` (random weights) with its BatchNormalization statistics set from the sample radiographs
+    (one forward pass in training mode, at momentum 0). With the initial statistics (mean 0, variance
+    1) an untrained MobileNetV2's activations shrink to about 1e-11 by its last block at inference, and
+    its Grad-CAMs are flat: the dashboard's tests need maps with a peak."""
+    from PIL import Image
+
+    from mura_core.preprocessing import resize_square
+
+    grays = [np.asarray(Image.open(source).convert("L")) for _, _, source in _sample_sources()]
+    model(np.stack([resize_square(gray, size) for gray in grays]).astype(np.float32), training=True)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory, fake_report) -> Path:
     """A weights folder: tiny two-member ensemble (threshold 0.45), samples/ and report.json."""
@@ -116,7 +130,8 @@ def tiny_weights(tmp_path_factory, fake_report) -> Path:
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("weights") / "tiny"
-    members = {name: create_model(arch, input_size=size) for name, (arch, size) in TINY_MEMBERS.items()}
+    members = {name: _with_sample_statistics(create_model(arch, input_size=size, bn_momentum=0.0), size)
+               for name, (arch, size) in TINY_MEMBERS.items()}
     info = {
         "title": "Tiny test ensemble",
         "trained_on": "nothing (random weights, for tests)",
