@@ -4,9 +4,9 @@ Deterministic: decode (`imaging.load_image`) -> `resize_square` -> uint8 (S, S, 
 function the CLI and the dashboard use. Random (training only): rotation, shift, zoom and
 horizontal flip, composed into one affine warp per image (`Augmentation`); for a lesion-map model,
 optionally, fractures erased from some radiographs to make counterfactual negatives (`erase_lesions`),
-and the map trained on crops of the warped image instead of the whole of it (`lesion_crops`).
-Images that fail to decode are dropped with a warning naming the file (indexing has already reported
-missing files).
+fractures pasted onto other bone (`paste_lesions`), and the map trained on crops of the warped image
+instead of the whole of it (`lesion_crops`). Images that fail to decode are dropped with a warning
+naming the file (indexing has already reported missing files).
 
 `make_dataset` gives a `tf.data` pipeline when Keras runs on TensorFlow (the warp is TensorFlow's
 projective-transform op, in the graph), and an `ImageBatches` (a Keras `PyDataset`, read by worker
@@ -139,6 +139,9 @@ class LesionTargets:
         cell_rule: how a box becomes the map's cell targets (`map_targets`, one of `CELL_RULES`).
         erase_fraction: in training, the share of boxed positives shown as their own counterfactual
             negative instead (`erase_lesions`); 0 for none.
+        paste_fraction: in training, the probability that an image receives a lesion of its batch, and
+            a decoy (`paste_lesions`); 0 for none. An image keeps its row's class weight when it
+            receives one, so the pasted lesions do not unbalance the classes further.
         crop: in training, the side of the square crops the map trains on (`lesion_crops`), in input
             pixels; 0 for whole images. Validation always sees whole images.
     """
@@ -149,6 +152,7 @@ class LesionTargets:
     cell_rule: str = "touch"
     erase_fraction: float = 0.0
     crop: int = 0
+    paste_fraction: float = 0.0
 
     def crop_map_size(self, size: int) -> int:
         """The side of a crop's map, for inputs of side `size` (the map's stride is size / map_size)."""
@@ -165,10 +169,10 @@ def check_cell_rule(rule: str) -> str:
     return rule
 
 
-def check_erase_fraction(fraction: float) -> float:
-    """`fraction` if it is a share in [0, 1) (`erase_lesions`), else a ValueError that says so."""
+def check_fraction(name: str, fraction: float) -> float:
+    """`fraction` if it is a share in [0, 1) (`erase_lesions`, `paste_lesions`), else a ValueError naming `name`."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"map_erase_fraction: expected a share in [0, 1), got {fraction!r}")
+        raise ValueError(f"{name}: expected a share in [0, 1), got {fraction!r}")
     return fraction
 
 
@@ -187,7 +191,8 @@ MAX_BOXES = 16
 
 
 def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
-                   cell_rule: str = "touch", erase_fraction: float = 0.0, crop: int = 0) -> LesionTargets:
+                   cell_rule: str = "touch", erase_fraction: float = 0.0, crop: int = 0,
+                   paste_fraction: float = 0.0) -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
@@ -195,10 +200,11 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         boxes_by_name: (x, y, w, h) boxes per image file name (`datasets.load_boxes`).
         map_size: the model's lesion-map side.
         cell_rule: how a box becomes cell targets (`map_targets`).
-        erase_fraction, crop: see `LesionTargets` (training only).
+        erase_fraction, crop, paste_fraction: see `LesionTargets` (training only).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
-    check_erase_fraction(erase_fraction)
+    check_fraction("map_erase_fraction", erase_fraction)
+    check_fraction("map_paste_fraction", paste_fraction)
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
     weight = np.zeros(len(table), np.float32)
     for i, (path, label) in enumerate(zip(table["path"], table["label"])):
@@ -214,7 +220,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
     return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction),
-                         int(crop))
+                         int(crop), float(paste_fraction))
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -285,6 +291,138 @@ def erase_lesions(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, fra
         images[i, ..., 0] = cv2.inpaint(gray, hole, 3, cv2.INPAINT_TELEA)
     masks[erased], labels[erased] = 0.0, 0.0
     return images, masks, labels, erased
+
+
+PASTE_MARGIN = 0.25  # of a pasted lesion's side, the bone around it that is pasted (and blended) with it
+BONE_QUANTILE = 0.85  # a patch lands where its centre is at least this quantile of the image's grays (its
+# median at least 0.25 lower), inside the image: on bone, seldom on soft tissue or background
+
+
+def paste_lesions(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, known: np.ndarray, fraction: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Copy-paste: fractures of the batch pasted onto other bone, so a lesion is seen at new places.
+
+    A lesion map trained on a few hundred boxed radiographs learns where their fractures were (the
+    distal radius, a metacarpal) as much as what a fracture looks like. Here each image whose map is
+    known (`known`), with probability `fraction`, receives a lesion of the batch (one box of a boxed
+    positive, possibly its own, with `PASTE_MARGIN` of its side around it) at a random place on bright
+    bone (a centre pixel of at least the `BONE_QUANTILE` of its grays, the patch off its own lesions),
+    blended in by OpenCV's Poisson image editing (`cv2.seamlessClone`: the patch's gradients, the
+    destination's brightness). The lesion's pixels join the image's mask and its label becomes 1. So
+    that a blended patch tells nothing by itself, every image, with the same probability, also gets a
+    decoy: a patch of the same size from a lesion-free place of a batch image, blended in the same way,
+    its label and mask kept. Sources are the batch itself: only training images.
+
+    Args:
+        images: (B, S, S, 1) grays in [0, 255] (as `erase_lesions`).
+        masks: (B, S, S, 1) box masks (`box_masks`) of the same images, warped with them.
+        labels: (B,) labels.
+        known: (B,) whether an image's map is trained (its lesion-map weight): a positive without
+            boxes gets no lesion (its own would stay unmarked).
+        fraction: the probability of a pasted lesion, and of a decoy, per image; 0 pastes nothing.
+        rng: the random draws.
+
+    Returns:
+        (images, masks, labels, pasted): copies where anything changed, and the (B,) bool rows that
+        received a lesion.
+    """
+    images, masks, labels = np.asarray(images), np.asarray(masks), np.asarray(labels)
+    pasted = np.zeros(len(images), bool)
+    lesions = _lesion_patches(masks, labels)
+    draw_lesion = (rng.random(len(images)) < fraction) & np.asarray(known, bool) & bool(lesions)
+    draw_decoy = rng.random(len(images)) < fraction
+    if not (draw_lesion.any() or draw_decoy.any()):
+        return images, masks, labels, pasted
+    images, masks, labels = np.array(images, np.float32), np.array(masks, np.float32), np.array(labels, np.float32)
+    grays = np.clip(np.rint(images[..., 0]), 0, 255).astype(np.uint8)
+    for i in np.flatnonzero(draw_lesion | draw_decoy):
+        occupied = masks[i, ..., 0] > 0.5
+        if draw_lesion[i]:
+            source, (top, left, bottom, right) = lesions[rng.integers(len(lesions))]
+            placed = _paste(grays, images, i, source, (top, left, bottom, right), occupied, rng)
+            if placed is not None:
+                dy, dx = placed
+                lesion = masks[source, top:bottom, left:right, 0] > 0.5
+                masks[i, top + dy:bottom + dy, left + dx:right + dx, 0][lesion] = 1.0
+                labels[i], pasted[i] = 1.0, True
+                occupied = masks[i, ..., 0] > 0.5
+        if draw_decoy[i]:
+            height, width = _patch_shape(lesions, images.shape[1], rng)
+            source = int(rng.integers(len(images)))
+            place = _free_place(masks[source, ..., 0] > 0.5, height, width, rng)
+            if place is not None:
+                _paste(grays, images, i, source, (*place, place[0] + height, place[1] + width), occupied, rng)
+    return images, masks, labels, pasted
+
+
+def _lesion_patches(masks: np.ndarray, labels: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(image, (top, left, bottom, right)) of each lesion of the positives, with `PASTE_MARGIN` around it."""
+    size, patches = masks.shape[1], []
+    for i in np.flatnonzero(np.asarray(labels) > 0.5):
+        lesion = (masks[i, ..., 0] > 0.5).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(lesion)
+        for left, top, width, height, _ in stats[1:count]:
+            margin = max(int(round(PASTE_MARGIN * max(width, height))), 2)
+            box = (max(top - margin, 0), max(left - margin, 0), min(top + height + margin, size),
+                   min(left + width + margin, size))
+            if min(box[2] - box[0], box[3] - box[1]) >= 4 and max(box[2] - box[0], box[3] - box[1]) < size // 2:
+                patches.append((int(i), tuple(int(v) for v in box)))
+    return patches
+
+
+def _patch_shape(lesions: list, size: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A decoy's (height, width): a lesion patch's of the batch, else a square of `DECOY_SIDE` of `size`."""
+    if lesions:
+        _, (top, left, bottom, right) = lesions[rng.integers(len(lesions))]
+        return bottom - top, right - left
+    side = max(int(round(rng.uniform(*DECOY_SIDE) * size)), 4)
+    return side, side
+
+
+def _free_place(occupied: np.ndarray, height: int, width: int, rng: np.random.Generator,
+                tries: int = 20) -> tuple[int, int] | None:
+    """A random (top, left) for a height x width patch that touches nothing `occupied`, or None."""
+    size = occupied.shape[0]
+    for _ in range(tries):
+        top, left = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
+        if not occupied[top:top + height, left:left + width].any():
+            return top, left
+    return None
+
+
+def _paste(grays: np.ndarray, images: np.ndarray, i: int, source: int, box: tuple[int, int, int, int],
+           occupied: np.ndarray, rng: np.random.Generator, tries: int = 20) -> tuple[int, int] | None:
+    """Blend `grays[source]`'s `box` into `images[i]` at a random place on bright bone off `occupied`.
+
+    Returns the (dy, dx) it moved by, or None when no place was found in `tries` draws.
+    """
+    top, left, bottom, right = box
+    height, width, size = bottom - top, right - left, grays.shape[1]
+    if height + 2 >= size or width + 2 >= size:
+        return None
+    inside = grays[i][grays[i] > 0]  # not the warp's padding
+    if not inside.size:
+        return None
+    bone, around = np.quantile(inside, [BONE_QUANTILE, BONE_QUANTILE - 0.25])
+    for _ in range(tries):
+        new_top, new_left = int(rng.integers(1, size - height)), int(rng.integers(1, size - width))
+        patch = grays[i, new_top:new_top + height, new_left:new_left + width]
+        if patch[height // 2, width // 2] >= bone and np.median(patch) >= around and patch.min() > 0 \
+                and not occupied[new_top:new_top + height, new_left:new_left + width].any():
+            break
+    else:
+        return None
+    # The patch with a 1-pixel frame outside the blended mask: seamlessClone centres the mask's bounding
+    # box on the point given, so the patch's top-left lands at (new_top, new_left).
+    patch = np.pad(grays[source, top:bottom, left:right], 1, mode="edge")
+    mask = np.zeros(patch.shape, np.uint8)
+    mask[1:-1, 1:-1] = 255
+    centre = (new_left + width // 2, new_top + height // 2)
+    blended = cv2.seamlessClone(cv2.cvtColor(patch, cv2.COLOR_GRAY2BGR), cv2.cvtColor(grays[i], cv2.COLOR_GRAY2BGR),
+                                mask, centre, cv2.NORMAL_CLONE)[..., 0]
+    images[i, ..., 0] = blended
+    grays[i] = blended
+    return new_top - top, new_left - left
 
 
 CROP_ON_LESION = 0.75  # of the crops of an image with a lesion, the share placed to hold part of it
@@ -702,14 +840,19 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
     ds = ds.map(lambda *row: row[:-1]).batch(batch_size, drop_remainder=False)
 
     erase = lesions.erase_fraction if training else 0.0
+    paste = lesions.paste_fraction if training else 0.0
     crop = lesions.crop if training else 0
     map_size = lesions.crop_map_size(size) if crop else lesions.map_size
     rng, crop_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    paste_rng = np.random.default_rng([seed, 3])
     negative_weight = np.float32({0: 1.0, **(class_weight or {})}[0])
 
     def erase_some(images, masks, labels, class_w):
         images, masks, labels, erased = erase_lesions(images, masks, labels, erase, rng)
         return images, masks, labels, np.where(erased, negative_weight, class_w).astype(np.float32)
+
+    def paste_some(images, masks, labels, weight):
+        return paste_lesions(images, masks, labels, weight > 0, paste, paste_rng)[:3]
 
     def targets(images, labels, boxes, weight, class_w):
         images = tf.cast(images, tf.float32)
@@ -724,6 +867,11 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
             class_w.set_shape((None,))
         if training and augmentation is not None:
             images, masks = augment_with_masks(augmentation, images, masks, seed)
+        if paste:  # after the warp: a pasted lesion keeps its own orientation
+            images, masks, labels = tf.numpy_function(paste_some, [images, masks, labels, weight], [tf.float32] * 3)
+            images.set_shape((None, size, size, 1))
+            masks.set_shape((None, size, size, 1))
+            labels.set_shape((None,))
         if crop:
             images, masks = tf.numpy_function(lambda i, m: lesion_crops(i, m, crop, crop_rng), [images, masks],
                                               [tf.float32, tf.float32])
@@ -831,6 +979,10 @@ class ImageBatches(keras.utils.PyDataset):
             images, masks, labels, erased = erase_lesions(images, masks, labels, self.lesions.erase_fraction, rng)
             if weights is not None:
                 weights = np.where(erased, self.negative_weight, weights).astype(np.float32)
+        if self.lesions is not None and self.training and self.lesions.paste_fraction:
+            rng = np.random.default_rng([self.seed, round_, position, 3])
+            images, masks, labels, _ = paste_lesions(images, masks, labels, self.box_weight[rows] > 0,
+                                                     self.lesions.paste_fraction, rng)
         map_size = None if self.lesions is None else self.lesions.map_size
         if self.lesions is not None and self.training and self.lesions.crop:
             rng = np.random.default_rng([self.seed, round_, position, 2])

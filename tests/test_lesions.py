@@ -27,6 +27,7 @@ from mura_core.pipeline import (
     lesion_targets,
     make_dataset,
     map_targets,
+    paste_lesions,
 )
 from mura_core.registry import (
     create_model,
@@ -261,6 +262,51 @@ def test_erasing_a_fracture_makes_its_radiograph_a_negative_and_decoys_keep_thei
     assert same[0] is images and not same[3].any()
 
 
+def _bone_batch():
+    """Four 96 px radiographs: dark background, a bright bone band; image 0 a boxed positive whose box
+    holds a cross, 1 a positive without boxes, 2 and 3 negatives."""
+    images = np.full((4, 96, 96, 1), 30.0, np.float32)
+    images[:, :, 30:70] = 170.0  # the bone
+    images[:, :, 45:48] = 200.0  # its cortex: the brightest tenth
+    masks = np.zeros((4, 96, 96, 1), np.float32)
+    images[0, 40:52, 34:46], masks[0, 40:52, 34:46] = 120.0, 1.0
+    images[0, 45:47, 34:46] = images[0, 40:52, 39:41] = 250.0  # the fracture: a cross
+    return images, masks, np.array([1, 1, 0, 0], np.float32), np.array([True, False, True, True])
+
+
+def test_a_pasted_fracture_lands_on_bone_with_its_mask_and_label():
+    images, masks, labels, known = _bone_batch()
+    out, out_masks, out_labels, pasted = paste_lesions(images, masks, labels, known, 0.999,
+                                                       np.random.default_rng(0))
+    assert pasted.tolist() == [True, False, True, True] and out_labels.tolist() == [1, 1, 1, 1]
+    assert not out_masks[1].any()  # a positive without boxes: its own fracture is unmarked, nothing added
+    for i in (2, 3):
+        lesion = out_masks[i, ..., 0] > 0.5
+        assert lesion.sum() == 144  # the source's box, moved
+        ys, xs = np.nonzero(lesion)
+        assert 30 <= xs.min() and xs.max() < 70  # on the bone
+        box = out[i, ys.min():ys.max() + 1, xs.min():xs.max() + 1, 0]
+        cross = np.zeros((12, 12), bool)
+        cross[5:7], cross[:, 5:7] = True, True
+        assert box[cross].mean() > box[~cross].mean() + 50  # the cross came with it, blended
+    assert labels.tolist() == [1, 1, 0, 0] and masks.sum() == 144 and images[2].max() == 200  # inputs untouched
+
+    same = paste_lesions(images, masks, labels, known, 0.0, np.random.default_rng(0))
+    assert same[0] is images and not same[3].any()
+
+
+def test_decoys_change_images_but_not_their_labels_or_masks():
+    images, masks, labels, known = _bone_batch()
+    changed = 0
+    for seed in range(8):
+        out, out_masks, out_labels, pasted = paste_lesions(images, masks, labels, np.zeros(4, bool), 0.999,
+                                                           np.random.default_rng(seed))
+        assert not pasted.any() and out_labels.tolist() == [1, 1, 0, 0]
+        np.testing.assert_array_equal(out_masks, masks)
+        changed += int(np.any(out != images))
+    assert changed >= 6  # a decoy finds a place on the bone in most draws
+
+
 def _boxed_positives(folder, n=4):
     """`n` fractured radiographs (200 x 160, a bright box each, at different places) and their boxes."""
     rows, boxes = [], {}
@@ -300,10 +346,35 @@ def test_training_with_erased_fractures_relabels_them_in_both_pipelines(tmp_path
         lesion_targets(table, boxes, map_size=8, erase_fraction=1.0)
 
 
+@pytest.mark.parametrize("tf_data", [True, False])
+def test_training_with_pasted_fractures_in_both_pipelines(tmp_path, tf_data):
+    table, boxes = _boxed_positives(tmp_path, n=1)
+    for i in range(3):
+        Image.fromarray(np.tile(np.r_[np.full(60, 40), np.full(80, 200), np.full(60, 40)].astype(np.uint8),
+                                (160, 1))).save(tmp_path / f"neg{i}.png")  # a vertical bone band
+    table = pd.concat([table, pd.DataFrame({"path": [str(tmp_path / f"neg{i}.png") for i in range(3)],
+                                            "label": 0})], ignore_index=True)
+    targets = lesion_targets(table, boxes, map_size=8, paste_fraction=0.999)
+
+    def batch(training):
+        return _first_batch(tf_data, table, 64, training, lesions=targets, class_weight={0: 2.0, 1: 0.5})
+
+    images, y, w = batch(training=True)
+    assert y["probability"].tolist() == [1, 1, 1, 1] and np.all(y["lesion_map"].reshape(4, -1).max(axis=1) > 0)
+    assert sorted(w["probability"].tolist()) == [0.5, 2.0, 2.0, 2.0]  # each row keeps its class weight (shuffled)
+    images, y, w = batch(training=False)  # validation sees the radiographs as they are
+    assert y["probability"].tolist() == [1, 0, 0, 0] and y["lesion_map"][1:].sum() == 0
+    with pytest.raises(ValueError, match=r"map_paste_fraction: expected a share in \[0, 1\)"):
+        lesion_targets(table, boxes, map_size=8, paste_fraction=1.0)
+
+
 @pytest.mark.parametrize("override,message", [(["train_layers=backbone"], "one of all, lesion_map, classifier"),
                                               (["train_layers=lesion_map"], "needs lesion_map: true"),
                                               (["map_erase_fraction=1.0", "lesion_map=true"], r"in \[0, 1\)"),
                                               (["map_erase_fraction=0.3"], "needs lesion_map: true"),
+                                              (["map_paste_fraction=1.0", "lesion_map=true"],
+                                               r"map_paste_fraction: expected a share in \[0, 1\)"),
+                                              (["map_paste_fraction=0.2"], "needs lesion_map: true"),
                                               (["map_crop=100", "lesion_map=true"], "a multiple of 32 below"),
                                               (["map_crop=320", "lesion_map=true"], "below the input size 320"),
                                               (["map_crop=160"], "needs lesion_map: true"),

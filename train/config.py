@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mura_core.pipeline import Augmentation, check_crop, check_erase_fraction
+from mura_core.pipeline import Augmentation, check_crop, check_fraction
 from mura_core.registry import get_spec
 
 
@@ -64,6 +64,7 @@ class TrainConfig:
     map_cell_targets: str = "touch"  # a box's cell targets: "touch" (any pixel covered) or "coverage" (share)
     map_erase_fraction: float = 0.0  # share of boxed positives shown with their boxes erased, as negatives
     map_crop: int = 0  # train the map on crops of this side (pipeline.lesion_crops); 0: whole images
+    map_paste_fraction: float = 0.0  # chance that an image gets a lesion of its batch and a decoy (paste_lesions)
     train_layers: str = "all"  # "all"; "lesion_map" or "classifier": only that head trains (the rest frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
@@ -85,9 +86,12 @@ class TrainConfig:
     def __post_init__(self):
         if self.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers: expected one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
-        check_erase_fraction(self.map_erase_fraction)
+        check_fraction("map_erase_fraction", self.map_erase_fraction)
+        check_fraction("map_paste_fraction", self.map_paste_fraction)
         if self.map_erase_fraction and not self.lesion_map:
             raise ValueError("map_erase_fraction erases lesion boxes, so it needs lesion_map: true")
+        if self.map_paste_fraction and not self.lesion_map:
+            raise ValueError("map_paste_fraction pastes lesion boxes, so it needs lesion_map: true")
         if self.train_layers == "lesion_map" and not self.lesion_map:
             raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
         if self.map_crop:
