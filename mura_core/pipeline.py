@@ -379,22 +379,24 @@ def _patch_shape(lesions: list, size: int, rng: np.random.Generator) -> tuple[in
     return side, side
 
 
-def _free_place(occupied: np.ndarray, height: int, width: int, rng: np.random.Generator,
-                tries: int = 20) -> tuple[int, int] | None:
-    """A random (top, left) for a height x width patch that touches nothing `occupied`, or None."""
+def _free_place(occupied: np.ndarray, height: int, width: int, rng: np.random.Generator, margin: int = 0,
+                accept=None, tries: int = 20) -> tuple[int, int] | None:
+    """A random (top, left) for a height x width patch at least `margin` pixels inside the image that
+    touches nothing `occupied` and that `accept(top, left)`, if given, takes; None after `tries` draws."""
     size = occupied.shape[0]
     for _ in range(tries):
-        top, left = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
-        if not occupied[top:top + height, left:left + width].any():
+        top = int(rng.integers(margin, size - height + 1 - margin))
+        left = int(rng.integers(margin, size - width + 1 - margin))
+        if not occupied[top:top + height, left:left + width].any() and (accept is None or accept(top, left)):
             return top, left
     return None
 
 
 def _paste(grays: np.ndarray, images: np.ndarray, i: int, source: int, box: tuple[int, int, int, int],
-           occupied: np.ndarray, rng: np.random.Generator, tries: int = 20) -> tuple[int, int] | None:
+           occupied: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
     """Blend `grays[source]`'s `box` into `images[i]` at a random place on bright bone off `occupied`.
 
-    Returns the (dy, dx) it moved by, or None when no place was found in `tries` draws.
+    Returns the (dy, dx) it moved by, or None when `_free_place` found no place.
     """
     top, left, bottom, right = box
     height, width, size = bottom - top, right - left, grays.shape[1]
@@ -404,14 +406,15 @@ def _paste(grays: np.ndarray, images: np.ndarray, i: int, source: int, box: tupl
     if not inside.size:
         return None
     bone, around = np.quantile(inside, [BONE_QUANTILE, BONE_QUANTILE - 0.25])
-    for _ in range(tries):
-        new_top, new_left = int(rng.integers(1, size - height)), int(rng.integers(1, size - width))
+
+    def on_bone(new_top, new_left):
         patch = grays[i, new_top:new_top + height, new_left:new_left + width]
-        if patch[height // 2, width // 2] >= bone and np.median(patch) >= around and patch.min() > 0 \
-                and not occupied[new_top:new_top + height, new_left:new_left + width].any():
-            break
-    else:
+        return patch[height // 2, width // 2] >= bone and np.median(patch) >= around and patch.min() > 0
+
+    place = _free_place(occupied, height, width, rng, margin=1, accept=on_bone)
+    if place is None:
         return None
+    new_top, new_left = place
     # The patch with a 1-pixel frame outside the blended mask: seamlessClone centres the mask's bounding
     # box on the point given, so the patch's top-left lands at (new_top, new_left).
     patch = np.pad(grays[source, top:bottom, left:right], 1, mode="edge")
