@@ -1,0 +1,162 @@
+"""Fracture regions read off a map, when they are findings, and the detector metrics on crafted cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mura_core.regions import (
+    Region,
+    RegionParams,
+    RegionSettings,
+    average_precision,
+    box_iou,
+    detection_metrics,
+    find_regions,
+    froc_curve,
+    match_detections,
+    recall_at_fp_rate,
+    region_is_finding,
+)
+
+
+def _blob_map(shape, centres, sigma=6.0, values=None):
+    rows, cols = np.mgrid[:shape[0], :shape[1]]
+    heat = np.zeros(shape, np.float32)
+    for k, (row, col) in enumerate(centres):
+        value = 1.0 if values is None else values[k]
+        heat = np.maximum(heat, value * np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * sigma ** 2)))
+    return heat
+
+
+@pytest.mark.parametrize("mode", ["components", "peaks"])
+def test_two_blobs_give_two_boxes_around_them_scored_by_their_height(mode):
+    heat = _blob_map((200, 300), [(50, 60), (150, 220)], values=[0.9, 0.6])
+    found = find_regions(heat, heat.shape, RegionParams(mode=mode, level=0.5, floor=0.1))
+    assert [round(r.score, 2) for r in found] == [0.9, 0.6]  # the map's maximum inside, highest first
+    first, second = found
+    assert first.x0 < 60 < first.x1 and first.y0 < 50 < first.y1
+    assert second.x0 < 220 < second.x1 and second.y0 < 150 < second.y1
+    if mode == "components":  # at half the global maximum, the lower blob keeps only its top
+        assert (second.x1 - second.x0) < (first.x1 - first.x0)
+
+
+def test_regions_are_in_image_pixels_for_a_coarse_map_of_a_large_image():
+    coarse = np.zeros((10, 10), np.float32)
+    coarse[2, 7] = 1.0  # one hot cell: x 7, y 2 of 10
+    found = find_regions(coarse, (2000, 1000), RegionParams(level=0.9, floor=0.0, min_area=0.0))
+    assert len(found) == 1
+    region = found[0]
+    assert 0 <= region.x0 < region.x1 <= 1000 and 0 <= region.y0 < region.y1 <= 2000
+    centre_x, centre_y = (region.x0 + region.x1) / 2, (region.y0 + region.y1) / 2
+    assert abs(centre_x - 750) < 60 and abs(centre_y - 500) < 120  # cell (7, 2)'s centre in the image
+
+
+def test_faint_flat_or_broken_maps_give_no_region():
+    assert find_regions(np.full((32, 32), 0.02, np.float32), (64, 64), RegionParams(floor=0.05)) == []
+    assert find_regions(np.zeros((32, 32), np.float32), (64, 64), RegionParams(floor=0.0)) == []
+    assert find_regions(np.full((8, 8), np.nan, np.float32), (64, 64)) == []
+    assert find_regions(np.zeros((0, 0), np.float32), (64, 64)) == []
+
+
+def test_min_area_padding_max_regions_and_probability_weight():
+    heat = _blob_map((200, 200), [(40, 40), (100, 150), (160, 60)], sigma=5, values=[0.9, 0.8, 0.7])
+    base = RegionParams(level=0.5, floor=0.1, min_area=0.0)
+    assert len(find_regions(heat, heat.shape, base)) == 3
+    assert len(find_regions(heat, heat.shape, RegionParams(level=0.5, floor=0.1, max_regions=2))) == 2
+    assert find_regions(heat, heat.shape, RegionParams(level=0.5, floor=0.1, min_area=0.05)) == []
+    plain, padded = find_regions(heat, heat.shape, base)[0], find_regions(
+        heat, heat.shape, RegionParams(level=0.5, floor=0.1, min_area=0.0, padding=0.5))[0]
+    assert padded.x1 - padded.x0 >= 2 * (plain.x1 - plain.x0) - 2
+    weighted = find_regions(heat, heat.shape, RegionParams(level=0.5, floor=0.1, probability_weight=0.5), 0.25)
+    assert weighted[0].score == pytest.approx((0.9 * 0.25) ** 0.5, abs=0.01)
+
+
+def test_bad_parameters_and_manifest_entries_are_named():
+    with pytest.raises(ValueError, match="mode 'boxes'"):
+        RegionParams(mode="boxes")
+    with pytest.raises(ValueError, match="level 0"):
+        RegionParams(level=0)
+    with pytest.raises(ValueError, match="manifest.json: bad 'regions' entry .*unknown region parameters size"):
+        RegionSettings.from_manifest({"regions": {"params": {"size": 3}}}, "manifest.json")
+    with pytest.raises(ValueError, match="outside"):
+        RegionSettings.from_manifest({"regions": {"threshold": 2}})
+    assert RegionSettings.from_manifest({}) == RegionSettings()  # an older manifest: the defaults
+    settings = RegionSettings(RegionParams(level=0.4), 0.3, "rule", {"ap50": 0.1})
+    assert RegionSettings.from_manifest({"regions": settings.to_info()}) == settings
+
+
+def test_a_region_is_a_finding_only_in_an_abnormal_study_inside_the_coverage():
+    assert region_is_finding(0.8, 0.5, "abnormal")
+    assert not region_is_finding(0.4, 0.5, "abnormal")  # below the region threshold
+    assert not region_is_finding(0.8, 0.5, "normal")  # a normal verdict's regions are listed below it
+    assert not region_is_finding(0.8, 0.5, "abnormal", "No verdict: humerus is outside the model's training data")
+    assert not region_is_finding(0.8, 0.5, None)
+
+
+def _r(x0, y0, x1, y1, score):
+    return Region(x0, y0, x1, y1, score)
+
+
+def test_box_iou_known_values():
+    assert box_iou([(0, 0, 10, 10)], [(0, 0, 10, 10), (5, 0, 15, 10), (20, 20, 30, 30)]).tolist() == \
+        [[1.0, pytest.approx(50 / 150), 0.0]]
+
+
+def test_ap_of_a_perfect_detector_is_one_and_of_no_detection_zero():
+    truths = [[(0, 0, 10, 10)], []]
+    assert detection_metrics([[_r(0, 0, 10, 10, 0.9)], []], truths)["ap50"] == 1.0
+    empty = detection_metrics([[], []], truths)
+    assert empty["ap50"] == 0.0 and empty["recall_at_1_fp"] == 0.0
+
+
+def test_ap_counts_a_false_positive_on_a_normal_image_ranked_above_the_hit():
+    truths = [[(0, 0, 10, 10)], []]
+    hit_first = [[_r(0, 0, 10, 10, 0.9)], [_r(0, 0, 10, 10, 0.8)]]
+    fp_first = [[_r(0, 0, 10, 10, 0.8)], [_r(0, 0, 10, 10, 0.9)]]
+    assert detection_metrics(hit_first, truths)["ap50"] == 1.0
+    assert detection_metrics(fp_first, truths)["ap50"] == pytest.approx(0.5)
+
+
+def test_all_point_interpolation_uses_the_precision_envelope():
+    # two boxes; ranked hit (0.9), false positive (0.8), hit (0.7): precision 1 at recall 0.5, 2/3 at recall 1
+    truths = [[(0, 0, 10, 10), (50, 50, 60, 60)], []]
+    found = [[_r(0, 0, 10, 10, 0.9), _r(50, 50, 60, 60, 0.7)], [_r(0, 0, 5, 5, 0.8)]]
+    assert detection_metrics(found, truths)["ap50"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    scores, hits, n = match_detections(found, truths)
+    assert average_precision(scores, hits, n) == pytest.approx(5 / 6)
+
+
+def test_a_second_detection_of_one_box_is_a_false_positive_and_tied_scores_come_in_together():
+    truths = [[(0, 0, 10, 10)]]
+    scores, hits, n = match_detections([[_r(0, 0, 10, 10, 0.9), _r(0, 0, 10, 9, 0.8)]], truths)
+    assert hits.tolist() == [True, False] and n == 1
+    tied = [[_r(0, 0, 10, 10, 0.5), _r(40, 40, 50, 50, 0.5)]]
+    assert detection_metrics(tied, truths)["ap50"] == pytest.approx(0.5)  # one point: recall 1, precision 1/2
+
+
+def test_ap_over_iou_thresholds_counts_the_thresholds_a_box_passes():
+    truths = [[(0, 0, 100, 100)]]
+    found = [[_r(0, 0, 100, 62, 0.9)]]  # IoU 0.62: a hit at 0.50, 0.55 and 0.60 only
+    figures = detection_metrics(found, truths)
+    assert figures["ap50"] == 1.0 and figures["ap50_95"] == pytest.approx(0.3)
+
+
+def test_froc_recall_at_false_positives_per_image():
+    # 4 images, 2 boxes; hits at 0.9 and 0.5, false positives at 0.8, 0.7, 0.6 (on normal images)
+    truths = [[(0, 0, 10, 10)], [(0, 0, 10, 10)], [], []]
+    found = [[_r(0, 0, 10, 10, 0.9)], [_r(0, 0, 10, 10, 0.5), _r(50, 50, 60, 60, 0.8)],
+             [_r(0, 0, 10, 10, 0.7)], [_r(0, 0, 10, 10, 0.6)]]
+    scores, hits, n = match_detections(found, truths)
+    fppi, recall, thresholds = froc_curve(scores, hits, n, 4)
+    assert fppi.tolist() == [0, 0, 0.25, 0.5, 0.75, 0.75] and recall.tolist() == [0, 0.5, 0.5, 0.5, 0.5, 1.0]
+    assert thresholds[0] == np.inf
+    assert recall_at_fp_rate(fppi, recall, 0.5) == 0.5 and recall_at_fp_rate(fppi, recall, 1.0) == 1.0
+    figures = detection_metrics(found, truths)
+    assert figures["recall_at_0.5_fp"] == 0.5 and figures["recall_at_1_fp"] == 1.0
+    assert figures["froc"]["fp_per_image"][-1] == 0.75 and figures["n_regions"] == 5
+
+
+def test_matching_needs_one_list_of_boxes_per_image():
+    with pytest.raises(ValueError, match="2 images of detections but 1"):
+        match_detections([[], []], [[]])
