@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Section 5.2 of the method, as far as the data here allows (README, "Section 5.2"): does adding the Bone
+# Section 5.2 of the method, as far as the data here allows (docs/section5.md, "Section 5.2"): does adding the Bone
 # Fracture Multi-Region data help the demo's MobileNetV2 on FracAtlas? MURA can't be downloaded here, so
 # FracAtlas stands in for it. Both arms continue the demo's stage-2 MobileNetV2 (installed at commit
 # 0316419, before the lesion maps) with the same settings, the same number of steps (152 batches of 16 an

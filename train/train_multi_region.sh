@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Section 5.1 of the method on the Bone Fracture Multi-Region X-ray data: one small member trained and
-# evaluated on the published split and on a split without leakage (see README: "Section 5.1").
+# evaluated on the published split and on a split without leakage (see docs/section5.md: "Section 5.1").
 # Run from the repository root; re-running resumes an interrupted run and skips finished steps.
 # Outputs: runs/multi_region/<run>/ (training), runs/multi_region/<run>/weights/report/ (test report),
 # runs/multi_region/memory_<split>.json (the memory baseline: each test image labelled like its most alike

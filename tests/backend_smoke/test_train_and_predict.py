@@ -34,7 +34,7 @@ from train.config import DataSource, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "weights" / "samples"
-DEMO_CONFIG = ROOT / "train" / "configs" / "demo_fracatlas_mobilenetv2_stage3.yaml"
+DEMO_CONFIG = ROOT / "train" / "configs" / "history" / "demo_fracatlas_mobilenetv2_stage3.yaml"
 SIZE = 64
 
 
