@@ -40,3 +40,18 @@ def test_method_config_trains_a_few_steps(config_path, tmp_path_factory):
     history = pd.read_csv(config.run_dir / "history.csv")
     assert len(history) == 1 and {"loss", "val_auc"} <= set(history.columns)
     assert result["image_level"]["n"] > 0
+
+
+def test_learning_rate_schedules():
+    with pytest.raises(ValueError, match="lr_schedule: expected one of plateau, cosine"):
+        load_config(CONFIGS[0], ["lr_schedule=step"])
+    from mura_core.registry import create_model
+
+    config = load_config(CONFIGS[0], ["lr_schedule=cosine", "learning_rate=0.001"])
+    model = create_model("mobilenetv2", input_size=32, dense_units=4)
+    train_module.compile_model(model, config, total_steps=10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    model.optimizer.iterations.assign(5)  # half way: cos(pi / 2) -> half the rate
+    assert float(model.optimizer.learning_rate) == pytest.approx(5e-4, rel=1e-4)
+    model.optimizer.iterations.assign(10)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)

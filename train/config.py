@@ -29,6 +29,7 @@ class DataSource:
 
 
 TRAIN_LAYERS = ("all", "lesion_map", "classifier")
+LR_SCHEDULES = ("plateau", "cosine")
 """`train_layers` values: the whole model, the lesion-map head alone (`registry.train_lesion_head_only`) or
 the classifier head alone (`registry.train_classifier_only`)."""
 
@@ -48,6 +49,7 @@ class TrainConfig:
     batch_size: int = 8
     epochs: int = 20
     learning_rate: float = 1e-4
+    lr_schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) or "cosine" (decay to 0 over all epochs' steps)
     augmentation: Augmentation | None = Augmentation()  # None (YAML null): no augmentation
     oversample_abnormal: int = 1  # 2: abnormal images duplicated (the "_m2" variants)
     class_weights: bool = True
@@ -86,6 +88,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers: expected one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         check_fraction("map_erase_fraction", self.map_erase_fraction)
         check_fraction("map_paste_fraction", self.map_paste_fraction)
         if self.map_erase_fraction and not self.lesion_map:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -118,11 +119,12 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
     return train.reset_index(drop=True), val.reset_index(drop=True), index
 
 
-def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False, total_steps: int | None = None) -> None:
     """Compile `model` as the method trains: Adam, binary cross-entropy, accuracy, AUC, precision, recall
     (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`). `crops`: the twin
     that trains on crops (`registry.crop_trainer`), whose classification weights are 0: the map's
-    metrics only."""
+    metrics only. With `lr_schedule: cosine` the learning rate decays to 0 over `total_steps` (the
+    optimizer's step count, which BackupAndRestore restores, so a resumed run continues the curve)."""
     classification = [
         keras.metrics.BinaryAccuracy(name="accuracy"),
         keras.metrics.AUC(name="auc"),
@@ -140,7 +142,10 @@ def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False) 
         loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
     # On JAX "auto" compiles with XLA (always), on PyTorch it runs without torch.compile.
     jit_compile = config.jit_compile if backend.is_tensorflow() else (config.jit_compile or "auto")
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, loss_weights=loss_weights,
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, int(total_steps or 1)))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, loss_weights=loss_weights,
                   metrics=metrics_, jit_compile=jit_compile, run_eagerly=config.run_eagerly)
 
 
@@ -288,9 +293,10 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         # With map_crop a twin trains on crops and shares every weight with `model`, which validates
         # on whole images and is what the checkpoints hold.
         trainer = crop_trainer(model, config.map_crop) if config.map_crop else model
-        compile_model(model, config)
+        total_steps = config.epochs * (config.steps_per_epoch or math.ceil(len(train_rows[shard]) / global_batch))
+        compile_model(model, config, total_steps=total_steps)
         if trainer is not model:
-            compile_model(trainer, config, crops=True)
+            compile_model(trainer, config, crops=True, total_steps=total_steps)
     multi = False
     if strategy is not None:
         from . import multi_worker
@@ -306,8 +312,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
                    initial_value_threshold=_best_so_far(history_csv, monitor)),
         *([Checkpoint(model, str(run_dir / KEPT_EPOCH))] if config.keep_epochs and chief else []),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
-                                          patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1),
+        *([keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=config.reduce_lr_factor,
+                                             patience=config.reduce_lr_patience, min_lr=1e-7, verbose=1)]
+          if config.lr_schedule == "plateau" else []),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                       patience=config.early_stopping_patience, verbose=1),
         *(extra_callbacks or []),
