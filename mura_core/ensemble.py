@@ -33,6 +33,7 @@ from .installed import (  # noqa: F401  (re-exported: the public API keeps these
 )
 from .notices import DISCLAIMER  # noqa: F401  (re-exported)
 from .preprocessing import resize_square
+from .regions import RegionSettings, find_regions
 from .registry import get_spec, list_models
 from .results import ImageResult, Study, StudyResult  # noqa: F401  (re-exported)
 
@@ -51,17 +52,21 @@ class Ensemble:
         heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride"} as a manifest
             records them; what is missing comes from the model (its lesion map's stride) or the
             architecture's spec.
+        regions: how suspected regions are read off the fused default map, and the score of a finding (the
+            manifest's "regions"; `RegionSettings()` when absent).
     """
 
     def __init__(self, members: Mapping[str, keras.Model], threshold: float = DEFAULT_THRESHOLD,
                  info: Mapping[str, Any] | None = None,
                  architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
-                 heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None, heatmap_fusion: str = "mean"):
+                 heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None, heatmap_fusion: str = "mean",
+                 regions: RegionSettings | None = None):
         if not members:
             raise ValueError("An ensemble needs at least one member")
         if heatmap_fusion not in FUSION_RULES:
             raise ValueError(f"unknown heatmap fusion {heatmap_fusion!r}; known: {', '.join(FUSION_RULES)}")
         self.heatmap_fusion = heatmap_fusion
+        self.regions = regions or RegionSettings()
         self.members = dict(members)
         self.threshold = float(threshold)
         self.info = dict(info or {})
@@ -151,7 +156,7 @@ class Ensemble:
         return results
 
     def predict_studies(self, studies: Iterable[Study], explain: bool = False, method: str | None = None,
-                        batch_size: int = 16) -> Iterator[StudyResult]:
+                        batch_size: int = 16, regions: bool = True) -> Iterator[StudyResult]:
         """The one path from sources to results: decode, predict (batched across studies), explain, summarise.
 
         Args:
@@ -159,6 +164,8 @@ class Ensemble:
             explain: also compute a heatmap per member and the fused ensemble heatmap.
             method: heatmap method when `explain` (`CAM_METHODS`); default `default_cam_method`.
             batch_size: images predicted together; studies are gathered until they hold this many.
+            regions: when explaining with the default method, also read each image's suspected regions off
+                its fused map (`regions.find_regions` with the manifest's settings).
 
         Yields:
             One `StudyResult` per study, in order (see `predict_study`).
@@ -171,13 +178,13 @@ class Ensemble:
             pending.append((study, decoded))
             n_read += sum(r.ok for r in decoded)
             if n_read >= batch_size:
-                yield from self._finish(pending, explain, method, batch_size)
+                yield from self._finish(pending, explain, method, batch_size, regions)
                 pending, n_read = [], 0
-        yield from self._finish(pending, explain, method, batch_size)
+        yield from self._finish(pending, explain, method, batch_size, regions)
 
     def predict_study(self, images: Sequence[ImageSource], explain: bool = False,
                       method: str | None = None, names: Sequence[str] | None = None,
-                      body_part: str | None = None) -> StudyResult:
+                      body_part: str | None = None, regions: bool = True) -> StudyResult:
         """Predict one study (`predict_studies` with one study, its images in one batch).
 
         Args:
@@ -188,6 +195,7 @@ class Ensemble:
             names: display names for the images (default: file names, or image1, image2, ...).
             body_part: the study's body part; by default detected from DICOM BodyPartExamined or
                 MURA-style names (`XR_WRIST...`) in the paths, '' when not found.
+            regions: with `explain` and the default method, also find each image's suspected regions.
 
         Returns:
             A `StudyResult`, with its `warning` when the body part is outside the ensemble's coverage
@@ -195,7 +203,7 @@ class Ensemble:
             `ImageResult`; the other images are still predicted.
         """
         study = Study(images, names, body_part)
-        return next(self.predict_studies([study], explain, method, batch_size=max(1, len(images))))
+        return next(self.predict_studies([study], explain, method, batch_size=max(1, len(images)), regions=regions))
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 16,
                       progress=None) -> pd.DataFrame:
@@ -231,10 +239,14 @@ class Ensemble:
         return method
 
     def _finish(self, pending: list[tuple[Study, list[ImageResult]]], explain: bool, method: str,
-                batch_size: int) -> Iterator[StudyResult]:
+                batch_size: int, regions: bool = True) -> Iterator[StudyResult]:
         ok = [r for _, decoded in pending for r in decoded if r.ok]
         for start in range(0, len(ok), batch_size):
             self._fill(ok[start:start + batch_size], explain, method)
+        if explain and regions and method == self.default_cam_method:  # regions come from the default map only
+            settings = self.regions.params
+            for r in ok:
+                r.regions = find_regions(r.heatmaps["ensemble"], r.image.shape, settings, r.ensemble)
         for study, decoded in pending:
             yield self._summarise(study, decoded, method if explain else None)
 
@@ -276,7 +288,8 @@ class Ensemble:
         probability = study_probability(r.ensemble for r in ok)
         members = {n: study_probability(r.probabilities[n] for r in ok) for n in self.names} if ok else {}
         return StudyResult(results, self.names, self.threshold, probability, members,
-                           verdict(probability, self.threshold), method, self.coverage, body_part, source)
+                           verdict(probability, self.threshold), method, self.coverage, body_part, source,
+                           self.regions.threshold if method == self.default_cam_method else None)
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write each member as `<name>.keras` and `manifest.json` into `folder`, atomically.
@@ -303,7 +316,8 @@ class Ensemble:
                     entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
                 entries.append(entry)
             manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
-                        "heatmap_fusion": self.heatmap_fusion, "members": entries, "info": self.info}
+                        "heatmap_fusion": self.heatmap_fusion, "members": entries,
+                        "regions": self.regions.to_info(), "info": self.info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if folder.exists():
                 for old in [folder / e["file"] for e in entries] + [folder / MANIFEST]:
@@ -386,8 +400,12 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
     if fusion not in FUSION_RULES:
         raise EnsembleLoadError(f"{folder / MANIFEST}: unknown heatmap_fusion {fusion!r} "
                                 f"(known: {', '.join(FUSION_RULES)})")
+    try:
+        regions = RegionSettings.from_manifest(manifest, str(folder / MANIFEST))
+    except ValueError as exc:
+        raise EnsembleLoadError(str(exc)) from None
     return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"), architectures,
-                    jit_compile, layers, fusion)
+                    jit_compile, layers, fusion, regions)
 
 
 def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: str) -> int:

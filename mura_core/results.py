@@ -17,6 +17,7 @@ from .coverage import Coverage, coverage_warning, verdict_withheld
 from .csvsafe import write_csv
 from .decision import verdict, verdict_text
 from .notices import DISCLAIMER
+from .regions import Region, region_is_finding
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ImageResult:
     body_part: str = ""
     error: str | None = None
     warning: str = ""  # e.g. strong colour: not a radiograph (`coverage.colour_warning`)
+    regions: list[Region] = field(default_factory=list)  # suspected regions, image pixels (`regions.find_regions`)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +70,7 @@ class StudyResult:
     coverage: Coverage | None = None  # what the ensemble was trained on; None when not recorded
     body_part: str = ""  # the study's body part, '' when unknown
     body_part_source: str = ""  # where it was found ("DICOM BodyPartExamined", "file names", ...)
+    region_threshold: float | None = None  # a region from this score is a finding (the manifest's); None: no regions
 
     @property
     def coverage_note(self) -> str:
@@ -92,18 +95,32 @@ class StudyResult:
         """A copy of this result for a study of `body_part` (e.g. the one the user chose)."""
         return replace(self, body_part=body_part or "", body_part_source=source)
 
+    def is_finding(self, region: Region) -> bool:
+        """Whether `region` is shown as a finding (`regions.region_is_finding`: abnormal verdict, not withheld,
+        score from the region threshold up); the other regions are listed as below the threshold."""
+        return self.region_threshold is not None and region_is_finding(
+            region.score, self.region_threshold, self.verdict, self.withheld)
+
+    def region_rows(self) -> list[dict[str, Any]]:
+        """One dict per region of every image: image name, box (x0, y0, x1, y1, image pixels), score, finding."""
+        return [{"image": image.name, **region.to_dict(), "finding": self.is_finding(region)}
+                for image in self.images for region in image.regions]
+
     @property
     def errors(self) -> list[str]:
         return [f"{r.name}: {r.error}" for r in self.images if r.error]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per image: name, body part, one column per member, ensemble, verdict, error."""
+        """One row per image: name, body part, one column per member, ensemble, verdict, its regions and
+        findings (counts), error."""
         rows = []
         for r in self.images:
             row = {"image": r.name, "body_part": r.body_part}
             row.update({m: r.probabilities.get(m) for m in self.members})
             row["ensemble"] = r.ensemble
             row["verdict"] = verdict(r.ensemble, self.threshold)
+            row["regions"] = len(r.regions)
+            row["findings"] = sum(self.is_finding(region) for region in r.regions)
             row["error"] = r.error or ""
             row["warning"] = r.warning
             rows.append(row)
@@ -119,10 +136,12 @@ class StudyResult:
             "coverage": None if self.coverage is None else self.coverage.to_info(),
             "study_probability": self.probability,
             "threshold": self.threshold,
+            "region_threshold": self.region_threshold,
             "member_probabilities": self.member_probabilities,
             "images": [
                 {"image": r.name, "body_part": r.body_part, "probabilities": r.probabilities,
-                 "ensemble": r.ensemble, "error": r.error, "warning": r.warning}
+                 "ensemble": r.ensemble, "error": r.error, "warning": r.warning,
+                 "regions": [{**region.to_dict(), "finding": self.is_finding(region)} for region in r.regions]}
                 for r in self.images
             ],
             "cam_method": self.cam_method,
@@ -166,6 +185,21 @@ def study_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
 def study_csv(result: StudyResult, body_part: str = "") -> str:
     """`study_table` as a formula-safe CSV (`csvsafe.write_csv`), the per-image download."""
     return write_csv(study_table(result, body_part))
+
+
+REGION_COLUMNS = ("image", "x0", "y0", "x1", "y1", "score", "finding")
+"""Columns of `region_table`: box corners in the image's pixels (x1, y1 exclusive), score in [0, 1]."""
+
+
+def region_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
+    """One row per suspected region of the study (`StudyResult.region_rows`), for the study's body part:
+    `finding` is False for all of them where the verdict is withheld or normal."""
+    return pd.DataFrame(result.with_body_part(body_part).region_rows(), columns=list(REGION_COLUMNS))
+
+
+def region_csv(result: StudyResult, body_part: str = "") -> str:
+    """`region_table` as a formula-safe CSV (`csvsafe.write_csv`), the regions download."""
+    return write_csv(region_table(result, body_part))
 
 
 def study_json(result: StudyResult, body_part: str = "", body_part_source: str = "") -> str:

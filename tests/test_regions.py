@@ -160,3 +160,85 @@ def test_froc_recall_at_false_positives_per_image():
 def test_matching_needs_one_list_of_boxes_per_image():
     with pytest.raises(ValueError, match="2 images of detections but 1"):
         match_detections([[], []], [[]])
+
+
+@pytest.fixture(scope="module")
+def lesion_ensemble(tmp_path_factory):
+    """A tiny untrained one-member ensemble with a lesion map, saved with chosen region settings."""
+    import keras
+
+    from mura_core.ensemble import Ensemble
+    from mura_core.registry import create_model
+
+    keras.utils.set_random_seed(5)
+    model = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True)
+    settings = RegionSettings(RegionParams(floor=0.0, min_area=0.0, level=0.7), 0.2, "test")
+    ensemble = Ensemble({"mnv2": model}, threshold=0.0, regions=settings)  # threshold 0: every study abnormal
+    return ensemble, ensemble.save(tmp_path_factory.mktemp("regions") / "weights")
+
+
+def _radiographs(n=2):
+    from tests.mura_tree import fracatlas_images
+
+    return [str(p) for p, _ in fracatlas_images(n, n)][:n]
+
+
+def test_the_prediction_path_finds_regions_on_the_fused_lesion_map(lesion_ensemble):
+    from mura_core.results import REGION_COLUMNS, region_table
+
+    ensemble, _ = lesion_ensemble
+    result = ensemble.predict_study(_radiographs(), explain=True)
+    assert result.cam_method == "lesion_map" and result.region_threshold == 0.2
+    for image in result.images:
+        assert image.regions == find_regions(image.heatmaps["ensemble"], image.image.shape,
+                                             ensemble.regions.params, image.ensemble)
+        assert image.regions  # floor 0: an untrained map still has a maximum
+        for region in image.regions:
+            assert 0 <= region.x0 < region.x1 <= image.image.shape[1] and 0 <= region.y0 < region.y1
+    rows = result.region_rows()
+    assert len(rows) == sum(len(r.regions) for r in result.images)
+    assert [row["finding"] for row in rows] == [row["score"] >= 0.2 for row in rows]  # an abnormal study
+    frame = result.to_frame()
+    assert frame["regions"].tolist() == [len(r.regions) for r in result.images]
+    assert list(region_table(result).columns) == list(REGION_COLUMNS)
+    without = ensemble.predict_study(_radiographs(), explain=True, regions=False)
+    assert all(not image.regions for image in without.images)
+    assert all(not image.regions for image in ensemble.predict_study(_radiographs(), explain=False).images)
+    gradcam = ensemble.predict_study(_radiographs(), explain=True, method="gradcam")
+    assert gradcam.region_threshold is None and all(not image.regions for image in gradcam.images)
+
+
+def test_region_settings_travel_in_the_manifest_and_a_bad_entry_names_it(lesion_ensemble, tmp_path):
+    import json
+    import shutil
+
+    from mura_core.ensemble import EnsembleLoadError, load_ensemble
+
+    ensemble, folder = lesion_ensemble
+    assert load_ensemble(folder).regions == ensemble.regions
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["regions"]["params"]["mode"] = "boxes"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnsembleLoadError, match="manifest.json: bad 'regions' entry .*mode 'boxes'"):
+        load_ensemble(broken)
+    del manifest["regions"]  # an ensemble installed before regions existed: the defaults
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    assert load_ensemble(broken).regions == RegionSettings()
+
+
+def test_withheld_or_normal_studies_list_regions_without_findings(lesion_ensemble):
+    from dataclasses import replace
+
+    from mura_core.coverage import Coverage
+
+    ensemble, _ = lesion_ensemble
+    result = ensemble.predict_study(_radiographs(1), explain=True)
+    assert any(row["finding"] for row in result.region_rows())
+    normal = replace(result, verdict="normal")
+    assert normal.region_rows() and not any(row["finding"] for row in normal.region_rows())
+    coverage = Coverage(dataset="FracAtlas", body_parts=("XR_HAND",), positive_label="fracture", n_images=1)
+    withheld = replace(result, coverage=coverage).with_body_part("XR_HUMERUS")
+    assert withheld.withheld and not any(row["finding"] for row in withheld.region_rows())
+    exported = withheld.to_dict()["images"][0]["regions"]
+    assert exported and not any(region["finding"] for region in exported)
