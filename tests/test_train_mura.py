@@ -88,6 +88,9 @@ def test_pipeline_rejects_overrides_it_sets(tmp_path):
         train_mura.member_configs(tmp_path, tmp_path, ["data=/elsewhere"])
     with pytest.raises(ValueError, match="unknown config keys"):
         train_mura.member_configs(tmp_path, tmp_path, ["epoch=3"])
+    with pytest.raises(ValueError, match="members: expected one of method, offline"):
+        train_mura.run_pipeline(tmp_path, tmp_path / "out", members="lite")
+    assert not (tmp_path / "out").exists()
 
 
 def test_comparison_with_published_counts():

