@@ -27,6 +27,15 @@ def test_section_5_1_configs_differ_only_in_split():
         assert len(split) == 9752 and (split["split"] == "").sum() == 12  # the undecodable files
 
 
+def test_section_5_1_lite0_configs_change_only_the_network():
+    for split in ("published", "leak_free"):
+        scratch = load_config(CONFIGS / f"multi_region_mobilenetv2_{split}.yaml").to_dict()
+        lite = load_config(CONFIGS / f"multi_region_lite0_{split}.yaml").to_dict()
+        differing = {key for key in scratch if scratch[key] != lite[key]}
+        assert differing == {"name", "model", "weights", "learning_rate", "bn_momentum"}
+        assert (lite["model"], lite["weights"], lite["bn_momentum"]) == ("efficientnet_lite0", "imagenet", None)
+
+
 def test_section_5_2_config_lists_both_datasets():
     config = load_config(CONFIGS / "fracatlas_multi_region_mobilenetv2.yaml")
     assert [source.format for source in config.data] == ["fracatlas", "folders"]
