@@ -54,6 +54,7 @@ def model_card(manifest: dict, report: dict) -> str:
         f"Ensemble (mean of probabilities) of {members}. Decision threshold {manifest['threshold']:.4f} "
         f"({info.get('threshold_rule', '')}, chosen on the validation split, never on test).",
         "",
+        *([f"Initial weights: {info['pretrained']}", ""] if info.get("pretrained") else []),
         "## Training data",
         info.get("trained_on", ""),
         "",
