@@ -193,9 +193,12 @@ with table_col:
     st.markdown("**Per image**")
     frame = result.to_frame()
     st.dataframe(frame[frame["ensemble"].notna()], hide_index=True,
-                 column_order=["image", "ensemble", "verdict", *result.members],
-                 column_config={m: st.column_config.NumberColumn(format="%.3f")
-                                for m in [*result.members, "ensemble"]})
+                 column_order=["image", "ensemble", "verdict", "regions", "findings", *result.members],
+                 column_config={**{m: st.column_config.NumberColumn(format="%.3f")
+                                   for m in [*result.members, "ensemble"]},
+                                "regions": st.column_config.NumberColumn("regions", help="Suspected regions"),
+                                "findings": st.column_config.NumberColumn(
+                                    "findings", help="Regions shown as findings (solid boxes)")})
     st.caption("Per-image verdicts use the same threshold; the study verdict above is what counts.")
 
 st.subheader("Where the models looked")
@@ -221,10 +224,25 @@ if sample_rows is not None and len(sample_rows):
 show_boxes = bool(reference_boxes) and st.toggle(
     "Show the annotated fracture boxes", value=True,
     help="The sample list's reference boxes (FracAtlas annotations), drawn in green over every picture.")
+has_regions = any(r.regions for r in result.images)
+show_regions = has_regions and st.toggle(
+    "Show the suspected regions", value=True, key="show_regions",
+    help="Boxes read off the fused map, each with its score (orange). Solid: a finding, its score at or above "
+         f"the ensemble's region threshold ({result.region_threshold or 0:.2f}) in a study with an abnormal "
+         "verdict. Dashed: listed only, below that threshold, or in a study whose verdict is normal or withheld.")
+if result.region_threshold is None:
+    st.caption(f"Suspected regions come from the {CAM_METHODS[ensemble.default_cam_method]} only: choose it above "
+               "to see them.")
 for number, image in enumerate([r for r in result.images if r.ok], start=1):
     st.markdown(f"**Image {number}: {image.name}** - ensemble probability {image.ensemble:.3f}")
     boxes = reference_boxes.get(image.name) if show_boxes else None
-    panels = charts.heatmap_panels(image, alpha, result.members, boxes)
+    regions = [(region, result.is_finding(region)) for region in image.regions] if show_regions else None
+    if has_regions:
+        findings = sum(result.is_finding(region) for region in image.regions)
+        st.caption(f"{len(image.regions)} suspected region(s), {findings} shown as finding(s) (solid); "
+                   + ("scores: " + ", ".join(f"{g.score:.2f}" for g in image.regions) if image.regions else
+                      "the map holds no region."))
+    panels = charts.heatmap_panels(image, alpha, result.members, boxes, regions)
     for start in range(0, len(panels), PANELS_PER_ROW):
         row = panels[start:start + PANELS_PER_ROW]
         for column, (caption, picture) in zip(st.columns(PANELS_PER_ROW), row):
@@ -237,10 +255,11 @@ for number, image in enumerate([r for r in result.images if r.ok], start=1):
     if closer.open:
         with closer:
             shown = st.radio("Map", maps, format_func=charts.heatmap_label, horizontal=True, key=f"zoom_map_{number}")
-            st.plotly_chart(charts.image_zoom_figure(image, shown, alpha, boxes), config=charts.ZOOM_CONFIG)
+            st.plotly_chart(charts.image_zoom_figure(image, shown, alpha, boxes, regions), config=charts.ZOOM_CONFIG)
             st.caption("At the image's own resolution: drag a box or scroll to zoom in, pan with the toolbar, "
                        "double-click to see the whole image again. The + marks this map's peak (the pixel the "
-                       "pointing game scores)" + ("; the green boxes are the annotations." if boxes else "."))
+                       "pointing game scores)" + ("; the green boxes are the annotations" if boxes else "")
+                       + (f"; the {charts.REGION_NOTE}" if regions else "") + ".")
 
 if origin == "sample" and sample_rows is not None:
     attributions = sorted({a for a in sample_rows["attribution"] if a})

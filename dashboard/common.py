@@ -197,13 +197,18 @@ def download_section(result, body_part: str, body_part_source: str, alpha: float
     from dashboard.pdf_download import pdf_report
 
     st.subheader("Download the result")
-    json_col, csv_col, pdf_col, _ = st.columns([1, 1, 1, 1])
+    json_col, csv_col, regions_col, pdf_col = st.columns([1, 1, 1, 1])
     json_col.download_button("Study result (JSON)", results.study_json(result, body_part, body_part_source),
                              file_name="study_result.json", mime="application/json", on_click="ignore",
                              icon=":material/download:")
     csv_col.download_button("Per-image table (CSV)", results.study_csv(result, body_part),
                             file_name="study_result.csv", mime="text/csv", on_click="ignore",
                             icon=":material/download:")
+    regions_col.download_button("Suspected regions (CSV)", results.region_csv(result, body_part),
+                                file_name="study_regions.csv", mime="text/csv", on_click="ignore",
+                                icon=":material/download:",
+                                help="One row per suspected region: image, box corners x0, y0, x1, y1 in the "
+                                     "image's pixels, score, and whether it is shown as a finding.")
     pdf_col.download_button("PDF", pdf_report(result, body_part, body_part_source, alpha),
                             file_name="study_report.pdf", mime="application/pdf", on_click="ignore",
                             icon=":material/picture_as_pdf:",

@@ -107,6 +107,51 @@ def draw_boxes(rgb: np.ndarray, boxes: Sequence[Sequence[float]], scale: float =
     return out
 
 
+REGION_COLOR = (255, 140, 0)
+"""Suspected regions (RGB): solid where a region is a finding, dashed where it is listed below the threshold."""
+REGION_NOTE = "orange boxes: suspected regions (solid: finding, dashed: below threshold)"
+
+
+def _dashed_rectangle(out: np.ndarray, top_left, bottom_right, color, thickness: int, dash: int) -> None:
+    (x0, y0), (x1, y1) = top_left, bottom_right
+    for a, b, fixed, horizontal in ((x0, x1, y0, True), (x0, x1, y1, True), (y0, y1, x0, False),
+                                    (y0, y1, x1, False)):
+        for start in range(a, b, 2 * dash):
+            end = min(start + dash, b)
+            points = ((start, fixed), (end, fixed)) if horizontal else ((fixed, start), (fixed, end))
+            cv2.line(out, *points, color, thickness)
+
+
+def draw_regions(rgb: np.ndarray, regions: Sequence[tuple[Any, bool]], scale: float = 1.0,
+                 color: tuple[int, int, int] = REGION_COLOR) -> np.ndarray:
+    """A copy of an RGB (or gray) image with suspected regions outlined and their scores written beside them.
+
+    Args:
+        rgb: the picture.
+        regions: (`regions.Region`, is a finding) pairs; a finding is drawn solid and thicker, the others
+            dashed.
+        scale: maps the regions' image pixels to the picture's.
+        color: the outline's colour.
+    """
+    out = np.repeat(rgb[..., None], 3, axis=-1) if rgb.ndim == 2 else rgb.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 300))
+    font = max(0.35, max(out.shape[:2]) / 1400)
+    for region, finding in regions:
+        top_left = (round(region.x0 * scale), round(region.y0 * scale))
+        bottom_right = (max(top_left[0] + 1, round(region.x1 * scale) - 1),
+                        max(top_left[1] + 1, round(region.y1 * scale) - 1))
+        if finding:
+            cv2.rectangle(out, top_left, bottom_right, color, thickness + 1)
+        else:
+            _dashed_rectangle(out, top_left, bottom_right, color, thickness, max(3, 4 * thickness))
+        text = f"{region.score:.2f}"
+        (_, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, 1)
+        where = (top_left[0], top_left[1] - 3 if top_left[1] - 3 > height else bottom_right[1] + height + 3)
+        cv2.putText(out, text, where, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(out, text, where, cv2.FONT_HERSHEY_SIMPLEX, font, color, max(1, thickness), cv2.LINE_AA)
+    return out
+
+
 def draw_peak(rgb: np.ndarray, peak: tuple[int, int], scale: float = 1.0) -> np.ndarray:
     """A copy of an RGB image with a white cross, outlined in black, on `peak` = (row, col) scaled by `scale`."""
     out = rgb.copy()
@@ -129,7 +174,8 @@ def heatmap_label(name: str) -> str:
 
 
 def heatmap_panels(result, alpha: float, members: Sequence[str],
-                   boxes: Sequence[Sequence[float]] | None = None) -> list[tuple[str, np.ndarray]]:
+                   boxes: Sequence[Sequence[float]] | None = None,
+                   regions: Sequence[tuple[Any, bool]] | None = None) -> list[tuple[str, np.ndarray]]:
     """The pictures shown for one image: the original, the fused ensemble map, each member's map.
 
     Args:
@@ -137,6 +183,8 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
         alpha: heatmap opacity, 0 to 1.
         members: member names, in display order.
         boxes: reference lesion boxes (x, y, w, h) in the image's pixels, drawn on every panel.
+        regions: suspected regions as (`regions.Region`, is a finding) pairs (`StudyResult.is_finding`),
+            drawn with their scores on the original and the fused map (`draw_regions`).
 
     Returns:
         (caption, RGB or grayscale uint8 array) pairs at display size; only the original when there
@@ -149,9 +197,12 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
     def framed(picture):
         return draw_boxes(picture, boxes, scale) if boxes else picture
 
-    panels: list[tuple[str, np.ndarray]] = [("Original", framed(image))]
+    def marked(picture):
+        return draw_regions(picture, regions, scale) if regions else picture
+
+    panels: list[tuple[str, np.ndarray]] = [("Original", marked(framed(image)))]
     if "ensemble" in result.heatmaps:
-        fused = framed(overlay(image, result.heatmaps["ensemble"], alpha))
+        fused = marked(framed(overlay(image, result.heatmaps["ensemble"], alpha)))
         caption = f"{FUSED_LABEL} · p = {result.ensemble:.3f}"
         peak = heatmap_peak(result.heatmaps["ensemble"], result.image.shape)
         if peak is not None:
@@ -167,7 +218,8 @@ def heatmap_panels(result, alpha: float, members: Sequence[str],
 
 def heatmap_zoom_figure(gray: np.ndarray, heatmap: np.ndarray, alpha: float,
                         boxes: Sequence[Sequence[float]] | None = None,
-                        peak: tuple[int, int] | None = None, title: str = "") -> go.Figure:
+                        peak: tuple[int, int] | None = None, title: str = "",
+                        regions: Sequence[tuple[Any, bool]] | None = None) -> go.Figure:
     """One heatmap over the radiograph, large and zoomable, at the image's own resolution.
 
     Args:
@@ -178,6 +230,8 @@ def heatmap_zoom_figure(gray: np.ndarray, heatmap: np.ndarray, alpha: float,
         peak: (row, col) of the map's peak in the image's pixels (`heatmaps.heatmap_peak`), marked with
             its value on hover.
         title: figure title.
+        regions: suspected regions as (`regions.Region`, is a finding) pairs: solid outlines for findings,
+            dashed for the others, the score written at each box's corner.
 
     Returns:
         A plotly figure (show it with `ZOOM_CONFIG`): drag to zoom, wheel to zoom, double-click to reset.
@@ -188,6 +242,14 @@ def heatmap_zoom_figure(gray: np.ndarray, heatmap: np.ndarray, alpha: float,
     line = dict(color="rgb({}, {}, {})".format(*BOX_COLOR), width=2)
     for x, y, w, h in boxes or ():  # a box's edges lie between pixels: pixel i spans i - 0.5 .. i + 0.5
         fig.add_shape(type="rect", x0=x - 0.5, y0=y - 0.5, x1=x + w - 0.5, y1=y + h - 0.5, line=line)
+    region_color = "rgb({}, {}, {})".format(*REGION_COLOR)
+    for region, finding in regions or ():
+        fig.add_shape(type="rect", x0=region.x0 - 0.5, y0=region.y0 - 0.5, x1=region.x1 - 0.5, y1=region.y1 - 0.5,
+                      line=dict(color=region_color, width=3 if finding else 2, dash="solid" if finding else "dash"),
+                      name=f"region {region.score:.2f}")
+        fig.add_annotation(x=region.x0 - 0.5, y=region.y0 - 0.5, text=f"{region.score:.2f}", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(color=region_color, size=13),
+                           bgcolor="rgba(0, 0, 0, 0.6)")
     if peak is not None:
         row, col = peak
         for color, width, hover in (("black", 5, "skip"), ("white", 2.5, "all")):
@@ -205,7 +267,8 @@ def heatmap_zoom_figure(gray: np.ndarray, heatmap: np.ndarray, alpha: float,
 
 
 def image_zoom_figure(result, name: str, alpha: float,
-                      boxes: Sequence[Sequence[float]] | None = None) -> go.Figure:
+                      boxes: Sequence[Sequence[float]] | None = None,
+                      regions: Sequence[tuple[Any, bool]] | None = None) -> go.Figure:
     """`heatmap_zoom_figure` of one of an image's maps ("ensemble" or a member's), that map's own peak marked.
 
     Args:
@@ -213,6 +276,7 @@ def image_zoom_figure(result, name: str, alpha: float,
         name: the map, one of `heatmap_names(result, ...)`.
         alpha: heatmap opacity, 0 to 1.
         boxes: reference boxes (x, y, w, h) in the image's pixels.
+        regions: suspected regions as (`regions.Region`, is a finding) pairs, drawn over any map.
     """
     heatmap = result.heatmaps[name]
     peak = heatmap_peak(heatmap, result.image.shape)
@@ -220,7 +284,7 @@ def image_zoom_figure(result, name: str, alpha: float,
     title = f"{heatmap_label(name)} · {result.name} · {width} × {height} px"
     if peak is not None:
         title += f" · {PEAK_NOTE}"
-    return heatmap_zoom_figure(result.image, heatmap, alpha, boxes, peak, title)
+    return heatmap_zoom_figure(result.image, heatmap, alpha, boxes, peak, title, regions)
 
 
 # ------------------------------------------------------------------------------------- a dataset
@@ -479,6 +543,31 @@ def localization_figure(report: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
+def froc_figure(report: Mapping[str, Any]) -> go.Figure:
+    """The suspected regions' FROC curve (report key "detection"): lesion recall against false positives per
+    image, over every image, with the recall at 0.5 and 1 false positive per image marked."""
+    data = report.get("detection") or {}
+    curve = data.get("froc") or {}
+    fppi, recall = curve.get("fp_per_image") or [], curve.get("recall") or []
+    thresholds = [t if t is not None else float("nan") for t in curve.get("threshold") or [None] * len(fppi)]
+    fig = go.Figure(go.Scatter(
+        x=fppi, y=recall, mode="lines", line_shape="hv", name="FROC", line=dict(color=ABNORMAL_COLOR),
+        customdata=thresholds,
+        hovertemplate="%{x:.2f} FP/image · recall %{y:.3f} · region score >= %{customdata:.3f}<extra></extra>",
+    ))
+    for rate, key in ((0.5, "recall_at_0.5_fp"), (1.0, "recall_at_1_fp")):
+        if data.get(key) is not None:
+            fig.add_trace(go.Scatter(x=[rate], y=[data[key]], mode="markers+text", name=f"{rate:g} FP/image",
+                                     text=[f"{data[key]:.2f}"], textposition="top center",
+                                     marker=dict(color=ENSEMBLE_COLOR, size=9)))
+    top = max([2.0, *[x for x in fppi if x <= 8]])
+    fig.update_layout(title=f"FROC of the suspected regions (AP@50 {number_or_none(data.get('ap50')) or 0:.3f})",
+                      xaxis=dict(title="false positives per image", range=[0, top]),
+                      yaxis=dict(title="recall of annotated boxes (IoU >= 0.5)", range=[0, 1.02]),
+                      showlegend=False, height=400)
+    return fig
+
+
 def report_figures(report: Mapping[str, Any]) -> list[go.Figure]:
     """The report's figures, as the Evaluation page shows them: per level, ROC, calibration,
     per-body-part AUC and each model's confusion matrix; then localization and training history."""
@@ -495,6 +584,8 @@ def report_figures(report: Mapping[str, Any]) -> list[go.Figure]:
                     for m in report_models(report, level)]
     if report.get("localization"):
         figures.append(localization_figure(report))
+    if report.get("detection"):
+        figures.append(froc_figure(report))
     if report.get("history"):
         figures.append(history_figure(report))
     return figures

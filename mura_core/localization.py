@@ -229,3 +229,49 @@ def gallery_cases(records: Iterable[Mapping], heatmap: str = "ensemble", n: int 
     mine = sorted((dict(r) for r in records if r["heatmap"] == heatmap),
                   key=lambda r: (r["mass"], r["hit"], r["iou"]), reverse=True)
     return {"best": mine[:n], "worst": mine[::-1][:n] if len(mine) > n else []}
+
+
+def score_regions(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], batch: int = 8) -> list[dict]:
+    """The suspected regions (`regions.find_regions`, the ensemble's settings) of every image of `rows`,
+    normal ones included, beside its annotated boxes: what `regions.detection_metrics` scores.
+
+    Args:
+        ensemble: an `Ensemble` (its default heatmap method's fused map gives the regions).
+        rows: index rows (`path`, `label`).
+        boxes: lesion boxes (x, y, w, h) by image file name (`datasets.load_boxes`).
+        batch: images explained together.
+
+    Returns:
+        One dict per readable image: "file", "label", "probability", "regions" (`Region`s) and "truths"
+        (its boxes as (x0, y0, x1, y1)).
+    """
+    from .regions import xywh_to_xyxy
+    from .results import Study
+
+    paths, labels = rows["path"].tolist(), rows["label"].tolist()
+    studies = (Study([path], [Path(path).name], "") for path in paths)
+    records = []
+    for label, result in zip(labels, ensemble.predict_studies(studies, explain=True, batch_size=batch)):
+        image = result.images[0]
+        if image.ok:
+            records.append({"file": image.name, "label": int(label), "probability": image.ensemble,
+                            "regions": list(image.regions), "truths": xywh_to_xyxy(boxes.get(image.name) or [])})
+    return records
+
+
+def region_gallery_cases(records: Iterable[Mapping], n: int = 3) -> dict[str, list[dict]]:
+    """The best and the worst images with annotated boxes for the regions: by the best IoU of a region with a
+    box, then the best region's score.
+
+    Args:
+        records: `score_regions` records.
+        n: cases on each side.
+
+    Returns:
+        {"best": [...], "worst": [...]}: records with "iou" (best IoU) added, best first / worst first.
+    """
+    from .regions import best_iou
+
+    mine = [{**r, "iou": best_iou(r["regions"], r["truths"])} for r in records if r["truths"]]
+    mine.sort(key=lambda r: (r["iou"], max((g.score for g in r["regions"]), default=0.0)), reverse=True)
+    return {"best": mine[:n], "worst": mine[::-1][:n] if len(mine) > n else []}

@@ -76,7 +76,7 @@ class RegionParams:
         level: the threshold, a share of the maximum (or of the peak), in (0, 1].
         floor: map values below this never belong to a region (a faint map gives none).
         min_area: smallest region, as a share of the image's area.
-        padding: share of a box's width and height added on each side.
+        padding: share of a box's width and height added on each side (negative: taken off).
         score: "max" or "mean" of the map inside the region.
         max_regions: most regions per image (the highest scores are kept).
         nms_iou: overlapping boxes above this IoU are thinned to the higher-scored one.
@@ -104,8 +104,8 @@ class RegionParams:
         for name in ("floor", "min_area", "probability_weight", "nms_iou"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} {getattr(self, name)} (must lie in [0, 1])")
-        if self.padding < 0:
-            problems.append(f"padding {self.padding} (must be >= 0)")
+        if not -0.5 < self.padding <= 2:
+            problems.append(f"padding {self.padding} (must lie in (-0.5, 2])")
         if int(self.max_regions) < 1:
             problems.append(f"max_regions {self.max_regions} (must be >= 1)")
         if problems:

@@ -303,6 +303,28 @@ def localization_frame(report: Mapping[str, Any], method: str | None = None) -> 
     return frame
 
 
+DETECTION_LABELS = {
+    "ap50": "AP@50",
+    "ap50_95": "AP@[.50:.95]",
+    "recall_at_0.5_fp": "Recall at 0.5 false positive per image",
+    "recall_at_1_fp": "Recall at 1 false positive per image",
+    "threshold": "Region threshold (a finding from this score)",
+    "n_images": "Images (normal ones included)",
+    "n_boxes": "Annotated boxes",
+    "n_regions": "Suspected regions",
+}
+"""The report's detector figures of the suspected regions (`regions.detection_metrics`), as tables name them."""
+
+
+def detection_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """The suspected regions scored as a detector (report key "detection"): one row per figure; empty when
+    the report has none."""
+    data = report.get("detection") or {}
+    rows = [{"figure": label, "value": format_ci(data[key]) if isinstance(data[key], float) else str(data[key])}
+            for key, label in DETECTION_LABELS.items() if data.get(key) is not None]
+    return pd.DataFrame(rows, columns=["figure", "value"])
+
+
 def sanity_frame(report: Mapping[str, Any]) -> pd.DataFrame:
     """The model-randomization check: one row per member and stage, Spearman correlation with the trained maps."""
     sanity = report.get("sanity") or {}

@@ -175,3 +175,33 @@ if report.get("localization"):
                                      f"{'hit' if case['hit'] else 'miss'} · p = {case['probability']:.2f}")
 else:
     st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas)")
+
+st.header("Suspected regions as a detector")
+detection = report.get("detection") or {}
+if detection:
+    st.caption("The boxes the Diagnose page draws, read off the fused lesion map, scored like a fracture detector "
+               "over every image of the split, normal ones included: a region hits an annotated box at IoU >= 0.5 "
+               "(COCO's matching; AP@[.50:.95] averages IoU 0.50 to 0.95), AP is the all-point interpolated "
+               "area under precision against recall, and the FROC curve is the recall of annotated boxes "
+               "against false positives per image as the region score threshold falls.")
+    st.dataframe(reports.detection_frame(report), hide_index=True)
+    st.plotly_chart(charts.froc_figure(report))
+    region_cases = [case for case in report.get("detection_gallery") or []
+                    if uploaded is None and (report_path.parent / case["picture"]).is_file()]
+    if region_cases:
+        st.subheader("Best and worst cases of the regions")
+        st.caption("Annotated boxes in green (left) beside the suspected regions in orange (right): solid where a "
+                   "region is a finding, dashed below the threshold, each with its score; ranked by the best IoU "
+                   "of a region with an annotated box.")
+        for kind in ("best", "worst"):
+            cases = [case for case in region_cases if case["kind"] == kind]
+            if not cases:
+                continue
+            st.markdown(f"**{kind.capitalize()}**")
+            for column, case in zip(st.columns(len(cases)), cases):
+                column.image(str(report_path.parent / case["picture"]), width="stretch",
+                             caption=f"{case['file']} · best IoU {case['iou']:.2f} · {case['regions']} region(s) · "
+                                     f"p = {case['probability']:.2f}")
+else:
+    st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas, and `train.evaluate` of this "
+               "version)")

@@ -68,8 +68,22 @@ def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_st
         m: [{"stage": "head", "layers": 3, "spearman": 0.8 - 0.1 * i, "spearman_abs": 0.8 - 0.1 * i, "undefined": 0},
             {"stage": "head + top 10% of the backbone (5 layers)", "layers": 8, "spearman": 0.2,
              "spearman_abs": 0.25, "undefined": 1}] for i, m in enumerate(members)}}
+    report["detection"] = _fake_detection(rng)
     report["created"] = "2024-01-01T00:00:00"
     return report
+
+
+def _fake_detection(rng) -> dict:
+    """`regions.detection_metrics` of made-up regions: 20 images, half with one box, each image with a region
+    near its box (or anywhere) of random score, as `train.evaluate` records them."""
+    from mura_core.regions import Region, detection_metrics
+
+    found, truths = [], []
+    for k in range(20):
+        truths.append([(10, 10, 50, 50)] if k % 2 else [])
+        shift = int(rng.integers(0, 30))
+        found.append([Region(10 + shift, 10, 50 + shift, 50, float(rng.random()))])
+    return {**detection_metrics(found, truths), "threshold": 0.5, "method": "lesion_map"}
 
 
 @pytest.fixture(scope="session")

@@ -105,8 +105,21 @@ def test_diagnose_sample_study_with_heatmaps(monkeypatch, tiny_weights, count_st
     assert json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"]["title"]["text"].startswith(choice.options[-1])
     assert count_studies == ["gradcam"]
     downloads = {b.proto.label for b in at.get("download_button")}
-    assert downloads == {"Study result (JSON)", "Per-image table (CSV)", "PDF"}
+    assert downloads == {"Study result (JSON)", "Per-image table (CSV)", "Suspected regions (CSV)", "PDF"}
     assert count_studies == ["gradcam"]
+
+    # The suspected regions: counted per image, drawn on the large view with their scores, behind a toggle.
+    assert "suspected region(s)" in _texts(at)
+    shapes = spec["layout"].get("shapes", [])
+    regions = [shape for shape in shapes if shape.get("name", "").startswith("region ")]
+    assert regions, "no region drawn on the large view"
+    scores = {a["text"] for a in spec["layout"]["annotations"]}
+    assert {shape["name"].removeprefix("region ") for shape in regions} <= scores
+    at.toggle(key="show_regions").set_value(False).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [s for s in json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"].get("shapes", [])
+                if s.get("name", "").startswith("region ")]
+    at.toggle(key="show_regions").set_value(True).run()
 
     at.slider[0].set_value(0.7).run()  # opacity: redraw only
     assert count_studies == ["gradcam"]
@@ -277,7 +290,7 @@ def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
     at = _page(_app(monkeypatch, tiny_weights), "evaluation")
     headers = [h.value for h in at.header]
     for header in ("Models compared", "Per body part", "ROC curves", "Confusion matrices", "Calibration",
-                   "Threshold explorer", "Training history", "Localization"):
+                   "Threshold explorer", "Training history", "Localization", "Suspected regions as a detector"):
         assert header in headers
     assert "Not in this report." not in _texts(at)
     assert "Sanity check: model randomization" in [h.value for h in at.subheader]
@@ -508,7 +521,8 @@ def test_heatmap_panels_and_exports():
     assert exported["verdict"] == "abnormal" and exported["study_body_part"] == "Wrist"
     assert exported["verdict_text"] == "Abnormal (ensemble 0.70 ≥ threshold 0.45)"
     assert exported["images"][1]["error"].startswith("not an image")
-    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error", "warning"}
+    assert set(exported["images"][0]) == {"image", "body_part", "probabilities", "ensemble", "error", "warning",
+                                          "regions"}
     assert exported["body_part"] == "XR_WRIST"
     assert "competence is unknown" in exported["warning"]  # this result records no coverage
     table = results.study_table(result, "")
@@ -530,6 +544,30 @@ def test_fused_panel_marks_the_peak():
 
     result.heatmaps["ensemble"] = np.zeros((6, 8), np.float32)  # no peak, no mark
     assert "peak" not in charts.heatmap_panels(result, 0.5, [])[1][0]
+
+
+def test_regions_drawn_solid_when_a_finding_and_dashed_below_the_threshold():
+    from mura_core.regions import Region
+
+    gray = np.zeros((200, 300), np.uint8)
+    region = Region(50, 60, 150, 160, 0.81)
+    solid = charts.draw_regions(gray, [(region, True)])
+    dashed = charts.draw_regions(gray, [(region, False)])
+    orange = np.array(charts.REGION_COLOR)
+
+    def edge(picture):  # the box's left edge, a column of pixels away from the score's text
+        return (picture[80:150, 50] == orange).all(axis=-1)
+
+    assert edge(solid).all() and 0.3 < edge(dashed).mean() < 0.8  # dashes along the edge, gaps between
+    assert (solid[20:58, 50:100] != 0).any()  # the score is written above the box
+    fig = charts.heatmap_zoom_figure(gray, np.zeros((4, 4), np.float32), 0.4,
+                                     regions=[(region, True), (Region(0, 0, 10, 10, 0.2), False)])
+    assert [s.line.dash for s in fig.layout.shapes] == ["solid", "dash"]
+    assert [a.text for a in fig.layout.annotations] == ["0.81", "0.20"]
+    panels = charts.heatmap_panels(_study().images[0], 0.5, ["m1"], regions=[(Region(2, 2, 30, 30, 0.5), True)])
+    plain = charts.heatmap_panels(_study().images[0], 0.5, ["m1"])
+    assert not np.array_equal(panels[0][1], np.repeat(plain[0][1][..., None], 3, axis=-1))  # on the original
+    assert np.array_equal(panels[2][1], plain[2][1])  # not on a member's map
 
 
 def test_heatmap_zoom_figure():
@@ -674,6 +712,12 @@ def test_report_helpers(fake_report, tmp_path):
     loc = reports.localization_frame(report)
     assert list(loc.index) == models and "(" in loc.iloc[0]["pointing game (hit rate)"]
     assert len(charts.localization_figure(report).data) == 3
+    detection = reports.detection_frame(report)
+    assert detection["figure"].tolist()[:4] == ["AP@50", "AP@[.50:.95]", "Recall at 0.5 false positive per image",
+                                                "Recall at 1 false positive per image"]
+    froc = charts.froc_figure(report)
+    assert froc.data[0].x[-1] == report["detection"]["froc"]["fp_per_image"][-1] and len(froc.data) == 3
+    assert reports.detection_frame({}).empty
 
 
 def test_members_frame_and_stamp(tiny_weights, tmp_path):

@@ -7,7 +7,9 @@ Writes `report.json`, `predictions.csv`, member-comparison and per-body-part CSV
 (ROC, calibration, per body part, confusion), image- and study-level, with bootstrap 95% confidence
 intervals. On a layout with lesion boxes (FracAtlas) it also scores the heatmaps against them at
 each image's native resolution (pointing game, heatmap mass inside boxes, IoU), draws the best and
-worst cases into `gallery/`, and runs the model-randomization sanity check (`mura_core.sanity`).
+worst cases into `gallery/`, and runs the model-randomization sanity check (`mura_core.sanity`); and it
+scores the ensemble's suspected regions as a detector over every image of the split, normal ones
+included (`regions.detection_metrics`: AP@50, AP@[.50:.95], FROC), with their best and worst cases.
 Paths in `predictions.csv` are relative to ROOT, so a report can be shared without the machine's layout.
 """
 
@@ -26,8 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mura_core import localization, sanity  # noqa: E402
-from mura_core.charts import display_copy, heatmap_panels, write_report_figures  # noqa: E402
+from mura_core import localization, regions, sanity  # noqa: E402
+from mura_core.charts import display_copy, draw_boxes, draw_regions, heatmap_panels, write_report_figures  # noqa: E402
 from mura_core.datasets import index_dataset, layout_names, load_boxes  # noqa: E402
 from mura_core.ensemble import Ensemble, load_ensemble  # noqa: E402
 from mura_core.gradcam import LESION_MAP  # noqa: E402
@@ -79,6 +81,7 @@ def evaluate(weights: str | None, data: str, out: str, fmt: str = "auto", split:
     boxes = load_boxes(data, index.format) if localize else None
     if boxes:
         report.update(explanations(ensemble, merged, boxes, Path(out), sanity_images))
+        report.update(detection(ensemble, merged, boxes, Path(out)))
     write_report(report, merged.assign(path=merged["path"].map(lambda p: _relative_to(p, data))), out)
     write_report_figures(report, Path(out) / "figures.html")
     return report
@@ -120,6 +123,41 @@ def explanations(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path,
         "localization_gallery": gallery,
         "sanity": sanity_report(ensemble, positives["path"].tolist()[:sanity_images], default),
     }
+
+
+def detection(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, n_cases: int = 3) -> dict:
+    """The suspected regions scored as a detector over every image of `rows`, for the report: "detection"
+    (`regions.detection_metrics` with the FROC curve, the region settings used) and "detection_gallery"
+    (the best and worst boxed images by the best IoU of a region, drawn into `out/gallery/`)."""
+    records = localization.score_regions(ensemble, rows, boxes)
+    figures = regions.detection_metrics([r["regions"] for r in records], [r["truths"] for r in records])
+    figures.update(threshold=ensemble.regions.threshold, settings=ensemble.regions.to_info(),
+                   method=ensemble.default_cam_method)
+    log.info("regions: %s", {k: v for k, v in figures.items() if k not in ("froc", "settings")})
+    paths = {Path(p).name: p for p in rows["path"]}
+    gallery = []
+    for kind, chosen in localization.region_gallery_cases(records, n_cases).items():
+        for case in chosen:
+            file = f"gallery/regions_{kind}_{Path(case['file']).stem}.jpg"
+            result = ensemble.predict_study([paths[case["file"]]], explain=True)
+            save_region_picture(result, case["truths"], out / file)
+            gallery.append({"file": case["file"], "kind": kind, "picture": file, "iou": case["iou"],
+                            "probability": case["probability"], "regions": len(case["regions"]),
+                            "top_score": max((g.score for g in case["regions"]), default=None)})
+    return {"detection": figures, "detection_gallery": gallery}
+
+
+def save_region_picture(result, truths, path: Path, side: int = 320) -> Path:
+    """The original with its annotated boxes (green) beside it with the suspected regions (orange: solid a
+    finding, dashed below the threshold, each with its score), as one JPEG."""
+    image = result.images[0]
+    shown = display_copy(image.image, side)
+    scale = shown.shape[0] / image.image.shape[0]
+    annotated = draw_boxes(shown, [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in truths], scale)
+    found = draw_regions(shown, [(g, result.is_finding(g)) for g in image.regions], scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([annotated, found], axis=1)).save(path, quality=85)
+    return path
 
 
 def save_case_picture(image, image_boxes, path: Path, side: int = 320) -> Path:

@@ -37,11 +37,11 @@ GRID = {
     "level": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
     "floor": [0.0, 0.02, 0.05, 0.1],
     "min_area": [0.0, 0.0005, 0.001, 0.002],
-    "padding": [0.0, 0.1, 0.2, 0.35],
+    "padding": [-0.2, -0.1, 0.0, 0.1, 0.2, 0.35],
     "score": ["max", "mean"],
     "max_regions": [1, 2, 3, 5],
     "nms_iou": [0.1, 0.3, 0.5],
-    "probability_weight": [0.0, 0.25, 0.5, 0.75],
+    "probability_weight": [0.0, 0.25, 0.5, 0.75, 1.0],
 }
 """The values tried for each parameter, one parameter at a time."""
 COLUMNS = ["variant", *GRID, "ap50", "ap50_95", "recall_at_0.5_fp", "recall_at_1_fp", "best_f1",
