@@ -164,7 +164,7 @@ def _predict(args) -> int:
         return EXIT_ERROR
     if args.weights is None and not weights_installed():
         print("error: no ensemble is installed in weights/ - pass --weights FOLDER, set MURA_WEIGHTS, or "
-              "install one (see README: 'Installing other weights')", file=sys.stderr)
+              "install one (see docs/hosting-and-privacy.md: 'Installing other weights')", file=sys.stderr)
         return EXIT_ERROR
     try:
         ensemble = load_ensemble(args.weights)

@@ -41,7 +41,7 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int],
     The map is first resized to the image as `resize_heatmap` does (bilinear), then blurred with a
     Gaussian of sigma `smoothing` times the image's longer side, and the maximum of that is the peak. The
     blur makes a compact bright region win over a lone brighter pixel or cell: on the validation split it
-    moved the fused lesion map's peak into a fracture box more often (the README's heatmap section gives
+    moved the fused lesion map's peak into a fracture box more often (docs/bundled-model-notebook.md gives
     the figures). `smoothing=0` gives the plain maximum. The dashboard marks this pixel, and
     `localization.pointing_game` scores it.
 
