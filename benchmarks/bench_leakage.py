@@ -1,6 +1,8 @@
-"""Leakage finder: the near-duplicate threshold on real radiographs, and the time to index a dataset.
+"""Leakage finder: the near-duplicate threshold on real radiographs, the time to index a dataset, and a
+MURA-size tree of identical files (time and peak memory).
 
-    python benchmarks/bench_leakage.py [--sample 300] [--workers 2]
+    python benchmarks/bench_leakage.py [--sample 300] [--workers 2] [--skip-threshold] [--skip-timing]
+                                       [--skip-scale] [--scale-share 1.0] [--scale-tree DIR]
 
 1. Threshold. From distinct FracAtlas and Bone Fracture Multi-Region radiographs (``--sample`` of each),
    it makes the copies a leaked file usually is: JPEG re-encoded (quality 60), resized to half, cropped
@@ -12,12 +14,21 @@
    caught and of different radiographs wrongly matched.
 2. Time. It runs `find_leakage` on the published Multi-Region layout (materialised with the data's
    ``materialize.py``) and on FracAtlas, prints seconds per file, and extrapolates to 40,000 files.
+3. Scale. It writes a MURA v1.1 tree with the published layout and counts whose 40,005 images are one
+   blank placeholder PNG (`tests.mura_tree.make_identical_mura_tree`; ``--scale-share`` writes a share of
+   it) and measures, each in its own process: ``python -m mura_core index`` with the leakage check, the
+   same with ``--no-leakage``, and the Dataset explorer's leakage panel (the page run by Streamlit's
+   ``AppTest``, the panel switched on). It prints wall time and peak memory (the process's maximum resident
+   set) of each, the counts reported, the pairs listed, and whether the target (<= 2 minutes, <= 2 GiB)
+   is met. Parts 1 and 2 need ``../shared/data``; part 3 needs nothing outside the repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mura_core.datasets import index_dataset, leakage  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 FRACATLAS = SHARED / "fracatlas"
 MULTI_REGION = SHARED / "bone-fracture-multi-region"
 
@@ -148,15 +160,107 @@ def timing(workers: int) -> None:
           f"{total_seconds / total_files * 40_000:.0f} s (an extrapolation, not a measurement)")
 
 
+TARGET_SECONDS, TARGET_BYTES = 120, 2 * 1024**3
+"""What a MURA-size tree of identical files must stay within: the leakage check on, <= 2 minutes, <= 2 GiB."""
+
+EXPLORER = """
+import sys, time
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=600).run()
+at.switch_page("pages/dataset.py").run()
+assert not at.exception, [e.value for e in at.exception]
+switch = next(t for t in at.toggle if t.label.startswith("Find identical"))
+start = time.perf_counter()
+switch.set_value(True).run()
+assert not at.exception, [e.value for e in at.exception]
+print(f"panel: {time.perf_counter() - start:.1f} s after switching it on")
+for frame in at.dataframe:
+    if "near-duplicates" in frame.value.columns or "near-duplicate inside" in frame.value.columns:
+        for row in frame.value.to_dict("records"):
+            print("panel:", ", ".join(f"{key} {value}" for key, value in row.items()))
+"""
+"""The Dataset explorer with its leakage panel switched on (argv: app.py), as `tests/test_app.py` runs it."""
+
+
+def _measured(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Run a command in its own process: (wall seconds, its peak resident memory in bytes, its output)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        text = out.read()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{text[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, text  # Linux gives kilobytes
+
+
+def scale(share: float, tree: Path | None = None) -> None:
+    """Part 3: the leakage check on a MURA-layout tree of identical placeholder images (written into
+    ``tree`` and kept there, or read from it when it holds one already; by default a temporary folder)."""
+    from tests.mura_tree import make_identical_mura_tree
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        if tree is not None and (tree / "MURA-v1.1").is_dir():
+            mura = tree / "MURA-v1.1"
+        else:
+            mura = make_identical_mura_tree(tree or Path(tmp), share)
+        files = sum(len(Path(mura, f"{split}_image_paths.csv").read_text().splitlines())
+                    for split in ("train", "valid"))
+        print(f"MURA v1.1 layout in {mura.parent}, {files:,} identical placeholder PNGs "
+              f"(written or found in {time.perf_counter() - start:.1f} s)")
+        index = [sys.executable, "-m", "mura_core", "index", str(mura), "--out", str(Path(tmp, "index.csv"))]
+        runs = {
+            "index, leakage check on": index + ["--duplicates", str(Path(tmp, "pairs.csv"))],
+            "index --no-leakage": index + ["--no-leakage"],
+            "Dataset explorer, leakage panel on": [sys.executable, "-c", EXPLORER, str(ROOT / "app.py")],
+        }
+        env = {"MURA_DATA_ROOTS": str(mura), "MURA_WEIGHTS": str(Path(tmp, "no-weights"))}
+        measured = {}
+        for name, command in runs.items():
+            seconds, peak, text = _measured(command, env)
+            measured[name] = seconds, peak
+            print(f"{name}: {seconds:.1f} s, peak memory {peak / 1024**3:.2f} GiB")
+            shown = [line for line in text.splitlines()
+                     if line.startswith(("  valid", "  within", "  memory baseline", "panel"))]
+            for line in shown:
+                print("   ", line.strip())
+        pairs = len(Path(tmp, "pairs.csv").read_text().splitlines()) - 1
+        print(f"pairs listed in the CSV: {pairs:,} (one per leaking file and pair of splits)")
+        for name in ("index, leakage check on", "Dataset explorer, leakage panel on"):
+            seconds, peak = measured[name]
+            met = seconds <= TARGET_SECONDS and peak <= TARGET_BYTES
+            print(f"{name}: {seconds / TARGET_SECONDS:.2f} of the time allowed, {peak / TARGET_BYTES:.2f} of the "
+                  f"memory allowed ({TARGET_SECONDS} s, 2 GiB): {'met' if met else 'NOT met'}")
+        base_seconds, base_peak = measured["index --no-leakage"]
+        seconds, peak = measured["index, leakage check on"]
+        print(f"the leakage check costs {seconds / base_seconds:.1f}x the time and {peak / base_peak:.1f}x the peak "
+              f"memory of indexing alone")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-threshold", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--scale-share", type=float, default=1.0,
+                        help="share of MURA's 40,005 images the identical-files tree holds (part 3)")
+    parser.add_argument("--scale-tree", type=Path,
+                        help="folder to keep that tree in (and reuse), instead of a temporary one: removing "
+                             "40,005 files can take minutes")
     args = parser.parse_args()
-    threshold_table(args.sample)
+    if not args.skip_threshold:
+        threshold_table(args.sample)
     if not args.skip_timing:
         timing(args.workers)
+    if not args.skip_scale:
+        scale(args.scale_share, args.scale_tree)
 
 
 if __name__ == "__main__":

@@ -59,3 +59,50 @@ def copy_images(dest: Path, images: list[tuple[Path, int]]) -> list[Path]:
     """Copy images into `dest`, returning the new paths."""
     dest.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(p, dest / p.name)) for p, _ in images]
+
+
+def make_identical_mura_tree(root: Path, share: float = 1.0, side: int = 256) -> Path:
+    """Write a MURA v1.1 tree with the published layout and counts (`mura_facts`: images and normal and
+    abnormal studies per body part and split, 40,005 images at ``share`` 1) whose every image is the same
+    blank placeholder PNG, byte for byte: what a copied tree of blank files looks like to the leakage check.
+
+    Args:
+        root: the folder to write ``MURA-v1.1`` into.
+        share: the share of the published counts to write (each body part, split and label keeps at least
+            one study of one image).
+        side: the placeholder's width and height in pixels.
+
+    Returns:
+        The MURA-v1.1 folder.
+    """
+    import io
+
+    from PIL import Image
+
+    from mura_core import mura_facts
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buffer, "PNG")
+    placeholder = buffer.getvalue()
+    studies = mura_facts.published_studies().set_index(["body_part", "split", "label"])["studies"]
+    images = mura_facts.published_images().set_index(["body_part", "split"])["images"]
+    mura = root / "MURA-v1.1"
+    patient_id = 0
+    for split in mura_facts.SPLITS:
+        image_rows, study_rows = [], []
+        for part in mura_facts.BODY_PARTS:
+            counts = [max(1, round(share * studies[(part, split, mura_facts.LABEL_NAMES[y])])) for y in (0, 1)]
+            n_images = max(sum(counts), round(share * images[(part, split)]))
+            labels = [0] * counts[0] + [1] * counts[1]
+            for k, label in enumerate(labels):
+                patient_id += 1
+                rel = f"MURA-v1.1/{split}/{part}/patient{patient_id:05d}/study1_{'positive' if label else 'negative'}/"
+                (root / rel).mkdir(parents=True)
+                # the study's share of the part's images, spread as evenly as whole numbers allow
+                for i in range(n_images * (k + 1) // len(labels) - n_images * k // len(labels)):
+                    (root / rel / f"image{i + 1}.png").write_bytes(placeholder)
+                    image_rows.append(rel + f"image{i + 1}.png")
+                study_rows.append((rel, label))
+        pd.DataFrame(image_rows).to_csv(mura / f"{split}_image_paths.csv", header=False, index=False)
+        pd.DataFrame(study_rows).to_csv(mura / f"{split}_labeled_studies.csv", header=False, index=False)
+    return mura

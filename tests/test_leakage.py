@@ -211,6 +211,22 @@ def test_near_pairs_with_turned_hashes_matches_all_pairs():
     assert len(leakage.near_pairs(hashes, 8, turned)) >= 20
 
 
+def test_search_and_memory_baseline_give_the_same_in_small_blocks(monkeypatch):
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 2**63, 60, dtype=np.uint64)
+    hashes = np.concatenate([base, base[:30] ^ np.uint64(0b1011), np.repeat(base[:1], 40)])  # 41 share a hash
+    turned = rng.integers(0, 2**63, (len(hashes), 7), dtype=np.uint64)
+    labels = np.arange(len(hashes)) % 2
+    whole = leakage.near_pairs(hashes, 6, turned)
+    remembered = leakage.memory_scores(np.column_stack([hashes[:50], turned[:50]]), hashes[50:], labels[50:])
+    monkeypatch.setattr(leakage, "BLOCK", 5)  # candidate pairs and distances 5 at a time
+    pd.testing.assert_frame_equal(leakage.near_pairs(hashes, 6, turned), whole)
+    for got, want in zip(leakage.memory_scores(np.column_stack([hashes[:50], turned[:50]]), hashes[50:],
+                                               labels[50:]), remembered):
+        np.testing.assert_array_equal(got, want)
+    assert len(whole) >= 41 * 40 // 2 + 30
+
+
 def test_index_command_prints_leakage_and_writes_pairs(leaky, tmp_path, capsys):
     out, pairs_csv = tmp_path / "index.csv", tmp_path / "pairs.csv"
     assert cli.main(["index", str(leaky), "--out", str(out), "--duplicates", str(pairs_csv)]) == 0
@@ -260,3 +276,155 @@ def test_memory_baseline_command_passes_the_leaked_images_by_memory(leaky, tmp_p
     assert sum(band["images"] for band in result["by_distance"]) == 10
     assert result["by_distance"][0] == {"distance": "0-0", "images": 5, "accuracy": 1.0}
     assert "memory baseline, test vs train: 10 test images (2 identical, 6 near-identical" in capsys.readouterr().out
+
+
+def _placeholder(path: Path, note: str = "") -> Path:
+    """A tiny blank PNG; a different ``note`` (a text chunk) gives other bytes of the same picture."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if note:
+        info.add_text("note", note)
+    Image.new("L", (16, 16), 128).save(path, "PNG", pnginfo=info)
+    return path
+
+
+def test_a_large_group_of_identical_files_is_counted_exactly_and_listed_once_a_file(tmp_path, monkeypatch):
+    from mura_core import imaging
+
+    one = _placeholder(tmp_path / "placeholder.png").read_bytes()
+    rows = []
+    for split, n in (("train", 2400), ("val", 500), ("test", 100)):
+        folder = tmp_path / split
+        folder.mkdir()
+        for k in range(n):
+            (folder / f"{k:04d}.png").write_bytes(one)
+            rows.append({"path": str(folder / f"{k:04d}.png"), "split": split, "patient": "", "label": k % 2})
+    for k, sample in enumerate(SAMPLES[:3]):  # distinct radiographs beside them, one per split
+        rows.append({"path": str(sample), "split": ("train", "val", "test")[k], "patient": "", "label": 1})
+    decoded = []
+    real_thumbnail = imaging.thumbnail
+    monkeypatch.setattr(imaging, "thumbnail", lambda data, side: decoded.append(1) or real_thumbnail(data, side))
+    table = pd.DataFrame(rows)
+    report = leakage.find_leakage(table, workers=1)
+    assert len(decoded) == 4  # the identical bytes are decoded once (two threads might both meet the first)
+    summary = report.summary.set_index(["split_a", "split_b"])[["identical", "near"]]
+    assert summary.to_dict("index") == {("test", "val"): {"identical": 100, "near": 0},
+                                        ("test", "train"): {"identical": 100, "near": 0},
+                                        ("val", "train"): {"identical": 500, "near": 0}}
+    assert report.within.set_index("split")[["files", "identical", "near"]].to_dict("index") == {
+        "test": {"files": 101, "identical": 100, "near": 0}, "val": {"files": 501, "identical": 500, "near": 0},
+        "train": {"files": 2401, "identical": 2400, "near": 0}}
+    assert report.distinct == 4 and report.files["group"].iloc[:3000].nunique() == 1
+    # one pair per leaking file and pair of splits (not 100 x 2400 + ...), against the first copy by path
+    assert len(report.pairs) == 700
+    first_train, first_val = str(tmp_path / "train" / "0000.png"), str(tmp_path / "val" / "0000.png")
+    assert report.pairs.groupby(["split_a", "split_b"])["path_b"].unique().map(list).to_dict() == {
+        ("test", "train"): [first_train], ("test", "val"): [first_val], ("val", "train"): [first_train]}
+    memory = leakage.memory_summary(report, table["label"])
+    assert memory["images"].tolist() == [101, 501]
+
+
+def test_many_files_of_one_picture_in_other_bytes_are_near_duplicates_of_each_other():
+    # 3,000 files of one picture, each in other bytes (fingerprints given: no file is read)
+    n = 3000
+    prints = pd.DataFrame({"path": [f"/data/{k}.png" for k in range(n)], "sha256": [f"{k:064x}" for k in range(n)],
+                           "phash": pd.Series([0x0F0F_F0F0_1234_5678] * n, dtype=object),
+                           "turned": pd.Series([tuple(range(1, 8))] * n, dtype=object), "error": [""] * n})
+    table = pd.DataFrame({"path": prints["path"], "split": ["train"] * 2000 + ["test"] * 1000, "patient": "",
+                          "label": np.arange(n) % 2})
+    report = leakage.find_leakage(table, prints=prints)
+    assert report.summary[["identical", "near"]].values.tolist() == [[0, 1000]]
+    assert report.within[["identical", "near"]].values.tolist() == [[0, 1000], [0, 2000]]
+    assert report.files["group"].nunique() == 1 and report.distinct == n
+    assert len(report.pairs) == 1000 and set(report.pairs["path_b"]) == {"/data/0.png"}
+    assert set(report.pairs["kind"]) == {"near"} and (report.pairs["distance"] == 0).all()
+    rows = leakage.memory_baseline(report, table["label"])
+    assert len(rows) == 1000 and (rows["nearest"] == 0).all() and np.allclose(rows["score"], 0.5)
+
+
+def _all_pairs(table: pd.DataFrame, prints: pd.DataFrame, max_distance: int) -> dict:
+    """The leakage as comparing every pair of files finds it (what `find_leakage` did before it grouped
+    files by content and picture): summary and within counts, groups, each counted file's nearest distance."""
+    files = table.reset_index(drop=True)
+    found = prints.set_index("path").loc[files["path"]]
+    sha, split = found["sha256"].to_numpy(), files["split"].to_numpy()
+    decoded = found["phash"].notna().to_numpy()
+    hashes = np.array([int(h) if ok else 0 for h, ok in zip(found["phash"], decoded)], np.uint64)
+    turned = np.array([t if ok else (0,) * 7 for t, ok in zip(found["turned"], decoded)], np.uint64)
+    i, j = np.triu_indices(len(files), 1)
+    same = (sha[i] == sha[j]) & (sha[i] != "")
+    distance = np.where(same, 0, leakage.turned_distance(hashes[i], turned[i], hashes[j], turned[j]))
+    alike = same | (decoded[i] & decoded[j] & (distance <= max_distance))
+    pairs = pd.DataFrame({"a": np.concatenate([i, j]), "b": np.concatenate([j, i]),
+                          "same": np.tile(same, 2), "alike": np.tile(alike, 2), "distance": np.tile(distance, 2)})
+    pairs = pairs[pairs["alike"]].assign(split_a=lambda p: split[p["a"]], split_b=lambda p: split[p["b"]])
+    sizes = files["split"].value_counts().to_dict()
+    splits = leakage.split_order(list(sizes), sizes)
+    summary, nearest = {}, {}
+    for k, a in enumerate(splits):
+        for b in splits[k + 1:] + [a]:
+            between = pairs[(pairs["split_a"] == a) & (pairs["split_b"] == b)]
+            identical = set(between.loc[between["same"], "a"])
+            summary[(a, b)] = (len(identical), len(set(between["a"]) - identical))
+            if a != b:
+                nearest[(a, b)] = between.groupby("a")["distance"].min().rename(lambda r: files["path"][r]).to_dict()
+    parent = list(range(len(files)))
+
+    def root(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    by_patient = files.reset_index().groupby("patient")["index"].first()
+    links = list(zip(pairs["a"], pairs["b"])) + [(r, by_patient[p]) for r, p in enumerate(files["patient"]) if p]
+    for a, b in links:
+        parent[root(a)] = root(b)
+    groups = {}
+    for r in range(len(files)):
+        groups.setdefault(root(r), set()).add(r)
+    return {"summary": summary, "nearest": nearest, "groups": sorted(map(sorted, groups.values()))}
+
+
+@pytest.fixture
+def mixed(leaky) -> pd.DataFrame:
+    """The leaky folders, with a third split, copies inside a split, one picture in three files of other bytes,
+    an unreadable file copied across splits, a file with two near-duplicates in train, and patients."""
+    table = index_dataset(leaky).table.assign(patient="")
+    extra = leaky / "extra"
+    extra.mkdir()
+    rows = []
+    for k, (name, split, patient) in enumerate([("a.png", "val", "p1"), ("b.png", "train", ""), ("c.png", "test", "p1"),
+                                                ("d.png", "val", "p2"), ("e.png", "train", "p2")]):
+        _placeholder(extra / name, note=str(k % 3))  # a, d: the same bytes; the rest other bytes, one picture
+        rows.append({"path": str(extra / name), "split": split, "patient": patient, "label": k % 2})
+    for name, split in (("copy-train.jpg", "train"), ("copy-val.jpg", "val"), ("cut-test.jpg", "test"),
+                        ("cut-val.jpg", "val")):
+        data = SAMPLES[0].read_bytes() if name.startswith("copy") else SAMPLES[6].read_bytes()[:700]
+        (extra / name).write_bytes(data)
+        rows.append({"path": str(extra / name), "split": split, "patient": "", "label": 0})
+    # a second, farther training copy of what test's reencoded2.jpg copies (its path sorts first)
+    _save_jpeg(_crop(_gray(SAMPLES[2]), 0.02), extra / "cropped2.jpg")
+    rows.append({"path": str(extra / "cropped2.jpg"), "split": "train", "patient": "", "label": 0})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_grouped_counts_match_comparing_every_pair_of_files(mixed):
+    prints = leakage.fingerprints(mixed["path"].tolist())
+    for max_distance in (0, 3, leakage.NEAR_DISTANCE, 10):
+        for given in (prints, prints.drop(columns="turned")):
+            report = leakage.find_leakage(mixed, max_distance, prints=given)
+            expected = _all_pairs(mixed, given.assign(turned=given.get("turned", given["phash"].map(
+                lambda h: None if h is None else (h,) * 7))), max_distance)
+            found = {(r.split_a, r.split_b): (r.identical, r.near) for r in report.summary.itertuples()}
+            found.update({(r.split, r.split): (r.identical, r.near) for r in report.within.itertuples()})
+            assert found == expected["summary"]
+            groups = report.files.reset_index().groupby("group")["index"].agg(sorted).tolist()
+            assert sorted(groups) == expected["groups"]
+            # each counted file once per pair of splits, against a copy at the smallest distance there
+            listed = {key: dict(zip(part["path_a"], part["distance"]))
+                      for key, part in report.pairs.groupby(["split_a", "split_b"])}
+            assert {key: value for key, value in listed.items() if value} == {
+                key: value for key, value in expected["nearest"].items() if value}
+    assert expected["summary"][("test", "val")] == (2, 1)  # the check above met identical and near files

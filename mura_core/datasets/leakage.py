@@ -8,9 +8,14 @@ differ in at most `NEAR_DISTANCE` of 64 bits (why that number: the README's *Lea
 mirrored and turned (`TURNS`: the seven flips and quarter turns), so an augmented copy saved as a file
 (flipped left-right, rotated by 90 degrees) is a near-duplicate too, of kind "turned".
 
-Near-duplicates are found without comparing all pairs: multi-index hashing splits each hash into
-four 16-bit bands; two hashes within distance ``d`` agree within ``d // 4`` bits on at least one
-band (pigeonhole), so only hashes that nearly share a band are compared.
+Nothing compares all pairs of files, so a dataset of many identical files costs time and memory in
+proportion to its files: files of the same bytes are one content (decoded once), contents of the same
+picture (equal pHashes as they are, flipped and turned) are one picture, and the near-duplicate search
+runs over distinct pictures by multi-index hashing: it splits each hash into four 16-bit bands; two
+hashes within distance ``d`` agree within ``d // 4`` bits on at least one band (pigeonhole), so only
+hashes that nearly share a band are compared, `BLOCK` candidate pairs at a time. Counts and groups are
+taken over contents and pictures, and each leaking file is listed once per pair of splits, against one
+copy, so the list grows with the files too.
 
 `find_leakage` gives a `LeakageReport`: per pair of splits the identical files, near-duplicates and
 shared patients (`summary_lines` prints them, as `python -m mura_core index` does), the cross-split
@@ -21,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 
 import numpy as np
@@ -43,6 +49,10 @@ PAIR_COLUMNS = ("split_a", "path_a", "split_b", "path_b", "kind", "distance")
 TURNS = ("FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_90", "ROTATE_180", "ROTATE_270", "TRANSPOSE", "TRANSVERSE")
 """The seven flips and quarter turns (`PIL.Image.Transpose`) a picture is also hashed in."""
 
+BLOCK = 1 << 20
+"""Candidate pairs (near-duplicate search) or distances (memory baseline) computed at a time: memory stays
+within a few tens of MB however many files share a hash."""
+
 _BANDS = 4
 _BAND_BITS = 16
 
@@ -61,9 +71,12 @@ class LeakageReport:
             with a near-duplicate in split_b), ``patients`` (patients with files in both).
         within: one row per split: ``identical`` (files with an identical copy in the same split),
             ``near`` (others with a near-duplicate there).
-        pairs: every cross-split pair of identical (``kind`` "identical", distance 0) or near-duplicate
-            files (``kind`` "near", the hashes' Hamming distance; "turned" when the pictures match only
-            after a flip or quarter turn, the smallest distance over `TURNS`), columns `PAIR_COLUMNS`.
+        pairs: for each pair of splits, each file of split_a that ``summary`` counts, once, against one
+            file of split_b: an identical copy (``kind`` "identical", distance 0), else its nearest
+            near-duplicate (``kind`` "near", the hashes' Hamming distance; "turned" when the pictures match
+            only after a flip or quarter turn, the smallest distance over `TURNS`); of several such files
+            the first by path. So its rows per pair of splits are ``summary``'s identical + near; columns
+            `PAIR_COLUMNS`.
         max_distance: the near-duplicate threshold used.
     """
 
@@ -94,11 +107,15 @@ def _phash(picture) -> int:
     return int.from_bytes(np.packbits(imagehash.phash(picture).hash.reshape(-1)).tobytes(), "big")
 
 
-def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, tuple[int, ...] | None, str]:
+def fingerprint_file(
+    path: str | os.PathLike, known: dict[str, tuple] | None = None
+) -> tuple[str, int | None, tuple[int, ...] | None, str]:
     """The SHA-256 of a file's bytes and the pHashes of its picture, reading the file once.
 
     Args:
         path: an image file of any type `imaging` decodes.
+        known: optionally, what earlier files gave by their SHA-256 (``{sha256: (phash, turned, error)}``,
+            filled in here): a file whose bytes were seen before is not decoded again.
 
     Returns:
         ``(sha256 hex, phash, turned, error)``: phash is the 64-bit hash as an int and turned the hashes
@@ -115,22 +132,29 @@ def fingerprint_file(path: str | os.PathLike) -> tuple[str, int | None, tuple[in
     except OSError as exc:
         return "", None, None, f"cannot read the file: {exc.strerror or exc}"
     digest = hashlib.sha256(data).hexdigest()
+    if known is not None and digest in known:
+        return (digest, *known[digest])
     small = thumbnail(data, HASH_SIDE)
     if small is None or small.size == 0:
         try:
             load_image(data, str(path))  # only to say why it cannot be decoded
         except ImageLoadError as exc:
-            return digest, None, None, exc.reason
-        return digest, None, None, "cannot decode the image"
-    picture = Image.fromarray(small)
-    turned = tuple(_phash(picture.transpose(getattr(Image.Transpose, turn))) for turn in TURNS)
-    return digest, _phash(picture), turned, ""
+            found = None, None, exc.reason
+        else:
+            found = None, None, "cannot decode the image"
+    else:
+        picture = Image.fromarray(small)
+        found = _phash(picture), tuple(_phash(picture.transpose(getattr(Image.Transpose, turn))) for turn in TURNS), ""
+    if known is not None:
+        known[digest] = found
+    return (digest, *found)
 
 
 def fingerprints(
     paths: Sequence[str], workers: int = 2, progress: Callable[[int, int], None] | None = None
 ) -> pd.DataFrame:
-    """`fingerprint_file` for many files, in threads (hashing and JPEG decoding release the GIL).
+    """`fingerprint_file` for many files, in threads (hashing and JPEG decoding release the GIL); files
+    with the same bytes are decoded and hashed as pictures once.
 
     Args:
         paths: the files.
@@ -140,9 +164,9 @@ def fingerprints(
     Returns:
         A table with ``path``, ``sha256``, ``phash``, ``turned``, ``error``, in the order of ``paths``.
     """
-    results = []
+    results, known = [], {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, result in enumerate(pool.map(fingerprint_file, paths, chunksize=64), start=1):
+        for done, result in enumerate(pool.map(partial(fingerprint_file, known=known), paths), start=1):
             results.append(result)
             if progress and (done % 500 == 0 or done == len(paths)):
                 progress(done, len(paths))
@@ -193,11 +217,11 @@ def _as_hashes(hashes: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.asarray([int(x) for x in hashes], dtype=np.uint64)
 
 
-def _band_candidates(queries: np.ndarray, hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (q, j): query q and hash j agree within `radius` bits on at least one 16-bit band."""
+def _band_candidates(queries: np.ndarray, hashes: np.ndarray, radius: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Positions (q, j), in blocks of at most `BLOCK` pairs: query q and hash j agree within `radius` bits on
+    at least one 16-bit band. A pair may come more than once (on several bands)."""
     table = np.arange(1 << _BAND_BITS, dtype=np.uint64)
     masks = table[_popcount(table) <= radius].astype(np.int64)
-    found_q, found_j = [], []
     for band in range(_BANDS):
         shift = np.uint64(band * _BAND_BITS)
         values = ((hashes >> shift) & np.uint64(0xFFFF)).astype(np.int64)
@@ -208,22 +232,24 @@ def _band_candidates(queries: np.ndarray, hashes: np.ndarray, radius: int) -> tu
             wanted = asked ^ mask
             lo = np.searchsorted(ordered, wanted, "left")
             counts = np.searchsorted(ordered, wanted, "right") - lo
-            hit = counts > 0
-            if not hit.any():
+            hit = np.nonzero(counts)[0]
+            if not len(hit):
                 continue
-            counts, lo = counts[hit], lo[hit]
-            found_q.append(np.repeat(np.nonzero(hit)[0], counts))
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            found_j.append(order[np.repeat(lo, counts) + offsets])
-    if not found_q:
-        return np.array([], np.int64), np.array([], np.int64)
-    return np.concatenate(found_q), np.concatenate(found_j)
+            # query hit[k] meets order[lo[k]:lo[k] + counts[k]]; those runs laid end to end, cut in blocks
+            lo, runs = lo[hit], counts[hit]
+            starts = np.cumsum(runs) - runs
+            total = int(starts[-1] + runs[-1])
+            for first in range(0, total, BLOCK):
+                at = np.arange(first, min(first + BLOCK, total))
+                k = np.searchsorted(starts, at, "right") - 1
+                yield hit[k], order[lo[k] + at - starts[k]]
 
 
 def near_pairs(
     hashes: Sequence[int] | np.ndarray, max_distance: int, turned: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """All pairs of hashes within `max_distance` bits, by multi-index hashing (not all pairs).
+    """All pairs of hashes within `max_distance` bits, by multi-index hashing (not all pairs), comparing
+    at most `BLOCK` candidate pairs at a time.
 
     Args:
         hashes: 64-bit hashes (ints below 2**64, or uint64).
@@ -236,27 +262,36 @@ def near_pairs(
         without a turn) and ``turned`` (True when only a turn brings them within `max_distance`).
     """
     h = _as_hashes(hashes)
-    empty = pd.DataFrame({"i": np.array([], int), "j": np.array([], int), "distance": np.array([], int),
-                          "turned": np.array([], bool)})
-    if len(h) < 2:
-        return empty
+    n = len(h)
     radius = max_distance // _BANDS
-    q, j = _band_candidates(h, h, radius)
-    i = q
-    if turned is not None:
-        turned = np.asarray(turned, dtype=np.uint64).reshape(len(h), -1)
-        tq, tj = _band_candidates(turned.reshape(-1), h, radius)
-        i, j = np.concatenate([i, tq // turned.shape[1]]), np.concatenate([j, tj])
-    low, high = np.minimum(i, j), np.maximum(i, j)
-    keys = np.unique((low * len(h) + high)[low != high])
-    i, j = keys // len(h), keys % len(h)
+    found: list[np.ndarray] = []
+
+    def keep(i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> None:
+        close = (distance <= max_distance) & (i != j)
+        low, high = np.minimum(i, j)[close], np.maximum(i, j)[close]
+        found.append(low * n + high)
+        if sum(map(len, found)) > BLOCK:  # the same pair met on several bands is kept once
+            found[:] = [np.unique(np.concatenate(found))]
+
+    if n >= 2:
+        for q, j in _band_candidates(h, h, radius):
+            keep(q, j, hamming(h[q], h[j]))
+        if turned is not None:
+            turned = np.asarray(turned, dtype=np.uint64).reshape(n, -1)
+            flat = turned.reshape(-1)
+            for tq, tj in _band_candidates(flat, h, radius):
+                keep(tq // turned.shape[1], tj, hamming(flat[tq], h[tj]))
+    keys = np.unique(np.concatenate(found)) if found else np.array([], np.int64)
+    i, j = keys // max(n, 1), keys % max(n, 1)
     plain = hamming(h[i], h[j])
-    distance, by_turn = plain, np.zeros(len(i), bool)
+    distance = plain.copy()
     if turned is not None:
-        distance = turned_distance(h[i], turned[i], h[j], turned[j])
-        by_turn = plain > max_distance
-    close = distance <= max_distance
-    return pd.DataFrame({"i": i[close], "j": j[close], "distance": distance[close], "turned": by_turn[close]})
+        for first in range(0, len(i), BLOCK):
+            part = slice(first, first + BLOCK)
+            distance[part] = turned_distance(h[i[part]], turned[i[part]], h[j[part]], turned[j[part]])
+    by_turn = plain > max_distance
+    return pd.DataFrame({"i": i.astype(int), "j": j.astype(int), "distance": distance.astype(int),
+                         "turned": by_turn})
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -312,80 +347,108 @@ def find_leakage(
     files["content"] = pd.factorize(keys)[0]
     n_content = int(files["content"].max()) + 1 if len(files) else 0
 
+    # Pictures: contents whose pHashes (as they are, flipped and turned) are all equal are 0 apart and alike
+    # to every other, so the near-duplicate search runs over distinct pictures, however many files share one.
     first = files.drop_duplicates("content").set_index("content").sort_index()
     hashed = first.index[first["phash"].notna()].to_numpy()
-    hashes = np.array([int(v) for v in first.loc[hashed, "phash"]], dtype=np.uint64)
-    near = near_pairs(hashes, max_distance, _turned_array(hashes, first.loc[hashed, "turned"]))
-    near = pd.DataFrame({"a": hashed[near["i"].to_numpy()], "b": hashed[near["j"].to_numpy()],
-                         "distance": near["distance"].to_numpy(), "turned": near["turned"].to_numpy()})
+    own = np.array([int(v) for v in first.loc[hashed, "phash"]], dtype=np.uint64)
+    pictures, picture_of = np.unique(np.column_stack([own, _turned_array(own, first.loc[hashed, "turned"])]),
+                                     axis=0, return_inverse=True)
+    picture = np.full(n_content, -1)
+    picture[hashed] = picture_of.reshape(-1)
+    n_pictures = len(pictures)
+    near = near_pairs(pictures[:, 0], max_distance, pictures[:, 1:])
 
-    # Groups: contents joined by near-duplicate pairs and by patients (nodes after the contents).
+    # Groups: contents joined through their pictures, pictures by near-duplicate pairs, contents by patients
+    # (nodes: contents, then pictures, then patients); edges grow with the files, not with pairs of them.
     patients = files["patient"].where(files["patient"] != "")
     patient_codes, _ = pd.factorize(patients)
     with_patient = patient_codes >= 0
-    rows = np.concatenate([near["a"].to_numpy(), files["content"].to_numpy()[with_patient]])
-    cols = np.concatenate([near["b"].to_numpy(), n_content + patient_codes[with_patient]])
-    n_nodes = n_content + int(patient_codes.max(initial=-1)) + 1
+    content = files["content"].to_numpy()
+    rows = np.concatenate([hashed, n_content + near["i"].to_numpy(), content[with_patient]])
+    cols = np.concatenate([n_content + picture[hashed], n_content + near["j"].to_numpy(),
+                           n_content + n_pictures + patient_codes[with_patient]])
+    n_nodes = n_content + n_pictures + int(patient_codes.max(initial=-1)) + 1
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_nodes, n_nodes))
     _, labels = connected_components(graph, directed=False)
-    files["group"] = labels[files["content"].to_numpy()]
+    files["group"] = labels[content]
 
+    # Per content and split: its files there (counts), and whether another content near it lies there
+    # (near_in): one of the same picture, or of a near picture.
     sizes = files["split"].value_counts().to_dict()
     splits = split_order([s for s in sizes if s], sizes)
-    content_splits = files.groupby("content")["split"].agg(set)
-    neighbours: dict[int, set[int]] = {}
-    for a, b in zip(near["a"], near["b"]):
-        neighbours.setdefault(int(a), set()).add(int(b))
-        neighbours.setdefault(int(b), set()).add(int(a))
+    codes = files["split"].map({split: k for k, split in enumerate(splits)}).fillna(-1).astype(int).to_numpy()
+    counts = np.zeros((n_content, len(splits)), np.int64)
+    np.add.at(counts, (content[codes >= 0], codes[codes >= 0]), 1)
+    present = counts > 0
+    at_picture = np.zeros((n_pictures, len(splits)), np.int64)
+    np.add.at(at_picture, picture[hashed], present[hashed].astype(np.int64))
+    link = coo_matrix((np.ones(2 * len(near)), (np.concatenate([near["i"], near["j"]]),
+                                                 np.concatenate([near["j"], near["i"]]))),
+                      shape=(n_pictures, n_pictures)).tocsr()
+    beside = np.asarray(link @ (at_picture > 0).astype(np.int64)) > 0
+    near_in = np.zeros_like(present)
+    near_in[hashed] = (at_picture[picture[hashed]] - present[hashed] > 0) | beside[picture[hashed]]
 
-    def near_splits(content: int) -> set[str]:
-        found: set[str] = set()
-        for other in neighbours.get(content, ()):
-            found |= content_splits[other]
-        return found
-
-    near_split_of = {c: near_splits(c) for c in neighbours}
-    content_count = files.groupby(["split", "content"]).size()
     summary_rows = []
-    for a, b in combinations(splits, 2):
-        in_a = files[files["split"] == a]
-        same = np.array([b in content_splits[c] for c in in_a["content"]], dtype=bool)
-        close = ~same & np.array([b in near_split_of.get(c, ()) for c in in_a["content"]], dtype=bool)
-        shared = set(in_a["patient"]) & set(files.loc[files["split"] == b, "patient"]) - {""}
-        summary_rows.append({"split_a": a, "split_b": b, "identical": int(same.sum()), "near": int(close.sum()),
-                             "patients": len(shared)})
+    for ka, kb in combinations(range(len(splits)), 2):
+        of_a = content[codes == ka]
+        same = present[of_a, kb]
+        close = ~same & near_in[of_a, kb]
+        shared = set(files.loc[codes == ka, "patient"]) & set(files.loc[codes == kb, "patient"]) - {""}
+        summary_rows.append({"split_a": splits[ka], "split_b": splits[kb], "identical": int(same.sum()),
+                             "near": int(close.sum()), "patients": len(shared)})
     within_rows = []
-    for split in splits:
-        in_s = files[files["split"] == split]
-        same = np.array([content_count[(split, c)] > 1 for c in in_s["content"]], dtype=bool)
-        close = ~same & np.array([split in near_split_of.get(c, ()) for c in in_s["content"]], dtype=bool)
-        within_rows.append({"split": split, "files": len(in_s), "identical": int(same.sum()),
+    for ks, split in enumerate(splits):
+        of_s = content[codes == ks]
+        same = counts[of_s, ks] > 1
+        close = ~same & near_in[of_s, ks]
+        within_rows.append({"split": split, "files": len(of_s), "identical": int(same.sum()),
                             "near": int(close.sum())})
     return LeakageReport(
         files=files,
         summary=pd.DataFrame(summary_rows, columns=["split_a", "split_b", "identical", "near", "patients"]),
         within=pd.DataFrame(within_rows, columns=["split", "files", "identical", "near"]),
-        pairs=_cross_pairs(files, near, splits),
+        pairs=_listed_pairs(files, codes, picture, n_pictures, near, present, near_in, splits),
         max_distance=max_distance,
     )
 
 
-def _cross_pairs(files: pd.DataFrame, near: pd.DataFrame, splits: list[str]) -> pd.DataFrame:
-    """Every cross-split pair of identical or near-duplicate files, in `split_order`."""
-    rank = {split: k for k, split in enumerate(splits)}
-    ranked = files[files["split"].isin(rank)].assign(rank=lambda f: f["split"].map(rank))
-    same = ranked.merge(ranked, on="content", suffixes=("_a", "_b"))
-    same = same[same["rank_a"] < same["rank_b"]].assign(kind="identical", distance=0)
-    by_content = ranked[["content", "split", "path", "rank"]]
-    close = near.merge(by_content.add_suffix("_a"), left_on="a", right_on="content_a") \
-        .merge(by_content.add_suffix("_b"), left_on="b", right_on="content_b")
-    flipped = close["rank_a"] > close["rank_b"]
-    for column in ("split", "path", "rank"):
-        a, b = close[f"{column}_a"].copy(), close[f"{column}_b"].copy()
-        close.loc[flipped, f"{column}_a"], close.loc[flipped, f"{column}_b"] = b[flipped], a[flipped]
-    close = close[close["rank_a"] != close["rank_b"]]
-    close = close.assign(kind=np.where(close["turned"].astype(bool), "turned", "near"))
-    pairs = pd.concat([same, close], ignore_index=True).loc[:, list(PAIR_COLUMNS)]
+def _listed_pairs(files: pd.DataFrame, codes: np.ndarray, picture: np.ndarray, n_pictures: int,
+                  near: pd.DataFrame, present: np.ndarray, near_in: np.ndarray, splits: list[str]) -> pd.DataFrame:
+    """`LeakageReport.pairs`: per pair of splits, each file of the first that `summary` counts, against its
+    identical copy in the second, else its nearest near-duplicate there; of several such files, the first by
+    path. One row per file and pair of splits, so the list grows with the files, never with pairs of them."""
+    frame = pd.DataFrame({"path": files["path"].to_numpy(), "split": codes, "content": files["content"].to_numpy(),
+                          "picture": picture[files["content"].to_numpy()]})
+    by_path = frame[frame["split"] >= 0].sort_values("path", kind="stable")
+    first_copy = by_path.drop_duplicates(["content", "split"])
+    first_picture = by_path[by_path["picture"] >= 0].drop_duplicates(["picture", "split"])
+    # a picture's links: to itself (another content of the same picture, 0 apart) and to its near pictures
+    itself = np.arange(n_pictures)
+    links = pd.DataFrame({
+        "picture": np.concatenate([itself, near["i"], near["j"]]),
+        "other": np.concatenate([itself, near["j"], near["i"]]),
+        "distance": np.concatenate([np.zeros(len(itself), int), near["distance"], near["distance"]]),
+        "kind": np.concatenate([np.full(len(itself), "near"), *[np.where(near["turned"], "turned", "near")] * 2]),
+    })
+    listed = []
+    for ka, kb in combinations(range(len(splits)), 2):
+        in_a = frame[frame["split"] == ka]
+        same = present[in_a["content"], kb]
+        close = ~same & near_in[in_a["content"], kb]
+        copies = in_a[same].merge(first_copy.loc[first_copy["split"] == kb, ["content", "path"]], on="content",
+                                  suffixes=("_a", "_b")).assign(kind="identical", distance=0)
+        there = first_picture.loc[first_picture["split"] == kb, ["picture", "path"]].rename(
+            columns={"picture": "other"})
+        nearest = links.merge(there, on="other").sort_values(["picture", "distance", "path"], kind="stable") \
+            .drop_duplicates("picture")
+        alike = in_a[close].merge(nearest[["picture", "path", "kind", "distance"]], on="picture",
+                                  suffixes=("_a", "_b"))
+        listed += [part.assign(split_a=splits[ka], split_b=splits[kb]) for part in (copies, alike)]
+    if not listed:
+        return pd.DataFrame(columns=list(PAIR_COLUMNS))
+    pairs = pd.concat(listed, ignore_index=True).loc[:, list(PAIR_COLUMNS)].astype({"distance": int})
     return pairs.sort_values(["split_a", "split_b", "kind", "path_a", "path_b"], ignore_index=True)
 
 
@@ -489,16 +552,19 @@ MEMORY_BANDS = ((0, 0), (1, NEAR_DISTANCE), (NEAR_DISTANCE + 1, 10), (11, 16), (
 
 
 def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_labels: np.ndarray,
-                  chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label each test picture like its most alike training picture: no model, only memory.
+
+    Equal hashes are compared once (training hashes counted per label, test pictures by their hashes), so
+    time and memory grow with the distinct pictures, however many files share one.
 
     Args:
         test_hashes: uint64 pHashes, shape (test, k): each picture as it is, then flipped and turned
             (the distance is the smallest of the k); shape (test,) for the picture as it is only.
         train_hashes: uint64 pHashes, shape (train,).
         train_labels: 0 (normal) or 1 (abnormal) per training hash; both labels must occur.
-        chunk: test pictures compared at a time (64: about 60 MB at a time against MURA's 36,808 training
-            pictures).
+        chunk: distinct test pictures compared at a time; by default as many as keep a block of distances
+            within `BLOCK` (about 8 MB).
 
     Returns:
         ``(scores, nearest)``: each score is ``0.5 + (d_normal - d_abnormal) / 128`` for the distances to
@@ -510,24 +576,30 @@ def memory_scores(test_hashes: np.ndarray, train_hashes: np.ndarray, train_label
     if labels.all() or not labels.any():
         raise ValueError("the training split needs both normal and abnormal images")
     test_hashes = np.asarray(test_hashes, np.uint64).reshape(len(test_hashes), -1)
-    train_hashes = np.asarray(train_hashes, np.uint64)
+    if not len(test_hashes):
+        return np.zeros(0), np.zeros(0, np.int64)
+    train_hashes, where = np.unique(np.asarray(train_hashes, np.uint64), return_inverse=True)
+    abnormal = np.bincount(where.reshape(-1), weights=labels, minlength=len(train_hashes))
+    pictures = np.bincount(where.reshape(-1), minlength=len(train_hashes)).astype(float)
+    has_abnormal, has_normal = abnormal > 0, pictures > abnormal
+    tests, back = np.unique(test_hashes, axis=0, return_inverse=True)
+    chunk = chunk or max(1, BLOCK // len(train_hashes))
     scores, nearest = [], []
-    for start in range(0, len(test_hashes), chunk):
-        block = test_hashes[start:start + chunk]
+    for start in range(0, len(tests), chunk):
+        block = tests[start:start + chunk]
         distances = hamming(block[:, :1], train_hashes[None, :])
         for k in range(1, block.shape[1]):  # one variant at a time: memory stays chunk x train
             np.minimum(distances, hamming(block[:, k:k + 1], train_hashes[None, :]), out=distances)
-        d_abnormal, d_normal = distances[:, labels].min(axis=1), distances[:, ~labels].min(axis=1)
+        d_abnormal, d_normal = distances[:, has_abnormal].min(axis=1), distances[:, has_normal].min(axis=1)
         score = 0.5 + (d_normal - d_abnormal) / 128.0
         tied = d_normal == d_abnormal
         if tied.any():
             at_min = distances[tied] == d_normal[tied, None]
-            score[tied] += ((at_min & labels).sum(axis=1) / at_min.sum(axis=1) - 0.5) / 128.0
+            score[tied] += ((at_min @ abnormal) / (at_min @ pictures) - 0.5) / 128.0
         scores.append(score)
         nearest.append(np.minimum(d_normal, d_abnormal))
-    if not scores:
-        return np.zeros(0), np.zeros(0, np.int64)
-    return np.concatenate(scores), np.concatenate(nearest)
+    back = back.reshape(-1)
+    return np.concatenate(scores)[back], np.concatenate(nearest)[back]
 
 
 def memory_baseline(report: LeakageReport, labels, test_split: str = "test",
@@ -628,5 +700,5 @@ def print_leakage(table: pd.DataFrame, duplicates: str | os.PathLike | None = No
                   f"(each image labelled like its most alike {row.against} picture, no model)")
     if duplicates is not None:
         write_csv(report.pairs, duplicates)
-        print(f"  {len(report.pairs):,} cross-split pairs -> {duplicates}")
+        print(f"  {len(report.pairs):,} cross-split pairs (each leaking file once, against one copy) -> {duplicates}")
     return report
