@@ -7,6 +7,8 @@ The method's ensemble (2x DenseNet-169 + 2x ResNet-101, random weights: timing o
 - explain=True / explain=False (goal <= 1.3),
 - naive / explain=True (goal >= 3): for each member and image, `model.predict` and then a freshly
   built tf-keras-vis `Gradcam(model, clone=True)`, as most MURA dashboards do,
+- explain=True with the suspected regions / without them (goal <= 1.1; `regions.find_regions` on each
+  image's fused map, at the images' own sizes),
 and throughput against the compute it needs (GFLOPs per image from the registry).
 """
 
@@ -98,6 +100,9 @@ def main() -> None:
           f"{gflops / plain:6.1f} GFLOP/s)")
     print(f"explain=True   {explain:7.2f} s/study")
     print(f"ratio explain=True / explain=False = {explain / plain:.2f}  (goal <= 1.3)")
+    bare = timed(lambda: ensemble.predict_study(grays, explain=True, regions=False), args.repeats)
+    print(f"explain=True without regions {bare:7.2f} s/study")
+    print(f"ratio with regions / without = {explain / bare:.2f}  (goal <= 1.1)")
     if args.xla:
         xla = Ensemble(models, architectures=MEMBERS, jit_compile=True)
         xla.predict_study(grays, explain=True)

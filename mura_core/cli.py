@@ -1,7 +1,8 @@
 """Command line: `python -m mura_core {index,predict,models}`.
 
     python -m mura_core index ROOT [--format auto|mura|fracatlas|folders] --out index.csv [--duplicates pairs.csv]
-    python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR [--cam-method M]] PATH...
+    python -m mura_core predict [--weights FOLDER] [--out FILE.csv] [--explain-dir DIR [--cam-method M]]
+        [--regions FILE.csv] PATH...
     python -m mura_core predict --pacs URL (--study UID ... | --since YYYYMMDD) [--store-results] [--out FILE.csv]
     python -m mura_core models
 
@@ -11,7 +12,9 @@ column says when a row's verdict is not meaningful: its body part is outside wha
 trained on (or unknown), or the image is in strong colour. With `--explain-dir`, each readable image's
 fused heatmap (the ensemble's default method: its lesion map when every member has one, else
 Grad-CAM; `--cam-method` picks another) is drawn over it into DIR, and the CSV's `heatmap` column
-names that file.
+names that file. With `--regions FILE`, each suspected region read off that default map is one row of
+FILE (`path, x0, y0, x1, y1, score, finding`: box corners in the image's pixels, x1 and y1 exclusive;
+`finding` as the Diagnose page shows it, never where the verdict is withheld), formula-safe like every CSV.
 """
 
 from __future__ import annotations
@@ -49,11 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     pacs.add_argument("--store-results", action="store_true",
                       help="store each study's result in it as a DICOM SR and heatmap secondary captures")
     predict.add_argument("--weights", help="ensemble folder (default: $MURA_WEIGHTS or the repository's weights/)")
+    predict.add_argument("--runtime", choices=["auto", "onnx", "keras"],
+                         help="what runs the members: ONNX Runtime where the ensemble has ONNX graphs (auto), "
+                              "or one of them only (default: $MURA_RUNTIME, else auto)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.add_argument("--batch-size", type=int, default=16)
     predict.add_argument("--explain-dir", help="folder for each image's fused heatmap drawn over it (JPEG)")
     predict.add_argument("--cam-method", choices=list(CAM_METHODS),
                          help="heatmap method for --explain-dir (default: the ensemble's own default)")
+    predict.add_argument("--regions", metavar="FILE",
+                         help="CSV file for the suspected regions, one row per region (path, x0, y0, x1, y1, "
+                              "score, finding; image pixels), from the default heatmap method's fused map")
     sub.add_parser("models", help="list the registered architectures")
     return parser
 
@@ -167,26 +176,33 @@ def _predict(args) -> int:
               "install one (see docs/hosting-and-privacy.md: 'Installing other weights')", file=sys.stderr)
         return EXIT_ERROR
     try:
-        ensemble = load_ensemble(args.weights)
+        ensemble = load_ensemble(args.weights, runtime=args.runtime)
     except EnsembleLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    on_result, explain = None, False
+    if args.regions and args.cam_method not in (None, ensemble.default_cam_method):
+        print(f"error: --regions come from the ensemble's default heatmap ({ensemble.default_cam_method}); "
+              f"leave --cam-method out or set it to that", file=sys.stderr)
+        return EXIT_ERROR
+    on_result, explain = None, bool(args.regions)
     if args.pacs:
         inputs = _pacs_inputs(args)
         if inputs is None:
             return EXIT_ERROR
         files, missing, on_result = inputs
-        explain = args.store_results  # the stored secondary captures draw the fused heatmap
+        explain = explain or args.store_results  # the stored secondary captures draw the fused heatmap
     else:
         paths, missing = collect_inputs(args.paths)
         files = study_table(paths)
+    regions = [] if args.regions else None
     try:
         table = prediction_table(ensemble, files, args.batch_size, sys.stderr.isatty(),
-                                 args.explain_dir, args.cam_method, explain, on_result)
+                                 args.explain_dir, args.cam_method, explain, on_result, regions)
     except ValueError as exc:  # a heatmap method some member does not offer
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if regions is not None:
+        write_csv(pd.DataFrame(regions, columns=list(REGION_CSV_COLUMNS)), args.regions, float_format="%.6f")
     if missing:
         table = pd.concat([table, pd.DataFrame([{"path": p, "error": e} for p, e in missing])], ignore_index=True)
     table = table.reindex(columns=_columns(ensemble.names, bool(args.explain_dir)))
@@ -200,6 +216,10 @@ def _predict(args) -> int:
     return EXIT_SOME_FAILED if len(failed) else EXIT_OK
 
 
+REGION_CSV_COLUMNS = ("path", "x0", "y0", "x1", "y1", "score", "finding")
+"""Columns of `predict --regions`: one row per suspected region, box corners in the image's pixels."""
+
+
 def _columns(members: list[str], heatmaps: bool = False) -> list[str]:
     return ["path", "study", "body_part", "patient", *members, "ensemble", "study_probability", "threshold",
             "verdict", "warning", "error", *(["heatmap_method", "heatmap"] if heatmaps else [])]
@@ -207,7 +227,7 @@ def _columns(members: list[str], heatmaps: bool = False) -> list[str]:
 
 def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool = False,
                      explain_dir: str | None = None, cam_method: str | None = None, explain: bool = False,
-                     on_result=None):
+                     on_result=None, regions: list | None = None):
     """One row per file of `study_table(files)`, predicted study by study through `Ensemble.predict_studies`.
 
     A study's body part is its MURA folder's when the path has one, else detected from its images.
@@ -215,7 +235,8 @@ def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool 
     it, and `path` only names them. With `explain_dir`, each readable image's fused heatmap
     (`cam_method`, default the ensemble's) is drawn over it into that folder as `<n>_<file stem>.jpg`;
     `explain` computes heatmaps without drawing them. `on_result(study, result)`, when given, is
-    called with each study's `StudyResult`.
+    called with each study's `StudyResult`. `regions`, when a list, gets one dict per suspected region
+    (`REGION_CSV_COLUMNS`) of the images explained with the default method.
     """
     import pandas as pd
     from PIL import Image
@@ -241,6 +262,9 @@ def prediction_table(ensemble, files, batch_size: int = 16, show_progress: bool 
                 row.update({**image.probabilities, "ensemble": image.ensemble,
                             "study_probability": result.probability, "threshold": result.threshold,
                             "verdict": result.verdict or ""})
+                if regions is not None:
+                    regions += [{"path": path, **region.to_dict(), "finding": result.is_finding(region)}
+                                for region in image.regions]
                 if explain_dir:
                     picture = Path(explain_dir) / f"{len(rows) + 1:05d}_{Path(path).stem}.jpg"
                     Image.fromarray(overlay(image.image, image.heatmaps["ensemble"])).save(picture, quality=90)

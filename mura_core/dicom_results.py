@@ -5,7 +5,9 @@ Both become new series in the source study, so a PACS viewer shows them beside t
 * the **structured report** holds the verdict, the study's ensemble probability, each model's
   probability, the threshold, the coverage warning when there is one, the model (name, version,
   checksum from the manifest), the not-for-diagnosis statement, and each image it read (referenced
-  by SOP instance, with that image's ensemble probability);
+  by SOP instance, with that image's ensemble probability and its suspected regions: each a closed
+  POLYLINE SCOORD in the image's pixel coordinates, selected from that instance, with its score and
+  whether it is shown as a finding, `StudyResult.is_finding`);
 * each **secondary capture** is the fused heatmap over one radiograph, with "NOT FOR DIAGNOSIS"
   burnt into the pixels and said in its series description and image comments.
 
@@ -56,6 +58,12 @@ def _codes():
         "warning": private("warning", "Why the verdict may not be meaningful"),
         "notice": private("notice", "Not for diagnosis"),
         "image": private("image", "Image read"),
+        "region": private("region", "Suspected fracture region"),
+        "image_region": CodedConcept("111030", "DCM", "Image Region"),
+        "original_source": CodedConcept("111040", "DCM", "Original Source"),
+        "region_score": private("regionscore", "Region score"),
+        "region_status": private("regionstatus", "Region shown as"),
+        "region_threshold": private("regionthreshold", "Region threshold"),
     }
 
 
@@ -96,6 +104,7 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
         ContainerContentItem,
         ImageContentItem,
         NumContentItem,
+        ScoordContentItem,
         TextContentItem,
     )
     from pydicom.uid import generate_uid
@@ -114,6 +123,9 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
                        relationship_type=contains),
         NumContentItem(code["threshold"], float(result.threshold), code["unit"], relationship_type=contains),
     ]
+    if result.region_threshold is not None:
+        items.append(NumContentItem(code["region_threshold"], float(result.region_threshold), code["unit"],
+                                    relationship_type=contains))
     for member in result.members:
         member_item = ContainerContentItem(code["member_probability"], relationship_type=contains)
         member_item.ContentSequence = [
@@ -137,6 +149,18 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
             NumContentItem(code["image_probability"], float(image.ensemble), code["unit"],
                            relationship_type=contains),
         ]
+        for region in image.regions:
+            outline = ScoordContentItem(code["image_region"], "POLYLINE", _outline(region), relationship_type=contains)
+            outline.ContentSequence = [ImageContentItem(code["original_source"], ds.SOPClassUID, ds.SOPInstanceUID,
+                                                        relationship_type="SELECTED FROM")]
+            region_item = ContainerContentItem(code["region"], relationship_type=contains)
+            region_item.ContentSequence = [
+                outline,
+                NumContentItem(code["region_score"], float(region.score), code["unit"], relationship_type=contains),
+                TextContentItem(code["region_status"], REGION_FINDING if result.is_finding(region) else REGION_LISTED,
+                                relationship_type=contains),
+            ]
+            image_item.ContentSequence.append(region_item)
         items.append(image_item)
     items.append(TextContentItem(code["notice"], DISCLAIMER, relationship_type=contains))
     root.ContentSequence = items
@@ -147,6 +171,17 @@ def structured_report(result: StudyResult, sources: Sequence, identity: Mapping[
         f"({NOT_FOR_DIAGNOSIS.lower()})", coding_schemes=[_coding_scheme()],
         specific_character_set="ISO_IR 192",  # UTF-8: the verdict sentence holds '≥'
     )
+
+
+REGION_FINDING, REGION_LISTED = "finding", "below threshold (listed only)"
+"""How the SR says whether a region is shown as a finding."""
+
+
+def _outline(region) -> np.ndarray:
+    """A region's box as a closed polyline of (column, row) pairs; SR image coordinates put the top-left
+    corner of the top-left pixel at (0, 0), so the box's pixel edges are its corners."""
+    x0, y0, x1, y1 = (float(v) for v in region.xyxy)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
 
 
 def _stamp(rgb: np.ndarray) -> np.ndarray:
@@ -222,10 +257,11 @@ def report_values(sr) -> dict:
     """The numbers and texts of an SR written by `structured_report`, read back (for checks and tests).
 
     Returns:
-        {"finding", "study_probability", "threshold", "members": {name: p}, "images": {sop uid: p},
+        {"finding", "study_probability", "threshold", "region_threshold", "members": {name: p},
+         "images": {sop uid: p}, "regions": [{"sop", "box" (x0, y0, x1, y1), "score", "status"}],
          "texts": {concept meaning: text}}.
     """
-    out = {"members": {}, "images": {}, "texts": {}}
+    out = {"members": {}, "images": {}, "regions": [], "texts": {}}
     for item in sr.ContentSequence:
         meaning = item.ConceptNameCodeSequence[0].CodeMeaning
         kind = item.ValueType
@@ -233,8 +269,8 @@ def report_values(sr) -> dict:
             out["finding"] = item.ConceptCodeSequence[0].CodeMeaning
         elif kind == "NUM":
             value = float(item.MeasuredValueSequence[0].NumericValue)
-            out["study_probability" if item.ConceptNameCodeSequence[0].CodeValue == "studyprob"
-                else "threshold"] = value
+            key = {"studyprob": "study_probability", "regionthreshold": "region_threshold"}
+            out[key.get(item.ConceptNameCodeSequence[0].CodeValue, "threshold")] = value
         elif kind == "TEXT":
             out["texts"][meaning] = str(item.TextValue)
         elif kind == "CONTAINER":
@@ -243,6 +279,19 @@ def report_values(sr) -> dict:
             if "IMAGE" in children:
                 sop = children["IMAGE"].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                 out["images"][str(sop)] = value
+                out["regions"] += [_region_values(child) for child in item.ContentSequence
+                                   if child.ValueType == "CONTAINER"]
             else:
                 out["members"][str(children["TEXT"].TextValue)] = value
     return out
+
+
+def _region_values(item) -> dict:
+    """A region container of `structured_report` read back: its source instance, box, score and status."""
+    children = {child.ValueType: child for child in item.ContentSequence}
+    outline = children["SCOORD"]
+    points = np.asarray(outline.GraphicData, dtype=float).reshape(-1, 2)
+    return {"sop": str(outline.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
+            "box": (*points.min(axis=0).tolist(), *points.max(axis=0).tolist()),
+            "score": float(children["NUM"].MeasuredValueSequence[0].NumericValue),
+            "status": str(children["TEXT"].TextValue)}

@@ -1,9 +1,10 @@
 """A study's result as a PDF report to hand out (fpdf2).
 
 It holds the verdict, each model's probability against the threshold, the warnings, the heatmaps of
-every image read, the installed model (name, version, checksum) with its test figures, and the
-not-for-diagnosis statement. It holds no patient identifier and no file name: images are called
-"Image 1", "Image 2", ..., and nothing of a DICOM header but the body part is ever in a result.
+every image read with its suspected regions (drawn and listed: box, score, finding or not), the
+installed model (name, version, checksum) with its test figures, and the not-for-diagnosis statement.
+It holds no patient identifier and no file name: images are called "Image 1", "Image 2", ..., and
+nothing of a DICOM header but the body part is ever in a result.
 
 fpdf2 because it is pure Python (no system library to install), small, actively released and
 documented, embeds numpy/Pillow images directly and has tables; reportlab would also do, at several
@@ -107,8 +108,14 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
         line("Warm colours mark the regions that weighed most in each model's score (or, for lesion maps, "
              "where a model estimates a lesion). They show where a model looked, not where a lesion is.")
         side = (width - 3 * (PANELS_PER_ROW - 1)) / PANELS_PER_ROW
+        if any(image.regions for _, image in read):
+            line("Orange boxes are suspected regions, each with its score: solid where a region is a finding (its "
+                 f"score at least the region threshold {result.region_threshold:.2f} in a study with an abnormal "
+                 "verdict), dashed where it is only listed (below that threshold, or the verdict is normal or "
+                 "withheld).")
         for number, image in read:
-            panels = heatmap_panels(image, alpha, result.members)
+            panels = heatmap_panels(image, alpha, result.members,
+                                    regions=[(region, result.is_finding(region)) for region in image.regions])
             if pdf.will_page_break(side + 16):
                 pdf.add_page()
             line(f"Image {number}: ensemble probability {image.ensemble:.3f}", "B")
@@ -126,6 +133,7 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
                     pdf.set_font("helvetica", "", 7)
                     pdf.multi_cell(side, 3, _text(caption.replace("Original", "Radiograph")))
                 pdf.set_xy(pdf.l_margin, top + side + 8)
+            _region_table(pdf, result, image)
         pdf.set_font("helvetica", "", 10)
 
     heading("Installed model", 11)
@@ -141,6 +149,20 @@ def study_pdf(result: StudyResult, identity: Mapping[str, str], report: Mapping[
     line("This report holds no patient identifier: images are numbered, and no DICOM attribute other than "
          "the body part was read.")
     return bytes(pdf.output())
+
+
+def _region_table(pdf, result: StudyResult, image) -> None:
+    """An image's suspected regions as a table: box corners in the image's pixels, score, finding or not."""
+    if not image.regions:
+        return
+    pdf.set_font("helvetica", "", 8)
+    with pdf.table(col_widths=(20, 70, 25, 55), text_align=("LEFT", "LEFT", "RIGHT", "LEFT")) as table:
+        table.row(["region", "box x0, y0 - x1, y1 (pixels)", "score", "shown as"])
+        for k, region in enumerate(image.regions, 1):
+            table.row([str(k), f"{region.x0}, {region.y0} - {region.x1}, {region.y1}", f"{region.score:.3f}",
+                       "finding" if result.is_finding(region) else "below threshold (listed only)"])
+    pdf.ln(2)
+    pdf.set_font("helvetica", "", 10)
 
 
 def _test_figures(pdf, report: Mapping[str, Any], line) -> None:

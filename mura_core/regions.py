@@ -81,17 +81,20 @@ class RegionParams:
         max_regions: most regions per image (the highest scores are kept).
         nms_iou: overlapping boxes above this IoU are thinned to the higher-scored one.
         probability_weight: w in [0, 1]: a region's score is map score^(1 - w) x image probability^w.
+
+    The defaults are what `train/tune_regions.py` chose on the validation split for the stage-12
+    ensemble (MobileNetV2 + EfficientNet-B0), the ones an ensemble whose manifest records none gets.
     """
 
     mode: str = "components"
-    level: float = 0.5
-    floor: float = 0.05
-    min_area: float = 0.0005
+    level: float = 0.4
+    floor: float = 0.02
+    min_area: float = 0.001
     padding: float = 0.0
     score: str = "max"
     max_regions: int = 5
     nms_iou: float = 0.3
-    probability_weight: float = 0.0
+    probability_weight: float = 0.75
 
     def __post_init__(self):
         problems = []
@@ -121,8 +124,9 @@ class RegionParams:
         return cls(**dict(info))
 
 
-DEFAULT_REGION_THRESHOLD = 0.5
-"""The score from which a region is a finding when a manifest records none (older ensembles)."""
+DEFAULT_REGION_THRESHOLD = 0.58
+"""The score from which a region is a finding when a manifest records none (older ensembles): the best-F1
+threshold on validation of the default parameters with the stage-12 ensemble."""
 
 
 @dataclass(frozen=True)
@@ -181,10 +185,13 @@ def find_regions(heatmap: np.ndarray, shape: tuple[int, int], params: RegionPara
     """
     heat = np.asarray(heatmap, dtype=np.float32)
     height, width = int(shape[0]), int(shape[1])
-    if heat.size == 0 or height == 0 or width == 0 or not np.isfinite(heat).any():
+    finite = np.isfinite(heat)
+    if heat.size == 0 or height == 0 or width == 0 or not finite.any():
         return []
+    if not finite.all():
+        heat = np.where(finite, heat, 0.0).astype(np.float32)
     scale = min(1.0, WORK_SIDE / max(height, width))
-    work = resize_heatmap(np.nan_to_num(heat, nan=0.0), (max(1, round(height * scale)), max(1, round(width * scale))))
+    work = resize_heatmap(heat, (max(1, round(height * scale)), max(1, round(width * scale))))
     top = float(work.max())
     if top <= params.floor or top <= 0:
         return []
@@ -205,14 +212,35 @@ def find_regions(heatmap: np.ndarray, shape: tuple[int, int], params: RegionPara
 
 def _components(work: np.ndarray, params: RegionParams, top: float) -> list[tuple]:
     """(x, y, w, h, area, score) of each connected part of the map at `level` x its maximum."""
-    mask = (work >= max(params.level * top, params.floor)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    out = []
-    for label in range(1, count):
-        x, y, w, h, area = stats[label]
-        values = work[y:y + h, x:x + w][labels[y:y + h, x:x + w] == label]
-        out.append((x, y, w, h, area, _score(values, params.score)))
-    return out
+    return _parts(work, work >= max(params.level * top, params.floor), params)
+
+
+def _parts(work: np.ndarray, mask: np.ndarray, params: RegionParams, only: tuple[int, int] | None = None
+           ) -> list[tuple]:
+    """(x, y, w, h, area, score) of each connected part of `mask` (only the one holding pixel `only` = (row,
+    col), when given) large enough to keep. OpenCV labels the parts; their boxes, areas and scores come
+    from one pass over the mask's pixels (OpenCV's own statistics cost several times more on such maps)."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    rows, cols = np.nonzero(mask)
+    owners, heat = labels[rows, cols], work[rows, cols]
+    if only is not None:
+        keep = owners == labels[only]
+        rows, cols, owners, heat = rows[keep], cols[keep], owners[keep], heat[keep]
+    area = np.bincount(owners, minlength=count)
+    left, top = np.full(count, mask.shape[1]), np.full(count, mask.shape[0])
+    right, bottom = np.full(count, -1), np.full(count, -1)
+    np.minimum.at(left, owners, cols)
+    np.minimum.at(top, owners, rows)
+    np.maximum.at(right, owners, cols)
+    np.maximum.at(bottom, owners, rows)
+    if params.score == "max":
+        values = np.zeros(count, np.float32)
+        np.maximum.at(values, owners, heat)
+    else:
+        values = np.bincount(owners, weights=heat, minlength=count) / np.maximum(area, 1)
+    return [(int(left[k]), int(top[k]), int(right[k] - left[k] + 1), int(bottom[k] - top[k] + 1), int(area[k]),
+             float(values[k])) for k in range(1, count)
+            if area[k] and area[k] >= params.min_area * work.size]
 
 
 def _peaks(work: np.ndarray, params: RegionParams) -> list[tuple]:
@@ -225,20 +253,12 @@ def _peaks(work: np.ndarray, params: RegionParams) -> list[tuple]:
     order = np.argsort(-blurred[rows, cols])[: 4 * int(params.max_regions)]
     out, seen = [], set()
     for row, col in zip(rows[order], cols[order]):
-        mask = (work >= max(params.level * float(work[row, col]), params.floor)).astype(np.uint8)
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        label = labels[row, col]
-        x, y, w, h, area = stats[label]
-        if label == 0 or (x, y, w, h) in seen:
-            continue
-        seen.add((x, y, w, h))
-        values = work[y:y + h, x:x + w][labels[y:y + h, x:x + w] == label]
-        out.append((x, y, w, h, area, _score(values, params.score)))
+        mask = work >= max(params.level * float(work[row, col]), params.floor)
+        for part in _parts(work, mask, params, (row, col)):
+            if part[:4] not in seen:
+                seen.add(part[:4])
+                out.append(part)
     return out
-
-
-def _score(values: np.ndarray, rule: str) -> float:
-    return float(values.max() if rule == "max" else values.mean()) if values.size else 0.0
 
 
 def _to_image(box, score: float, padding: float, scale: float, width: int, height: int) -> Region:

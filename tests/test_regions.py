@@ -242,3 +242,95 @@ def test_withheld_or_normal_studies_list_regions_without_findings(lesion_ensembl
     assert withheld.withheld and not any(row["finding"] for row in withheld.region_rows())
     exported = withheld.to_dict()["images"][0]["regions"]
     assert exported and not any(region["finding"] for region in exported)
+
+
+def _study_dicom(tiny_weights):
+    """The first sample study of the tiny weights as DICOM: (datasets, their file bytes)."""
+    import io
+
+    from pydicom import dcmwrite
+
+    from mura_core import demo_pacs
+
+    datasets = demo_pacs.sample_studies_as_dicom(tiny_weights)
+    study = [ds for ds in datasets if ds.StudyInstanceUID == datasets[0].StudyInstanceUID]
+    files = []
+    for ds in study:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        files.append(buffer.getvalue())
+    return study, files
+
+
+def test_the_sr_holds_each_region_selected_from_its_image_and_dciodvfy_accepts_it(lesion_ensemble, tiny_weights,
+                                                                                   tmp_path):
+    import shutil
+    import subprocess
+
+    import pydicom
+    from pydicom import dcmwrite
+
+    from mura_core import dicom_results
+
+    ensemble, _ = lesion_ensemble
+    study, files = _study_dicom(tiny_weights)
+    result = ensemble.predict_study(files, explain=True)
+    identity = {"name": "tiny", "version": "1", "checksum": "sha256:0"}
+    sr = dicom_results.structured_report(result, study, identity)
+    path = tmp_path / "sr.dcm"
+    dcmwrite(path, sr, enforce_file_format=True)
+    values = dicom_results.report_values(pydicom.dcmread(path))
+    expected = [(ds.SOPInstanceUID, region) for image, ds in zip(result.images, study) for region in image.regions]
+    assert len(values["regions"]) == len(expected) > 0 and values["region_threshold"] == pytest.approx(0.2)
+    for read, (sop, region) in zip(values["regions"], expected):
+        assert read["sop"] == sop and read["box"] == pytest.approx(region.xyxy)
+        assert read["score"] == pytest.approx(region.score, abs=1e-6)
+        assert read["status"] == (dicom_results.REGION_FINDING if result.is_finding(region)
+                                  else dicom_results.REGION_LISTED)
+    assert any(read["status"] == dicom_results.REGION_FINDING for read in values["regions"])
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    assert [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")] == []
+
+
+def test_the_pdf_lists_and_draws_the_regions(lesion_ensemble, tiny_weights):
+    import io
+
+    from pypdf import PdfReader
+
+    from mura_core.pdf_report import study_pdf
+
+    ensemble, _ = lesion_ensemble
+    _, files = _study_dicom(tiny_weights)
+    result = ensemble.predict_study(files, explain=True)
+    pdf = study_pdf(result, {"name": "tiny", "version": "1", "checksum": "sha256:0"})
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "suspected regions" in text and "region threshold 0.20" in text
+    for image in result.images:
+        for region in image.regions:
+            assert f"{region.x0}, {region.y0} - {region.x1}, {region.y1}" in text and f"{region.score:.3f}" in text
+    assert "finding" in text
+
+
+def test_cli_writes_one_row_per_region(lesion_ensemble, tmp_path, capsys):
+    import pandas as pd
+
+    from mura_core import cli
+
+    ensemble, folder = lesion_ensemble
+    paths = _radiographs()
+    out = tmp_path / "regions.csv"
+    assert cli.main(["predict", *paths, "--weights", str(folder), "--out", str(tmp_path / "p.csv"),
+                     "--regions", str(out)]) == cli.EXIT_OK
+    rows = pd.read_csv(out)
+    assert tuple(rows.columns) == cli.REGION_CSV_COLUMNS
+    expected = [(path, region) for path in paths
+                for region in ensemble.predict_study([path], explain=True).images[0].regions]
+    assert len(rows) == len(expected) > 0
+    for row, (path, region) in zip(rows.itertuples(), expected):
+        assert row.path == path and (row.x0, row.y0, row.x1, row.y1) == region.xyxy
+        assert row.score == pytest.approx(region.score, abs=1e-5)
+    assert cli.main(["predict", *paths, "--weights", str(folder), "--regions", str(out),
+                     "--cam-method", "gradcam"]) == cli.EXIT_ERROR
+    assert "--regions come from the ensemble's default heatmap (lesion_map)" in capsys.readouterr().err

@@ -16,6 +16,7 @@ ensemble's manifest ("regions"), where `Ensemble` reads them. Never run this on 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ import pandas as pd  # noqa: E402
 from mura_core import regions  # noqa: E402
 from mura_core.csvsafe import write_csv  # noqa: E402
 from mura_core.datasets import index_dataset, load_boxes  # noqa: E402
-from mura_core.installed import MANIFEST, model_identity, read_manifest, weights_folder  # noqa: E402
+from mura_core.installed import MANIFEST, read_manifest, weights_folder  # noqa: E402
 
 GRID = {
     "mode": ["components", "peaks"],
@@ -52,8 +53,9 @@ def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None
                 cache: Path) -> dict[str, dict]:
     """file name -> {"map" (fused map at the model's side), "shape" (H, W), "probability"} of the split's
     images, read from `cache` when this ensemble's were stored there, else predicted and stored."""
-    checksum = model_identity(weights)["checksum"].split(":")[-1][:16]
-    path = cache / f"maps_{checksum}_{split}.npz"
+    manifest = read_manifest(weights)  # the members and their fusion make the maps (not the region settings)
+    key = json.dumps([[m.get("sha256") for m in manifest["members"]], manifest.get("heatmap_fusion")])
+    path = cache / f"maps_{hashlib.sha256(key.encode()).hexdigest()[:16]}_{split}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             names = stored["names"].tolist()
