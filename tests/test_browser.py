@@ -160,6 +160,7 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     assert page.locator(".js-plotly-plot").count() >= 1
     assert page.get_by_text("not a diagnosis").count() >= 1
     _shoot(page, shots / "2-diagnose-sample.png")
+    _regions_on_the_page(page, shots)
 
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in upload])
     page.get_by_text("Showing the uploaded study").wait_for(timeout=STUDY_TIMEOUT_MS)
@@ -211,6 +212,25 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     assert page.get_by_role("heading", name="Coverage").count() == 1
     _shoot(page, shots / "6-model-card.png")
     assert page.get_by_text("Traceback").count() == 0
+
+
+def _regions_on_the_page(page, shots: Path) -> None:
+    """The sample study's suspected regions: counted under each image, behind a toggle, and drawn with their
+    scores in the first image's large view."""
+    import re
+
+    assert page.get_by_text("Show the suspected regions").count() == 1
+    counted = page.get_by_text(re.compile(r"\d+ suspected region\(s\), \d+ shown as finding")).first.inner_text()
+    n_regions = int(counted.split()[0])
+    scores = re.findall(r"\d\.\d\d", counted.split("scores:")[-1]) if n_regions else []
+    assert len(scores) == n_regions
+    page.locator("[data-testid='stExpander'] summary").filter(has_text="Look closely at image 1").click()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+    _settle(page)
+    zoom = page.locator(".js-plotly-plot").last
+    drawn = sorted(zoom.locator(".annotation-text").evaluate_all("texts => texts.map(t => t.textContent.trim())"))
+    assert drawn == sorted(scores), (drawn, scores)
+    _shoot(page, shots / "2a-diagnose-regions-zoom.png")
 
 
 def test_dashboard_in_chromium(server, chromium, tmp_path):
