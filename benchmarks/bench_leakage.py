@@ -3,6 +3,7 @@ MURA-size tree of identical files (time and peak memory).
 
     python benchmarks/bench_leakage.py [--sample 300] [--workers 2] [--skip-threshold] [--skip-timing]
                                        [--skip-scale] [--scale-share 1.0] [--scale-tree DIR]
+                                       [--scale-other-bytes]
 
 1. Threshold. From distinct FracAtlas and Bone Fracture Multi-Region radiographs (``--sample`` of each),
    it makes the copies a leaked file usually is: JPEG re-encoded (quality 60), resized to half, cropped
@@ -20,7 +21,9 @@ MURA-size tree of identical files (time and peak memory).
    same with ``--no-leakage``, and the Dataset explorer's leakage panel (the page run by Streamlit's
    ``AppTest``, the panel switched on). It prints wall time and peak memory (the process's maximum resident
    set) of each, the counts reported, the pairs listed, and whether the target (<= 2 minutes, <= 2 GiB)
-   is met. Parts 1 and 2 need ``../shared/data``; part 3 needs nothing outside the repository.
+   is met. ``--scale-other-bytes``: each file holds that picture in bytes of its own (a PNG text chunk),
+   so no two files are identical but all are one picture. Parts 1 and 2 need ``../shared/data``; part 3
+   needs nothing outside the repository.
 """
 
 from __future__ import annotations
@@ -198,9 +201,10 @@ def _measured(command: list[str], env: dict | None = None) -> tuple[float, int, 
     return seconds, usage.ru_maxrss * 1024, text  # Linux gives kilobytes
 
 
-def scale(share: float, tree: Path | None = None) -> None:
+def scale(share: float, tree: Path | None = None, other_bytes: bool = False) -> None:
     """Part 3: the leakage check on a MURA-layout tree of identical placeholder images (written into
-    ``tree`` and kept there, or read from it when it holds one already; by default a temporary folder)."""
+    ``tree`` and kept there, or read from it when it holds one already; by default a temporary folder);
+    with ``other_bytes``, each file holds the same picture in its own bytes."""
     from tests.mura_tree import make_identical_mura_tree
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,10 +212,11 @@ def scale(share: float, tree: Path | None = None) -> None:
         if tree is not None and (tree / "MURA-v1.1").is_dir():
             mura = tree / "MURA-v1.1"
         else:
-            mura = make_identical_mura_tree(tree or Path(tmp), share)
+            mura = make_identical_mura_tree(tree or Path(tmp), share, other_bytes=other_bytes)
         files = sum(len(Path(mura, f"{split}_image_paths.csv").read_text().splitlines())
                     for split in ("train", "valid"))
-        print(f"MURA v1.1 layout in {mura.parent}, {files:,} identical placeholder PNGs "
+        print(f"MURA v1.1 layout in {mura.parent}, {files:,} placeholder PNGs of one picture "
+              f"({'each in its own bytes' if other_bytes else 'identical bytes'}) "
               f"(written or found in {time.perf_counter() - start:.1f} s)")
         index = [sys.executable, "-m", "mura_core", "index", str(mura), "--out", str(Path(tmp, "index.csv"))]
         runs = {
@@ -254,13 +259,15 @@ def main() -> None:
     parser.add_argument("--scale-tree", type=Path,
                         help="folder to keep that tree in (and reuse), instead of a temporary one: removing "
                              "40,005 files can take minutes")
+    parser.add_argument("--scale-other-bytes", action="store_true",
+                        help="part 3's files hold the same picture in other bytes each (a PNG text chunk)")
     args = parser.parse_args()
     if not args.skip_threshold:
         threshold_table(args.sample)
     if not args.skip_timing:
         timing(args.workers)
     if not args.skip_scale:
-        scale(args.scale_share, args.scale_tree)
+        scale(args.scale_share, args.scale_tree, args.scale_other_bytes)
 
 
 if __name__ == "__main__":

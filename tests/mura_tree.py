@@ -61,7 +61,7 @@ def copy_images(dest: Path, images: list[tuple[Path, int]]) -> list[Path]:
     return [Path(shutil.copy(p, dest / p.name)) for p, _ in images]
 
 
-def make_identical_mura_tree(root: Path, share: float = 1.0, side: int = 256) -> Path:
+def make_identical_mura_tree(root: Path, share: float = 1.0, side: int = 256, other_bytes: bool = False) -> Path:
     """Write a MURA v1.1 tree with the published layout and counts (`mura_facts`: images and normal and
     abnormal studies per body part and split, 40,005 images at ``share`` 1) whose every image is the same
     blank placeholder PNG, byte for byte: what a copied tree of blank files looks like to the leakage check.
@@ -71,13 +71,14 @@ def make_identical_mura_tree(root: Path, share: float = 1.0, side: int = 256) ->
         share: the share of the published counts to write (each body part, split and label keeps at least
             one study of one image).
         side: the placeholder's width and height in pixels.
+        other_bytes: give each file its own bytes (a PNG text chunk with its name) around the same picture.
 
     Returns:
         The MURA-v1.1 folder.
     """
     import io
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     from mura_core import mura_facts
 
@@ -100,7 +101,12 @@ def make_identical_mura_tree(root: Path, share: float = 1.0, side: int = 256) ->
                 (root / rel).mkdir(parents=True)
                 # the study's share of the part's images, spread as evenly as whole numbers allow
                 for i in range(n_images * (k + 1) // len(labels) - n_images * k // len(labels)):
-                    (root / rel / f"image{i + 1}.png").write_bytes(placeholder)
+                    if other_bytes:
+                        note = PngImagePlugin.PngInfo()
+                        note.add_text("file", rel + f"image{i + 1}.png")
+                        Image.new("L", (side, side), 128).save(root / rel / f"image{i + 1}.png", pnginfo=note)
+                    else:
+                        (root / rel / f"image{i + 1}.png").write_bytes(placeholder)
                     image_rows.append(rel + f"image{i + 1}.png")
                 study_rows.append((rel, label))
         pd.DataFrame(image_rows).to_csv(mura / f"{split}_image_paths.csv", header=False, index=False)

@@ -343,6 +343,17 @@ def test_many_files_of_one_picture_in_other_bytes_are_near_duplicates_of_each_ot
     assert len(rows) == 1000 and (rows["nearest"] == 0).all() and np.allclose(rows["score"], 0.5)
 
 
+def test_files_of_one_picture_in_other_bytes_are_hashed_once(tmp_path, monkeypatch):
+    hashed = []
+    real_phash = leakage._phash
+    monkeypatch.setattr(leakage, "_phash", lambda picture: hashed.append(1) or real_phash(picture))
+    rows = [{"path": str(_placeholder(tmp_path / f"{k}.png", note=str(k))), "split": "test" if k < 100 else "train",
+             "patient": ""} for k in range(300)]
+    report = leakage.find_leakage(pd.DataFrame(rows), workers=1)
+    assert len(hashed) == 1 + len(leakage.TURNS)  # 300 files, each in other bytes: one picture to hash
+    assert report.distinct == 300 and report.summary[["identical", "near"]].values.tolist() == [[0, 100]]
+
+
 def _all_pairs(table: pd.DataFrame, prints: pd.DataFrame, max_distance: int) -> dict:
     """The leakage as comparing every pair of files finds it (what `find_leakage` did before it grouped
     files by content and picture): summary and within counts, groups, each counted file's nearest distance."""

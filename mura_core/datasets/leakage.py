@@ -114,8 +114,9 @@ def fingerprint_file(
 
     Args:
         path: an image file of any type `imaging` decodes.
-        known: optionally, what earlier files gave by their SHA-256 (``{sha256: (phash, turned, error)}``,
-            filled in here): a file whose bytes were seen before is not decoded again.
+        known: optionally, what earlier files gave (``(phash, turned, error)`` by the SHA-256 of their
+            bytes and of their small grayscale copy's pixels, filled in here): a file whose bytes were seen
+            before is not decoded again, one whose picture was seen is not hashed again.
 
     Returns:
         ``(sha256 hex, phash, turned, error)``: phash is the 64-bit hash as an int and turned the hashes
@@ -143,8 +144,14 @@ def fingerprint_file(
         else:
             found = None, None, "cannot decode the image"
     else:
-        picture = Image.fromarray(small)
-        found = _phash(picture), tuple(_phash(picture.transpose(getattr(Image.Transpose, turn))) for turn in TURNS), ""
+        pixels = "pixels:" + hashlib.sha256(small.tobytes() + str(small.shape).encode()).hexdigest()
+        found = known.get(pixels) if known is not None else None
+        if found is None:
+            picture = Image.fromarray(small)
+            turned = tuple(_phash(picture.transpose(getattr(Image.Transpose, turn))) for turn in TURNS)
+            found = _phash(picture), turned, ""
+        if known is not None:
+            known[pixels] = found
     if known is not None:
         known[digest] = found
     return (digest, *found)
@@ -154,7 +161,7 @@ def fingerprints(
     paths: Sequence[str], workers: int = 2, progress: Callable[[int, int], None] | None = None
 ) -> pd.DataFrame:
     """`fingerprint_file` for many files, in threads (hashing and JPEG decoding release the GIL); files
-    with the same bytes are decoded and hashed as pictures once.
+    with the same bytes are decoded once, files with the same picture hashed once.
 
     Args:
         paths: the files.
