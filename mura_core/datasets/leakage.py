@@ -272,13 +272,15 @@ def near_pairs(
     n = len(h)
     radius = max_distance // _BANDS
     found: list[np.ndarray] = []
+    since = [0]  # pairs kept since the last merge
 
     def keep(i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> None:
         close = (distance <= max_distance) & (i != j)
         low, high = np.minimum(i, j)[close], np.maximum(i, j)[close]
         found.append(low * n + high)
-        if sum(map(len, found)) > BLOCK:  # the same pair met on several bands is kept once
-            found[:] = [np.unique(np.concatenate(found))]
+        since[0] += len(low)
+        if since[0] > BLOCK:  # the same pair met on several bands is kept once
+            found[:], since[0] = [np.unique(np.concatenate(found))], 0
 
     if n >= 2:
         for q, j in _band_candidates(h, h, radius):
