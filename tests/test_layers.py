@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mura_core"
-MODEL_MODULES = {"registry", "preprocessing", "pipeline", "gradcam", "ensemble", "sanity", "backend", "cam_backends"}
+MODEL_MODULES = {"registry", "preprocessing", "pipeline", "gradcam", "ensemble", "sanity", "backend", "cam_backends",
+                 "onnx_export", "efficientnet_lite"}
 ENTRY_MODULES = {"__main__"}
 
 
