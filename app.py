@@ -116,7 +116,10 @@ too_large = study_limit_problem([len(data) for _, data in files])
 if too_large:
     st.error(too_large, icon=":material/block:")
     st.stop()
-with st.spinner(f"Reading {len(files)} image(s) with {len(ensemble.names)} models and computing "
+loading = (f"Loading TensorFlow and the models' Keras weights for {CAM_METHODS[method]} (once per server "
+           f"process: it needs gradients the ONNX graphs do not give), then reading "
+           if ensemble.needs_loading(method) else "Reading ")
+with st.spinner(f"{loading}{len(files)} image(s) with {len(ensemble.names)} models and computing "
                 f"{CAM_METHODS[method]} heatmaps..."):
     try:
         result = run_study(ensemble, installed.folder_stamp(folder), files, method)

@@ -1,6 +1,7 @@
 """Study inference on CPU: prediction vs prediction + Grad-CAM vs the naive dashboard pattern.
 
     python benchmarks/bench_study.py [--size 320] [--repeats 3] [--xla]
+    python benchmarks/bench_study.py --runtimes [--weights FOLDER] [--repeats 5]
 
 The method's ensemble (2x DenseNet-169 + 2x ResNet-101, random weights: timing only), one study of
 3 real radiographs. Prints seconds per study for each variant and the ratios measured in this run:
@@ -10,6 +11,11 @@ The method's ensemble (2x DenseNet-169 + 2x ResNet-101, random weights: timing o
 - explain=True with the suspected regions / without them (goal <= 1.1; `regions.find_regions` on each
   image's fused map, at the images' own sizes),
 and throughput against the compute it needs (GFLOPs per image from the registry).
+
+`--runtimes` instead times the installed ensemble (default the bundled one) on ONNX Runtime and on Keras in
+this one process: a warm 2-image study of the bundled sample radiographs with the default heatmaps (the
+lesion maps, fused, and the suspected regions), and with Grad-CAM, and prints the ONNX / Keras ratios
+(goal <= 0.5 for the default study).
 """
 
 from __future__ import annotations
@@ -71,13 +77,42 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def compare_runtimes(weights: str | None, repeats: int) -> None:
+    """The installed ensemble's warm study on ONNX Runtime and on Keras, side by side (see the module doc)."""
+    from mura_core.ensemble import load_ensemble
+    from mura_core.installed import DEFAULT_WEIGHTS
+
+    study = sorted((DEFAULT_WEIGHTS / "samples").glob("*.jpg"))[:2]
+    ensembles = {runtime: load_ensemble(weights, runtime=runtime) for runtime in ("onnx", "keras")}
+    times = {}
+    for runtime, ensemble in ensembles.items():
+        ensemble.warm_up()
+        for method in (ensemble.default_cam_method, "gradcam"):
+            ensemble.predict_study(study, explain=True, method=method)  # traced, buffers allocated
+            times[runtime, method] = timed(lambda e=ensemble, m=method: e.predict_study(study, explain=True, method=m),
+                                           repeats)
+    print(f"{os.cpu_count()} CPUs; installed ensemble {list(ensembles['onnx'].names)}; warm 2-image study, "
+          f"median of {repeats}")
+    for method in dict.fromkeys(m for _, m in times):
+        onnx, keras_time = times["onnx", method], times["keras", method]
+        goal = "  (goal <= 0.5)" if method == ensembles["onnx"].default_cam_method else ""
+        print(f"{method:>10}: onnx {onnx:.3f} s/study, keras {keras_time:.3f} s/study, "
+              f"onnx / keras = {onnx / keras_time:.2f}{goal}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--xla", action="store_true", help="also time the ensemble with jit_compile=True")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="time the installed ensemble on ONNX Runtime and on Keras instead")
+    parser.add_argument("--weights", help="with --runtimes: the ensemble folder (default the installed one)")
     args = parser.parse_args()
+    if args.runtimes:
+        compare_runtimes(args.weights, args.repeats)
+        return
     keras.utils.set_random_seed(0)
     grays = study_images()
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "

@@ -1,6 +1,6 @@
 """Soak: N real Chromium sessions against one dashboard server, C at a time.
 
-    python benchmarks/soak.py --sessions 40 --concurrency 4 [--url URL] [--max-minutes M]
+    python benchmarks/soak.py --sessions 40 --concurrency 4 [--url URL] [--max-minutes M] [--runtimes onnx,keras]
 
 Without `--url` it starts its own server (`streamlit run app.py` on a free loopback port, the bundled
 weights). Each session opens the Diagnose page in its own browser context and uploads a different study:
@@ -19,7 +19,9 @@ The last line is
     soak: N sessions, E errors, M mixed-up results, server RSS A -> B MiB
 
 with N the sessions that passed, A the server's memory after the first session that passed (the models
-are loaded then) and B after the last one has closed.
+are loaded then) and B after the last one has closed. `--runtimes onnx,keras` runs the whole soak once per
+runtime, each against a fresh server started with `MURA_RUNTIME` set (ONNX Runtime, or Keras on
+TensorFlow), and ends with one line per runtime and the ratio of their servers' final RSS.
 """
 
 from __future__ import annotations
@@ -259,7 +261,8 @@ async def _drive(url: str, studies, concurrency: int, timeout_ms: int, deadline:
 
 
 def run_soak(sessions: int, concurrency: int, url: str | None = None, server_pid: int | None = None,
-             max_minutes: float = 60.0, session_timeout_s: float = 180.0, log: Path | None = None) -> SoakResult:
+             max_minutes: float = 60.0, session_timeout_s: float = 180.0, log: Path | None = None,
+             env: dict[str, str] | None = None) -> SoakResult:
     """Run the soak and return what it measured (see the module doc).
 
     Args:
@@ -270,6 +273,7 @@ def run_soak(sessions: int, concurrency: int, url: str | None = None, server_pid
         max_minutes: no session starts after this; the run then waits only for those in flight.
         session_timeout_s: one session's limit for each step (page load, upload to result).
         log: where the started server writes its output (a temporary file by default).
+        env: extra environment variables of the started server (`MURA_RUNTIME`, say).
 
     Returns:
         A `SoakResult`.
@@ -286,7 +290,7 @@ def run_soak(sessions: int, concurrency: int, url: str | None = None, server_pid
         if url is None:
             if log is None:
                 log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "streamlit.log"
-            url, process = stack.enter_context(dashboard_server(log))
+            url, process = stack.enter_context(dashboard_server(log, env))
             server_pid = process.pid
         sampler = stack.enter_context(RssSampler(server_pid))
         asyncio.run(_drive(url.rstrip("/"), studies, concurrency, timeout_ms, deadline, result, sampler))
@@ -308,11 +312,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-timeout", type=float, default=180.0,
                         help="seconds one session may wait for each step (default 180)")
     parser.add_argument("--log", type=Path, help="file for the started server's output")
+    parser.add_argument("--runtimes", help="comma-separated runtimes (onnx, keras): one soak per runtime, each "
+                                           "with its own server (MURA_RUNTIME), compared at the end")
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.concurrency < 1:
         parser.error("--sessions and --concurrency must be at least 1")
-    result = run_soak(args.sessions, args.concurrency, args.url, args.server_pid, args.max_minutes,
-                      args.session_timeout, args.log)
+    if args.runtimes:
+        if args.url:
+            parser.error("--runtimes starts its own servers: leave --url out")
+        return compare_runtimes(args, [r.strip() for r in args.runtimes.split(",") if r.strip()])
+    return report(args, run_soak(args.sessions, args.concurrency, args.url, args.server_pid, args.max_minutes,
+                                 args.session_timeout, args.log))
+
+
+def compare_runtimes(args, runtimes: list[str]) -> int:
+    """One soak per runtime, one after the other, each with its own server; their summaries side by side."""
+    results = {}
+    for runtime in runtimes:
+        print(f"--- runtime {runtime} (MURA_RUNTIME={runtime})", flush=True)
+        log = args.log.with_name(f"{args.log.stem}_{runtime}{args.log.suffix}") if args.log else None
+        results[runtime] = run_soak(args.sessions, args.concurrency, max_minutes=args.max_minutes,
+                                    session_timeout_s=args.session_timeout, log=log, env={"MURA_RUNTIME": runtime})
+        report(args, results[runtime])
+    for runtime, result in results.items():
+        print(f"{runtime:>5}: {result.summary()}")
+    ends = {r: res.rss_end_mib for r, res in results.items() if res.rss_end_mib}
+    if "onnx" in ends and "keras" in ends:
+        print(f"server RSS at the end, onnx / keras = {ends['onnx'] / ends['keras']:.2f}  (goal <= 0.5)")
+    return 0 if all(not r.errors and not r.mixed_up for r in results.values()) else 1
+
+
+def report(args, result: SoakResult) -> int:
+    """Print a soak's problems, times and summary line; 0 when it had no error and no mix-up."""
     for problem in (result.errors + result.mixed_up)[:20]:
         print(f"  {problem}")
     if result.stopped_early:

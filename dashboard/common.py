@@ -63,42 +63,61 @@ def release_free_memory() -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def load_models(folder: str, stamp: str):
-    """Load and warm up the ensemble in `folder`; `stamp` changes when the weights are replaced."""
+def load_models(folder: str, stamp: str, runtime: str | None = None):
+    """Load and warm up the ensemble in `folder` on `runtime` (`onnx_runtime.RUNTIMES`; None: `$MURA_RUNTIME`
+    or auto); `stamp` changes when the weights are replaced."""
     from mura_core.ensemble import load_ensemble
 
-    ensemble = load_ensemble(folder)
+    ensemble = load_ensemble(folder, runtime=runtime)
     ensemble.warm_up()
     return ensemble
 
 
-_LOADED: set[str] = set()  # stamps of the ensembles `load_models` holds in this server process
+def configured_runtime() -> str | None:
+    """The runtime the operator asks for: `MURA_RUNTIME`, else `runtime` in secrets.toml, else None (auto)."""
+    from mura_core.onnx_runtime import RUNTIME_ENV, RUNTIME_SECRET
+
+    if os.environ.get(RUNTIME_ENV):
+        return None  # load_ensemble reads the environment itself
+    try:
+        value = st.secrets.get(RUNTIME_SECRET)
+    except Exception:  # no secrets.toml, or an unreadable one: auto
+        value = None
+    return str(value) if value else None
+
+
+_LOADED: set[tuple] = set()  # (stamp, runtime) of the ensembles `load_models` holds in this server process
 
 
 def get_ensemble():
     """The installed ensemble, or (None, message) saying why it cannot be used.
 
-    The first call in a server process shows the loading steps on the page (importing TensorFlow alone
-    takes seconds); later calls return the cached ensemble at once.
+    The first call in a server process shows the loading steps on the page (on ONNX Runtime under a
+    second; on Keras, importing TensorFlow alone takes seconds); later calls return the cached ensemble
+    at once. The runtime is `configured_runtime()`'s.
 
     Returns:
         (ensemble or None, error message or "").
     """
     folder = installed.weights_folder()
-    stamp = installed.folder_stamp(folder)
-    if stamp in _LOADED:
-        return load_models(str(folder), stamp), ""
+    stamp, runtime = installed.folder_stamp(folder), configured_runtime()
+    if (stamp, runtime) in _LOADED:
+        return load_models(str(folder), stamp, runtime), ""
     with st.status("Loading the models (once per server process)...", expanded=True) as status:
-        status.write("Importing TensorFlow and Keras...")
         from mura_core.installed import EnsembleLoadError, read_manifest, weights_installed
 
         if not weights_installed(folder):
             status.update(label="No ensemble is installed", state="error", expanded=False)
             return None, "No ensemble is installed: the weights folder holds no manifest.json."
         try:
-            n_members = len(read_manifest(folder)["members"])
+            members = read_manifest(folder)["members"]
+            n_members = len(members)
+            on_onnx = runtime != "keras" and os.environ.get("MURA_RUNTIME") != "keras" and \
+                all(m.get("onnx") for m in members)
+            status.write("Opening the models' ONNX graphs (ONNX Runtime)..." if on_onnx
+                         else "Importing TensorFlow and Keras...")
             status.write(f"Loading {n_members} models, checking their checksums, and warming them up...")
-            ensemble = load_models(str(folder), stamp)
+            ensemble = load_models(str(folder), stamp, runtime)
         except Exception as exc:
             status.update(label="The models could not be loaded", state="error", expanded=False)
             if isinstance(exc, EnsembleLoadError):
@@ -106,7 +125,7 @@ def get_ensemble():
             LOG.exception("loading the ensemble failed")  # never a traceback in the UI; the log keeps it
             return None, f"The ensemble could not be loaded ({type(exc).__name__}: {exc})."
         status.update(label=f"{n_members} models loaded", state="complete", expanded=False)
-    _LOADED.add(stamp)
+    _LOADED.add((stamp, runtime))
     return ensemble, ""
 
 

@@ -1,8 +1,13 @@
-"""An ensemble of members (mean of probabilities), its manifest on disk, and study prediction."""
+"""An ensemble of members (mean of probabilities), its manifest on disk, and study prediction.
+
+Each member runs on ONNX Runtime (`onnx_runtime.OnnxMember`) where the manifest lists its ONNX graph, and
+on Keras otherwise (older manifests, a user's own weights); `MURA_RUNTIME` or `load_ensemble(runtime=...)`
+forces either. Loading and predicting through ONNX imports neither Keras nor TensorFlow: they load the
+first time a member's Keras model is needed (a heatmap method that needs real gradients, `members`, `save`).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -10,39 +15,42 @@ import tempfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 
 from .body_parts import detect_body_part
 from .coverage import Coverage, colour_warning
 from .decision import DEFAULT_THRESHOLD, ensemble_probability, study_probability, verdict
-from .gradcam import CAM_METHODS, LESION_MAP, CamExplainer, fuse_heatmaps, resize_heatmap
-from .heatmaps import FUSION_RULES
-from .imaging import ImageLoadError, ImageSource, load_image_info, source_name
+from .heatmaps import FUSION_RULES, fuse_heatmaps, resize_heatmap
+from .imaging import ImageLoadError, ImageSource, load_image_info, resize_square, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
     DEFAULT_WEIGHTS,
     MANIFEST,
     MANIFEST_FORMAT,
     EnsembleLoadError,
     read_manifest,
+    sha256_file,
     weights_folder,
     weights_installed,
 )
 from .notices import DISCLAIMER  # noqa: F401  (re-exported)
-from .preprocessing import resize_square
+from .onnx_runtime import OnnxMember, onnxruntime_available, runtime_setting
 from .regions import RegionSettings, find_regions
-from .registry import get_spec, list_models
 from .results import ImageResult, Study, StudyResult  # noqa: F401  (re-exported)
+from .vocabulary import CAM_METHODS, LESION_MAP
+
+if TYPE_CHECKING:
+    import keras
 
 
 class Ensemble:
     """Members' probabilities averaged, with a decision threshold.
 
     Args:
-        members: member name -> Keras model built by `create_model` (name = its architecture).
+        members: member name -> Keras model built by `create_model` (name = its architecture), or an
+            `onnx_runtime.OnnxMember` (its Keras model loads when a method needs gradients).
         threshold: decision threshold on the ensemble probability.
         info: what to record in the manifest (training data, metrics, ...).
         architectures: member name -> registry name, when a model's `name` is not its architecture.
@@ -56,7 +64,7 @@ class Ensemble:
             manifest's "regions"; `RegionSettings()` when absent).
     """
 
-    def __init__(self, members: Mapping[str, keras.Model], threshold: float = DEFAULT_THRESHOLD,
+    def __init__(self, members: Mapping[str, keras.Model | OnnxMember], threshold: float = DEFAULT_THRESHOLD,
                  info: Mapping[str, Any] | None = None,
                  architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
                  heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None, heatmap_fusion: str = "mean",
@@ -67,26 +75,50 @@ class Ensemble:
             raise ValueError(f"unknown heatmap fusion {heatmap_fusion!r}; known: {', '.join(FUSION_RULES)}")
         self.heatmap_fusion = heatmap_fusion
         self.regions = regions or RegionSettings()
-        self.members = dict(members)
+        self._members = dict(members)
         self.threshold = float(threshold)
         self.info = dict(info or {})
-        self.architectures = {n: (architectures or {}).get(n, m.name) for n, m in self.members.items()}
+        self.architectures = {n: (architectures or {}).get(n, m.name) for n, m in self._members.items()}
         self.heatmap_layers = {}
+        self._explainers = {}
         for name, arch in self.architectures.items():
-            spec = get_spec(arch)  # raises for an unknown architecture
             recorded = dict((heatmap_layers or {}).get(name) or {})
+            member = self._members[name]
+            if isinstance(member, OnnxMember):  # the manifest records every layer; the graph gives the stride
+                self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or member.layer_name,
+                                             "map_layer": recorded.get("map_layer", ""),
+                                             "map_stride": int(recorded.get("map_stride") or member.map_stride)}
+                self._explainers[name] = member
+                continue
+            from .gradcam import CamExplainer
+            from .registry import get_spec
+
+            spec = get_spec(arch)  # raises for an unknown architecture
             self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or spec.gradcam_layer,
                                          "map_layer": recorded.get("map_layer") or spec.map_layer,
-                                         "map_stride": _map_stride(recorded, self.members[name], arch)}
-        self._explainers = {
-            name: CamExplainer(model, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
-            for name, model in self.members.items()
-        }
+                                         "map_stride": _map_stride(recorded, member, arch)}
+            self._explainers[name] = CamExplainer(member, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
         self._lock = threading.Lock()  # one study at a time through the shared models
 
     @property
     def names(self) -> list[str]:
-        return list(self.members)
+        return list(self._members)
+
+    @property
+    def members(self) -> dict[str, keras.Model]:
+        """Member name -> Keras model; a member served by ONNX Runtime loads its Keras model here (once)."""
+        return {name: m.keras_model() if isinstance(m, OnnxMember) else m for name, m in self._members.items()}
+
+    @property
+    def runtimes(self) -> dict[str, str]:
+        """Member name -> the runtime of its forward pass: "onnx" (ONNX Runtime) or "keras"."""
+        return {name: "onnx" if isinstance(m, OnnxMember) else "keras" for name, m in self._members.items()}
+
+    def needs_loading(self, method: str) -> bool:
+        """Whether heatmaps by `method` will first load a member's Keras model (and TensorFlow): a method
+        needing gradients the ONNX graph does not give, asked for the first time. The Diagnose page says so."""
+        return any(isinstance(m, OnnxMember) and m.needs_keras(method) and not m.keras_loaded
+                   for m in self._members.values())
 
     def input_size(self, name: str) -> int:
         return self._explainers[name].input_size
@@ -291,11 +323,21 @@ class Ensemble:
                            verdict(probability, self.threshold), method, self.coverage, body_part, source,
                            self.regions.threshold if method == self.default_cam_method else None)
 
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save(self, folder: str | os.PathLike, overwrite: bool = False, onnx: bool = False,
+             keras_float16: bool = False) -> Path:
         """Write each member as `<name>.keras` and `manifest.json` into `folder`, atomically.
 
         The files are written to a temporary folder beside `folder` and moved in place at the end,
         so an interrupted save never leaves a half-written ensemble.
+
+        Args:
+            folder: the ensemble folder to write.
+            overwrite: replace the members and manifest of a folder that is not empty.
+            onnx: also write each member as `<name>.onnx` for ONNX Runtime (`onnx_export.write_onnx_member`:
+                refused when its outputs on the bundled sample radiographs differ from Keras'), listed
+                with its checksum and opset in the manifest.
+            keras_float16: store the `.keras` weights in float16 (half the size; with ONNX graphs the
+                Keras models serve gradients and training only).
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()) and not overwrite:
@@ -308,19 +350,30 @@ class Ensemble:
                 path = tmp / f"{name}.keras"
                 model.save(path)
                 _deflate(path)
+                if keras_float16:
+                    from .onnx_export import halve_keras_weights
+
+                    halve_keras_weights(path)
                 layers = self.heatmap_layers[name]
                 entry = {"name": name, "architecture": self.architectures[name], "file": path.name,
                          "sha256": sha256_file(path), "input_size": self.input_size(name),
                          "gradcam_layer": layers["gradcam_layer"]}
                 if self._explainers[name].has_lesion_map:
                     entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
+                if keras_float16:
+                    entry["keras_float16"] = True
+                if onnx:
+                    from .onnx_export import write_onnx_member
+
+                    entry["onnx"] = write_onnx_member(model, tmp / f"{name}.onnx", layers["gradcam_layer"])
                 entries.append(entry)
             manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
                         "heatmap_fusion": self.heatmap_fusion, "members": entries,
                         "regions": self.regions.to_info(), "info": self.info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if folder.exists():
-                for old in [folder / e["file"] for e in entries] + [folder / MANIFEST]:
+                files = [e["file"] for e in entries] + [e["onnx"]["file"] for e in entries if e.get("onnx")]
+                for old in [folder / f for f in files] + [folder / MANIFEST]:
                     old.unlink(missing_ok=True)
             folder.mkdir(exist_ok=True)
             for item in tmp.iterdir():
@@ -339,17 +392,8 @@ def _deflate(path: Path) -> None:
     os.replace(packed, path)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
-                  jit_compile: bool = False) -> Ensemble:
+                  jit_compile: bool = False, runtime: str | None = None) -> Ensemble:
     """Load an ensemble written by `Ensemble.save`.
 
     Each member file's sha256 is checked against the manifest before it is opened, models load
@@ -358,44 +402,43 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
     from the manifest (older manifests: from the architecture's spec), and a lesion map must have
     input size / stride cells a side.
 
+    A member whose manifest entry lists an ONNX graph ("onnx": file, sha256, opset) runs on ONNX Runtime
+    (unless the runtime is "keras"): its graph is checked and opened now, its Keras model (checked the
+    same way) only when a heatmap method needs gradients.
+
     Args:
         folder: the ensemble folder; default `$MURA_WEIGHTS` or the repository's `weights/`.
         verify: check sha256 checksums.
-        jit_compile: compile prediction and Grad-CAM with XLA.
+        jit_compile: compile prediction and Grad-CAM with XLA (Keras members).
+        runtime: "auto" (ONNX Runtime where the manifest lists a graph and onnxruntime is installed, else
+            Keras), "onnx" (every member; an error when one has no graph) or "keras"; default
+            `$MURA_RUNTIME`, else "auto" (`onnx_runtime.runtime_setting`).
 
     Raises:
-        EnsembleLoadError: naming the file and what is wrong with it.
+        EnsembleLoadError: naming the file and what is wrong with it (or the runtime setting).
     """
     folder = weights_folder(folder)
+    try:
+        setting = runtime_setting(runtime)
+    except ValueError as exc:
+        raise EnsembleLoadError(str(exc)) from None
     manifest = read_manifest(folder)
     members, architectures, layers = {}, {}, {}
     for entry in manifest["members"]:
         try:
             name, arch, file = entry["name"], entry["architecture"], entry["file"]
-            size = int(entry["input_size"])
+            int(entry["input_size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise EnsembleLoadError(f"{folder / MANIFEST}: malformed member entry {entry!r} ({exc})") from None
         path = folder / file
         if Path(file).name != file:
             raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
-        if arch not in list_models():
-            raise EnsembleLoadError(f"{path}: unknown architecture {arch!r} in the manifest")
-        if not path.is_file():
-            raise EnsembleLoadError(f"{path}: member file is missing")
-        if verify and sha256_file(path) != entry.get("sha256"):
-            raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
-        try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many types for broken archives
-            raise EnsembleLoadError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
-        if model.name != arch:
-            raise EnsembleLoadError(f"{path}: holds a {model.name!r} model, the manifest says {arch!r}")
-        if tuple(model.input_shape[1:]) != (size, size, 3):
-            raise EnsembleLoadError(
-                f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
         layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride") if entry.get(k)}
-        _check_heatmap_layers(path, model, layers[name] | {"map_stride": _map_stride(entry, model, arch)}, size)
-        members[name], architectures[name] = model, arch
+        if setting == "onnx" or (setting == "auto" and entry.get("onnx") and onnxruntime_available()):
+            members[name] = _onnx_member(folder, entry, verify)
+        else:
+            members[name] = load_keras_member(folder, entry, verify)
+        architectures[name] = arch
     fusion = manifest.get("heatmap_fusion", "mean")
     if fusion not in FUSION_RULES:
         raise EnsembleLoadError(f"{folder / MANIFEST}: unknown heatmap_fusion {fusion!r} "
@@ -408,6 +451,79 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
                     jit_compile, layers, fusion, regions)
 
 
+def load_keras_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> keras.Model:
+    """The Keras model of a manifest's member entry, checked against the entry (as `load_ensemble` checks it).
+
+    Args:
+        folder: the ensemble folder.
+        entry: the member's manifest entry.
+        verify: check the file's sha256.
+
+    Raises:
+        EnsembleLoadError: naming the file and what is wrong with it.
+    """
+    import keras
+
+    from .registry import list_models
+
+    arch, size, path = entry["architecture"], int(entry["input_size"]), folder / entry["file"]
+    if arch not in list_models():
+        raise EnsembleLoadError(f"{path}: unknown architecture {arch!r} in the manifest")
+    if not path.is_file():
+        raise EnsembleLoadError(f"{path}: member file is missing")
+    if verify and sha256_file(path) != entry.get("sha256"):
+        raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for broken archives
+        raise EnsembleLoadError(f"{path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+    if model.name != arch:
+        raise EnsembleLoadError(f"{path}: holds a {model.name!r} model, the manifest says {arch!r}")
+    if tuple(model.input_shape[1:]) != (size, size, 3):
+        raise EnsembleLoadError(
+            f"{path}: input shape {model.input_shape[1:]} does not match the manifest's {size}x{size}x3")
+    recorded = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride") if entry.get(k)}
+    _check_heatmap_layers(path, model, recorded | {"map_stride": _map_stride(entry, model, arch)}, size)
+    return model
+
+
+def _onnx_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> OnnxMember:
+    """The ONNX Runtime member of a manifest's member entry, checked against the entry; its Keras model
+    loads (and is checked) the first time it is needed."""
+    name, size, keras_path = entry["name"], int(entry["input_size"]), folder / entry["file"]
+    graph = entry.get("onnx")
+    if not isinstance(graph, dict) or not isinstance(graph.get("file"), str):
+        raise EnsembleLoadError(f"{folder / MANIFEST}: member {name!r} has no ONNX graph and the runtime is set "
+                                f"to onnx; write them with python -m train.build_ensemble --add-onnx {folder}")
+    path = folder / graph["file"]
+    if Path(graph["file"]).name != graph["file"]:
+        raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
+    if not path.is_file():
+        raise EnsembleLoadError(f"{path}: member file is missing")
+    if not keras_path.is_file():
+        raise EnsembleLoadError(f"{keras_path}: member file is missing")
+    if verify and sha256_file(path) != graph.get("sha256"):
+        raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
+    if not onnxruntime_available():
+        raise EnsembleLoadError(f"{path}: onnxruntime is not installed (pip install onnxruntime), or set "
+                                f"MURA_RUNTIME=keras")
+    try:
+        member = OnnxMember(path, entry["architecture"], entry.get("gradcam_layer") or "",
+                            lambda: load_keras_member(folder, entry, verify))
+    except Exception as exc:  # ONNX Runtime raises its own types for broken graphs
+        raise EnsembleLoadError(f"{path}: cannot load the ONNX graph ({type(exc).__name__}: {exc})") from None
+    if member.input_size != size:
+        raise EnsembleLoadError(f"{path}: input side {member.input_size} does not match the manifest's {size}")
+    if bool(entry.get("map_layer")) != member.has_lesion_map:
+        raise EnsembleLoadError(f"{path}: the manifest and the graph disagree on whether it has a lesion map")
+    if member.has_lesion_map:
+        side, stride = member.map_side, int(entry.get("map_stride") or member.map_stride)
+        if side not in (size // stride, -(-size // stride)):
+            raise EnsembleLoadError(f"{path}: a {side}-cell lesion map at stride {stride} does not "
+                                    f"cover the {size} px input")
+    return member
+
+
 def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: str) -> int:
     """A member's lesion-map stride: as recorded (the manifest), else read off the model (input side /
     map side: 16 for a one-layer head, 8 with a decoder), else the architecture's spec."""
@@ -417,7 +533,11 @@ def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: s
         side, size = model.get_layer(LESION_MAP).output.shape[1], model.input_shape[1]
     except ValueError:  # no lesion map
         side = size = None
-    return size // side if side and size else get_spec(architecture).map_stride
+    if side and size:
+        return size // side
+    from .registry import get_spec
+
+    return get_spec(architecture).map_stride
 
 
 def _check_heatmap_layers(path: Path, model: keras.Model, layers: Mapping[str, Any], size: int) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+import cv2
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
@@ -679,3 +680,23 @@ def thumbnail(path: str | bytes, side: int = 160) -> np.ndarray | None:
     image = Image.fromarray(gray)
     image.thumbnail((side, side))
     return np.asarray(image)
+
+
+def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a 2-D uint8 radiograph to (size, size, 3) uint8, the models' raw input.
+
+    Like the MURA method, the image is stretched to the square (no padding). Shrinking uses area
+    interpolation (no aliasing), enlarging bilinear.
+
+    Args:
+        gray: (H, W) uint8 image from `load_image`.
+        size: the model's input side in pixels.
+
+    Returns:
+        (size, size, 3) uint8 array, the gray channel repeated.
+    """
+    height, width = gray.shape[:2]
+    shrink = height >= size and width >= size
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    resized = cv2.resize(gray, (size, size), interpolation=interpolation)
+    return np.repeat(resized[..., None], 3, axis=-1)

@@ -6,6 +6,7 @@ here, so they always agree on which ensemble is meant. `Ensemble.save` writes wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,15 @@ SAMPLE_COLUMNS = ("file", "study", "label", "body_part", "attribution", "boxes")
 
 class EnsembleLoadError(RuntimeError):
     """The ensemble folder or one of its files cannot be used; the message names the file."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def weights_folder(folder: str | os.PathLike | None = None) -> Path:

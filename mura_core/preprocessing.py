@@ -10,32 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import keras
 import numpy as np
 from keras import ops
 
-from .imaging import ImageSource, load_image
-
-
-def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
-    """Resize a 2-D uint8 radiograph to (size, size, 3) uint8, the models' raw input.
-
-    Like the MURA method, the image is stretched to the square (no padding). Shrinking uses area
-    interpolation (no aliasing), enlarging bilinear.
-
-    Args:
-        gray: (H, W) uint8 image from `load_image`.
-        size: the model's input side in pixels.
-
-    Returns:
-        (size, size, 3) uint8 array, the gray channel repeated.
-    """
-    height, width = gray.shape[:2]
-    shrink = height >= size and width >= size
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    resized = cv2.resize(gray, (size, size), interpolation=interpolation)
-    return np.repeat(resized[..., None], 3, axis=-1)
+from .imaging import ImageSource, load_image, resize_square  # noqa: F401  (resize_square re-exported)
 
 
 def load_for_model(source: ImageSource, size: int, name: str | None = None) -> np.ndarray:

@@ -1,7 +1,14 @@
 """Assemble trained runs into an ensemble folder (manifest + members), choosing its threshold.
 
     python -m train.build_ensemble --runs runs/densenet169_m1 runs/resnet101_m1 ... --out weights/ \
-        [--sensitivity 0.8] [--title "..."] [--trained-on "..."]
+        [--sensitivity 0.8] [--title "..."] [--trained-on "..."] [--keras-float16]
+    python -m train.build_ensemble --add-onnx weights/ [--keras-float16]
+
+Each member is written twice: as `.keras` (Keras: gradients, training) and as `.onnx` (ONNX Runtime serves
+the forward pass: probability, lesion map, Grad-CAM), the ONNX graph refused when its outputs on the
+bundled sample radiographs differ from Keras' (`mura_core.onnx_export`). `--add-onnx FOLDER` writes the
+ONNX graphs of an ensemble installed without them. `--keras-float16` stores the `.keras` weights in float16
+(half the size; the ONNX graphs keep float32).
 
 The threshold is chosen on the runs' shared validation predictions (mean of the members, as the
 ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
@@ -21,6 +28,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,8 +40,11 @@ from mura_core import metrics  # noqa: E402
 from mura_core.coverage import COVERAGE_KEY, TRAINING_DATA_KEY, training_coverage, training_data_info  # noqa: E402
 from mura_core.datasets import combine, index_dataset  # noqa: E402
 from mura_core.decision import ensemble_probability  # noqa: E402
-from mura_core.ensemble import Ensemble  # noqa: E402
+from mura_core.ensemble import Ensemble, load_keras_member  # noqa: E402
 from mura_core.heatmaps import FUSION_RULES  # noqa: E402
+from mura_core.installed import MANIFEST, read_manifest, sha256_file, weights_folder  # noqa: E402
+from mura_core.onnx_export import halve_keras_weights, write_onnx_member  # noqa: E402
+from mura_core.vocabulary import LESION_MAP  # noqa: E402
 from train.config import load_config  # noqa: E402
 
 
@@ -62,8 +73,9 @@ def training_data(run: Path, notes: str = "") -> dict:
 
 
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
-          heatmap_fusion: str = "mean") -> Ensemble:
-    """Load each run's best checkpoint, choose the threshold, save the ensemble and its histories."""
+          heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False) -> Ensemble:
+    """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
+    and, with `onnx`, as a parity-checked `.onnx`) and its histories."""
     members, architectures = {}, {}
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
@@ -77,23 +89,76 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
     info = {**info, "threshold_rule": rule, "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
     ensemble = Ensemble(members, threshold, info, architectures, heatmap_fusion=heatmap_fusion)
-    ensemble.save(out, overwrite=True)
+    ensemble.save(out, overwrite=True, onnx=onnx, keras_float16=keras_float16)
     for run in runs:
         shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")
     return ensemble
 
 
+def add_onnx(folder: str | os.PathLike | None = None, keras_float16: bool = False) -> dict[str, Any]:
+    """Write the ONNX graph of every member of an installed ensemble, and list them in its manifest.
+
+    Each member's Keras model is loaded (checked), exported and checked for parity on the bundled
+    radiographs (`onnx_export.write_onnx_member`); only when every member passed is the manifest
+    rewritten (atomically), its other entries kept as they are.
+
+    Args:
+        folder: the ensemble folder (default `$MURA_WEIGHTS` or `weights/`).
+        keras_float16: also store the `.keras` weights in float16 (`onnx_export.halve_keras_weights`),
+            after the check.
+
+    Returns:
+        The rewritten manifest.
+
+    Raises:
+        ExportError: a member could not be exported or failed the parity check (the folder is unchanged
+            but for `.onnx` files of members that passed).
+        EnsembleLoadError: the ensemble cannot be loaded.
+    """
+    folder = weights_folder(folder)
+    manifest = read_manifest(folder)
+    for entry in manifest["members"]:
+        name, model = entry["name"], load_keras_member(folder, entry, verify=True)
+        # older manifests leave the heatmap layers to the spec: the graph's entry records them
+        layers = Ensemble({name: model}, architectures={name: entry["architecture"]},
+                          heatmap_layers={name: entry}).heatmap_layers[name]
+        entry["gradcam_layer"] = layers["gradcam_layer"]
+        if any(layer.name == LESION_MAP for layer in model.layers):
+            entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
+        entry["onnx"] = write_onnx_member(model, folder / f"{name}.onnx", layers["gradcam_layer"])
+    for entry in manifest["members"]:
+        if keras_float16 and not entry.get("keras_float16"):
+            halve_keras_weights(folder / entry["file"])
+            entry["sha256"], entry["keras_float16"] = sha256_file(folder / entry["file"]), True
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", required=True, help="run folders written by train.train")
-    parser.add_argument("--out", required=True, help="ensemble folder to write (e.g. weights/)")
+    parser.add_argument("--runs", nargs="+", help="run folders written by train.train")
+    parser.add_argument("--out", help="ensemble folder to write (e.g. weights/)")
+    parser.add_argument("--add-onnx", metavar="FOLDER",
+                        help="write the ONNX graphs of the ensemble installed in FOLDER (and nothing else)")
+    parser.add_argument("--no-onnx", action="store_true", help="write the .keras members only")
+    parser.add_argument("--keras-float16", action="store_true",
+                        help="store the .keras weights in float16 (the ONNX graphs serve predictions)")
     parser.add_argument("--sensitivity", type=float, help="choose the threshold for this validation sensitivity")
     parser.add_argument("--info", help="JSON or YAML file of manifest info (title, trained_on, license, ...)")
     parser.add_argument("--heatmap-fusion", default="mean", choices=FUSION_RULES,
                         help="how the members' lesion maps are fused (chosen on validation; default mean)")
     args = parser.parse_args(argv)
+    if args.add_onnx:
+        manifest = add_onnx(args.add_onnx, args.keras_float16)
+        print(json.dumps({m["name"]: m["onnx"] for m in manifest["members"]}, indent=2))
+        return 0
+    if not args.runs or not args.out:
+        parser.error("--runs and --out are required (or --add-onnx FOLDER)")
     info = yaml.safe_load(Path(args.info).read_text()) if args.info else {}
-    ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion)
+    ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion,
+                     not args.no_onnx, args.keras_float16)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
                       "validation": ensemble.info["validation"]}, indent=2))
     return 0
