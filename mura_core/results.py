@@ -173,7 +173,7 @@ def study_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
     right after the scores.
     """
     study = result.with_body_part(body_part)
-    frame = result.to_frame()
+    frame = study.to_frame()  # its findings follow the study's body part
     frame.insert(frame.columns.get_loc("ensemble") + 1, "study_warning", study.warning)
     if study.withheld:
         frame["verdict"] = ""
@@ -187,14 +187,18 @@ def study_csv(result: StudyResult, body_part: str = "") -> str:
     return write_csv(study_table(result, body_part))
 
 
-REGION_COLUMNS = ("image", "x0", "y0", "x1", "y1", "score", "finding")
-"""Columns of `region_table`: box corners in the image's pixels (x1, y1 exclusive), score in [0, 1]."""
+REGION_COLUMNS = ("image", "x0", "y0", "x1", "y1", "score", "finding", "study_warning")
+"""Columns of `region_table`: box corners in the image's pixels (x1, y1 exclusive), score in [0, 1], whether
+the region is shown as a finding, and the study's warning (as every download carries it)."""
 
 
 def region_table(result: StudyResult, body_part: str = "") -> pd.DataFrame:
     """One row per suspected region of the study (`StudyResult.region_rows`), for the study's body part:
     `finding` is False for all of them where the verdict is withheld or normal."""
-    return pd.DataFrame(result.with_body_part(body_part).region_rows(), columns=list(REGION_COLUMNS))
+    study = result.with_body_part(body_part)
+    frame = pd.DataFrame(study.region_rows(), columns=list(REGION_COLUMNS))
+    frame["study_warning"] = study.warning
+    return frame
 
 
 def region_csv(result: StudyResult, body_part: str = "") -> str:

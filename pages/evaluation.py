@@ -190,9 +190,9 @@ if detection:
                     if uploaded is None and (report_path.parent / case["picture"]).is_file()]
     if region_cases:
         st.subheader("Best and worst cases of the regions")
-        st.caption("Annotated boxes in green (left) beside the suspected regions in orange (right): solid where a "
-                   "region is a finding, dashed below the threshold, each with its score; ranked by the best IoU "
-                   "of a region with an annotated box.")
+        st.caption("Annotated boxes in green (left) beside the suspected regions in orange (right), each with its "
+                   "score: solid from the region threshold up, dashed below it; ranked by the best IoU of a region "
+                   "with an annotated box.")
         for kind in ("best", "worst"):
             cases = [case for case in region_cases if case["kind"] == kind]
             if not cases:

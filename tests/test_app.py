@@ -185,7 +185,8 @@ def test_diagnose_warns_outside_the_coverage(monkeypatch, covered_weights):
     show = at.toggle(key="show_scores_anyway")
     assert show.proto.default is False and "not meaningful" in show.label
     downloads = {d.proto.label: d for d in at.get("download_button")}
-    assert set(downloads) == {"Study result (JSON)", "Per-image table (CSV)", "PDF"}  # they carry the warning
+    assert set(downloads) == {"Study result (JSON)", "Per-image table (CSV)", "Suspected regions (CSV)",
+                              "PDF"}  # they carry the warning
     show.set_value(True).run()
     assert not at.exception
     assert at.get("plotly_chart") and _n_images(at) > 0
@@ -219,6 +220,19 @@ def test_outside_the_coverage_exports_carry_the_warning():
     assert columns[columns.index("ensemble") + 1] == "study_warning"  # the warning beside the scores
     assert set(table["verdict"]) == {""} and table["ensemble"].iloc[0] == pytest.approx(0.7)
     assert results.study_table(result, "XR_HAND")["verdict"].iloc[0] == "abnormal"
+    # the suspected regions: none is a finding where the verdict is withheld; the warning goes with them
+    from mura_core.regions import Region
+
+    result.images[0].regions = [Region(1, 2, 10, 12, 0.9), Region(20, 5, 30, 15, 0.1)]
+    result.region_threshold = 0.5
+    outside = pd.read_csv(io.StringIO(results.region_csv(result, "XR_WRIST")))
+    assert list(outside.columns) == list(results.REGION_COLUMNS) and len(outside) == 2
+    assert not outside["finding"].any() and outside["study_warning"].str.startswith("Wrist is outside").all()
+    inside = results.region_table(result, "XR_HAND")
+    assert inside["finding"].tolist() == [True, False] and inside["x1"].tolist() == [10, 30]
+    assert results.study_table(result, "XR_HAND")[["regions", "findings"]].iloc[0].tolist() == [2, 1]
+    assert [r["finding"] for r in json.loads(results.study_json(result, "XR_WRIST"))["images"][0]["regions"]] == \
+        [False, False]
 
 
 def test_diagnose_refuses_a_study_beyond_the_limits(monkeypatch, tiny_weights, count_studies):

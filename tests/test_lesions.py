@@ -634,8 +634,16 @@ def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_che
     assert {case["kind"] for case in report["localization_gallery"]} <= {"best", "worst"}
     for case in report["localization_gallery"]:
         assert Image.open(out / case["picture"]).size[0] > 100
+    cases = report["localization_gallery"] + report["detection_gallery"]
     assert sorted(p.name for p in (out / "gallery").iterdir()) == sorted(  # only this evaluation's cases
-        case["picture"].removeprefix("gallery/") for case in report["localization_gallery"])
+        case["picture"].removeprefix("gallery/") for case in cases)
+    # the suspected regions scored as a detector over every image, normal ones included
+    detection = report["detection"]
+    assert detection["n_images"] == len(pd.read_csv(out / "predictions.csv")) and detection["n_boxes"] >= 3
+    assert 0 <= detection["ap50_95"] <= detection["ap50"] <= 1 and detection["method"] == "lesion_map"
+    assert detection["froc"]["fp_per_image"][0] == 0 and len(report["detection_gallery"]) >= 1
+    for case in report["detection_gallery"]:
+        assert case["kind"] in ("best", "worst") and Image.open(out / case["picture"]).size[0] > 100
     sanity_rows = report["sanity"]["members"]["m"]
     assert report["sanity"]["images"] == 2 and sanity_rows[0]["stage"] == "head"
     assert json.loads((out / "report.json").read_text())["sanity"] == report["sanity"]

@@ -140,21 +140,22 @@ def detection(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, n_
         for case in chosen:
             file = f"gallery/regions_{kind}_{Path(case['file']).stem}.jpg"
             result = ensemble.predict_study([paths[case["file"]]], explain=True)
-            save_region_picture(result, case["truths"], out / file)
+            save_region_picture(result, case["truths"], out / file, ensemble.regions.threshold)
             gallery.append({"file": case["file"], "kind": kind, "picture": file, "iou": case["iou"],
                             "probability": case["probability"], "regions": len(case["regions"]),
                             "top_score": max((g.score for g in case["regions"]), default=None)})
     return {"detection": figures, "detection_gallery": gallery}
 
 
-def save_region_picture(result, truths, path: Path, side: int = 320) -> Path:
-    """The original with its annotated boxes (green) beside it with the suspected regions (orange: solid a
-    finding, dashed below the threshold, each with its score), as one JPEG."""
+def save_region_picture(result, truths, path: Path, threshold: float, side: int = 320) -> Path:
+    """The original with its annotated boxes (green) beside it with the suspected regions (orange, each with
+    its score: solid from the region threshold up, dashed below it; as a detector, whatever the verdict), as
+    one JPEG."""
     image = result.images[0]
     shown = display_copy(image.image, side)
     scale = shown.shape[0] / image.image.shape[0]
     annotated = draw_boxes(shown, [(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in truths], scale)
-    found = draw_regions(shown, [(g, result.is_finding(g)) for g in image.regions], scale)
+    found = draw_regions(shown, [(g, g.score >= threshold) for g in image.regions], scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([annotated, found], axis=1)).save(path, quality=85)
     return path
