@@ -334,3 +334,36 @@ def test_cli_writes_one_row_per_region(lesion_ensemble, tmp_path, capsys):
     assert cli.main(["predict", *paths, "--weights", str(folder), "--regions", str(out),
                      "--cam-method", "gradcam"]) == cli.EXIT_ERROR
     assert "--regions come from the ensemble's default heatmap (lesion_map)" in capsys.readouterr().err
+
+
+def test_tuning_keeps_what_raises_ap_and_writes_the_manifest(lesion_ensemble, tmp_path, capsys):
+    import json
+    import shutil
+
+    from mura_core.ensemble import load_ensemble
+    from train import build_ensemble, tune_regions
+
+    truths, maps = {}, {}
+    for k in range(4):  # two fractured images (a bright blob on the box) and two normal ones (a faint blob)
+        centre = (30 + 10 * k, 40)
+        heat = _blob_map((120, 100), [centre], sigma=5, values=[0.9 if k < 2 else 0.3])
+        maps[f"img{k}"] = {"map": heat, "shape": heat.shape, "probability": 0.8 if k < 2 else 0.2}
+        truths[f"img{k}"] = [(centre[1] - 6, centre[0] - 6, centre[1] + 6, centre[0] + 6)] if k < 2 else []
+    start = RegionParams(level=0.9, floor=0.0, min_area=0.0, probability_weight=0.0)
+    before = tune_regions.score_variant(maps, truths, start)["ap50"]
+    chosen, variants = tune_regions.tune(maps, truths, rounds=1, start=start)
+    after = tune_regions.score_variant(maps, truths, chosen)
+    assert after["ap50"] == 1.0 > before and variants["ap50"].max() == 1.0
+    assert len(variants) == len(variants.drop_duplicates(subset=list(tune_regions.GRID)))  # each variant once
+    assert "ap50=1.0000" in capsys.readouterr().out  # every variant's figures are printed
+
+    _, folder = lesion_ensemble
+    copy = shutil.copytree(folder, tmp_path / "weights")
+    settings = RegionSettings(chosen, after["best_f1_threshold"], "test rule", {"ap50": after["ap50"]})
+    tune_regions.write_settings(copy, settings)
+    assert load_ensemble(copy).regions == settings
+    bad = tmp_path / "regions.json"
+    bad.write_text(json.dumps({"params": {"mode": "boxes"}}))
+    with pytest.raises(SystemExit):
+        build_ensemble.main(["--runs", "nowhere", "--out", str(tmp_path / "out"), "--regions", str(bad)])
+    assert f"--regions {bad}" in capsys.readouterr().err

@@ -44,6 +44,7 @@ from mura_core.ensemble import Ensemble, load_keras_member  # noqa: E402
 from mura_core.heatmaps import FUSION_RULES  # noqa: E402
 from mura_core.installed import MANIFEST, read_manifest, sha256_file, weights_folder  # noqa: E402
 from mura_core.onnx_export import halve_keras_weights, write_onnx_member  # noqa: E402
+from mura_core.regions import REGIONS_KEY, RegionSettings  # noqa: E402
 from mura_core.vocabulary import LESION_MAP  # noqa: E402
 from train.config import load_config  # noqa: E402
 
@@ -73,9 +74,11 @@ def training_data(run: Path, notes: str = "") -> dict:
 
 
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
-          heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False) -> Ensemble:
+          heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False,
+          regions: RegionSettings | None = None) -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
-    and, with `onnx`, as a parity-checked `.onnx`) and its histories."""
+    and, with `onnx`, as a parity-checked `.onnx`), its region settings (`regions`, the defaults when None:
+    `train/tune_regions.py --write` chooses them on validation once the ensemble is built) and its histories."""
     members, architectures = {}, {}
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
@@ -88,7 +91,7 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
     info = {**info, **training_data(runs[0], notes)}
     info = {**info, "threshold_rule": rule, "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
-    ensemble = Ensemble(members, threshold, info, architectures, heatmap_fusion=heatmap_fusion)
+    ensemble = Ensemble(members, threshold, info, architectures, heatmap_fusion=heatmap_fusion, regions=regions)
     ensemble.save(out, overwrite=True, onnx=onnx, keras_float16=keras_float16)
     for run in runs:
         shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="store the .keras weights in float16 (the ONNX graphs serve predictions)")
     parser.add_argument("--sensitivity", type=float, help="choose the threshold for this validation sensitivity")
     parser.add_argument("--info", help="JSON or YAML file of manifest info (title, trained_on, license, ...)")
+    parser.add_argument("--regions", metavar="FILE",
+                        help="JSON of the region settings (`train/tune_regions.py --settings`) to record in the "
+                             "manifest; default: the defaults, to tune with tune_regions --write after building")
     parser.add_argument("--heatmap-fusion", default="mean", choices=FUSION_RULES,
                         help="how the members' lesion maps are fused (chosen on validation; default mean)")
     args = parser.parse_args(argv)
@@ -157,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs or not args.out:
         parser.error("--runs and --out are required (or --add-onnx FOLDER)")
     info = yaml.safe_load(Path(args.info).read_text()) if args.info else {}
+    regions = None
+    if args.regions:
+        try:
+            regions = RegionSettings.from_manifest({REGIONS_KEY: json.loads(Path(args.regions).read_text())},
+                                                   args.regions)
+        except (OSError, json.JSONDecodeError, ValueError) as exc:
+            parser.error(f"--regions {args.regions}: {exc}")
     ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion,
-                     not args.no_onnx, args.keras_float16)
+                     not args.no_onnx, args.keras_float16, regions)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
                       "validation": ensemble.info["validation"]}, indent=2))
     return 0

@@ -1,7 +1,8 @@
 """Choose how fracture regions are read off the fused lesion map, and the score that shows one, on validation.
 
     python -m train.tune_regions [--weights FOLDER] --data ROOT [--format fracatlas] \
-        [--split-file train/splits/fracatlas.csv] [--split val] [--cache DIR] [--out variants.csv] [--write]
+        [--split-file train/splits/fracatlas.csv] [--split val] [--cache DIR] [--out variants.csv] \
+        [--settings regions.json] [--write]
 
 Predicts the split once with the installed ensemble (the fused map of its default heatmap method, as
 `Ensemble.predict_studies` computes it; kept in `--cache` per ensemble checksum, so reruns are fast), then
@@ -10,7 +11,8 @@ that raises AP@50 (ties: recall at 1 false positive per image), for two rounds. 
 validation figures are printed (AP@50, AP@[.50:.95], recall at 0.5 and 1 false positive per image,
 over every image of the split, normal ones included) and written to `--out`. The threshold for showing a
 region as a finding is the chosen variant's best-F1 score at IoU 0.5. `--write` records both in the
-ensemble's manifest ("regions"), where `Ensemble` reads them. Never run this on the test split.
+ensemble's manifest ("regions"), where `Ensemble` reads them; `--settings FILE` keeps them as JSON for
+`train.build_ensemble --regions FILE`. Never run this on the test split.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="/tmp/mura_region_maps", help="folder for the predicted maps")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", help="CSV of every variant's figures")
+    parser.add_argument("--settings", help="JSON file for the chosen settings (train.build_ensemble --regions)")
     parser.add_argument("--write", action="store_true", help="record the choice in the ensemble's manifest")
     args = parser.parse_args(argv)
     if args.split == "test":
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_csv(variants, args.out, float_format="%.4f")
     print(json.dumps(settings.to_info(), indent=2))
+    if args.settings:
+        Path(args.settings).write_text(json.dumps(settings.to_info(), indent=2))
     if args.write:
         print(f"written to {write_settings(weights_folder(args.weights), settings)}", file=sys.stderr)
     return 0
