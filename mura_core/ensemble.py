@@ -9,6 +9,7 @@ first time a member's Keras model is needed (a heatmap method that needs real gr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -43,6 +44,8 @@ from .vocabulary import CAM_METHODS, LESION_MAP
 
 if TYPE_CHECKING:
     import keras
+
+log = logging.getLogger(__name__)
 
 
 class Ensemble:
@@ -438,6 +441,9 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
             members[name] = _onnx_member(folder, entry, verify)
         else:
             members[name] = load_keras_member(folder, entry, verify)
+            if entry.get("keras_float16"):
+                log.warning("%s: served by Keras from float16 weights, whose probabilities differ from the ONNX "
+                            "graph's (and the evaluation's) by up to about 2e-3", folder / file)
         architectures[name] = arch
     fusion = manifest.get("heatmap_fusion", "mean")
     if fusion not in FUSION_RULES:
@@ -514,6 +520,9 @@ def _onnx_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> OnnxMe
         raise EnsembleLoadError(f"{path}: cannot load the ONNX graph ({type(exc).__name__}: {exc})") from None
     if member.input_size != size:
         raise EnsembleLoadError(f"{path}: input side {member.input_size} does not match the manifest's {size}")
+    if sorted(member.graph.outputs) != sorted(graph.get("outputs") or member.graph.outputs):
+        raise EnsembleLoadError(f"{path}: outputs {sorted(member.graph.outputs)} are not the manifest's "
+                                f"{sorted(graph['outputs'])}")
     if bool(entry.get("map_layer")) != member.has_lesion_map:
         raise EnsembleLoadError(f"{path}: the manifest and the graph disagree on whether it has a lesion map")
     if member.has_lesion_map:

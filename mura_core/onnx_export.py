@@ -148,8 +148,8 @@ def _differentiable(layer) -> bool:
 
 
 def _head_steps(chain: list) -> list[tuple]:
-    """The head's layers after the pool as NumPy constants, for `_backward`: ("dense", kernel, bias,
-    activation), ("activation", name), ("scale", per-channel factor) for BatchNormalization, or ("same",)."""
+    """The head's layers after the pool, for `_backward`: ("dense", kernel, bias (variables), activation),
+    ("activation", name), ("scale", per-channel factor) for BatchNormalization, or ("same",)."""
     steps = []
     for layer in chain[1:]:
         if isinstance(layer, keras.layers.Dropout):
@@ -158,10 +158,8 @@ def _head_steps(chain: list) -> list[tuple]:
             weights = {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
             gamma = weights.get("gamma", np.ones_like(weights["moving_variance"]))
             steps.append(("scale", (gamma / np.sqrt(weights["moving_variance"] + layer.epsilon)).astype(np.float32)))
-        elif isinstance(layer, keras.layers.Dense):
-            bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float32) if layer.use_bias else None
-            steps.append(("dense", keras.ops.convert_to_numpy(layer.kernel).astype(np.float32), bias,
-                          _activation_name(layer)))
+        elif isinstance(layer, keras.layers.Dense):  # its variables: the graph stores them once for both passes
+            steps.append(("dense", layer.kernel, layer.bias if layer.use_bias else None, _activation_name(layer)))
         else:
             steps.append(("activation", _activation_name(layer)))
     return steps
@@ -179,16 +177,19 @@ def _backward(tf, steps: list[tuple], inputs: list, outputs: list):
             continue
         pre = x
         if step[0] == "dense":
-            pre = tf.matmul(x, tf.constant(step[1]))
+            kernel = tf.convert_to_tensor(step[1].value)
+            pre = tf.matmul(x, kernel)
             if step[2] is not None:
-                pre = pre + tf.constant(step[2])
+                pre = pre + tf.convert_to_tensor(step[2].value)
         activation = step[-1]
         if activation == "relu":
             grad = grad * tf.cast(pre > 0, grad.dtype)
         elif activation == "sigmoid":
             grad = grad * y * (1.0 - y)
         if step[0] == "dense":
-            grad = tf.matmul(grad, tf.constant(step[1].T))
+            # grad @ kernel^T written as (kernel @ grad^T)^T: a transposed constant would be folded into a
+            # second copy of the kernel in the graph
+            grad = tf.transpose(tf.matmul(kernel, tf.transpose(grad)))
     return grad
 
 

@@ -32,9 +32,11 @@ def report() -> dict:
     return json.loads(REPORT.read_text())
 
 
-def test_weights_folder_stays_under_30_mb():
+def test_weights_folder_stays_under_45_mb():
+    """Both formats of every member: the ONNX graphs (float32, they serve predictions) and the .keras
+    weights (float16 where needed: gradients and training only)."""
     size = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
-    assert size <= 30e6, f"weights/ holds {size / 1e6:.1f} MB"
+    assert size <= 45e6, f"weights/ holds {size / 1e6:.1f} MB"
 
 
 def test_bundled_ensemble_loads_verified(manifest):

@@ -176,3 +176,23 @@ def test_jax_trains_data_parallel_over_two_devices(mini_fracatlas, tmp_path):
     assert found == {"devices": 2, "epochs_run": 1}
     history = pd.read_csv(tmp_path / "data_parallel" / "history.csv")
     assert np.isfinite(history["loss"]).all()
+
+
+def test_the_bundled_weights_predict_through_onnx_without_tensorflow():
+    """The bundled ensemble's ONNX graphs (ONNX Runtime): the evaluation's probabilities for the samples,
+    both lesion maps and Grad-CAM, and no TensorFlow."""
+    from mura_core.ensemble import load_ensemble
+
+    ensemble = load_ensemble(ROOT / "weights")
+    assert set(ensemble.runtimes.values()) == {"onnx"}
+    assert ensemble.cam_methods == ["gradcam", "lesion_map"]  # the others need TensorFlow
+    recorded = pd.read_csv(ROOT / "weights" / "report" / "predictions.csv")
+    recorded = recorded.set_index(recorded["path"].map(lambda p: Path(p).name))["ensemble"]
+    study = [SAMPLES / "IMG0000019.jpg", SAMPLES / "IMG0000045.jpg"]
+    for method in ensemble.cam_methods:
+        found = ensemble.predict_study(study, explain=True, method=method)
+        for path, image in zip(study, found.images):
+            assert abs(image.ensemble - recorded[path.name]) <= 1e-4
+            heat = image.heatmaps["ensemble"]
+            assert heat.ndim == 2 and heat.min() >= 0.0 and heat.max() <= 1.0 and heat.max() > heat.min()
+    assert "tensorflow" not in sys.modules
