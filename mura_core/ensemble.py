@@ -90,7 +90,7 @@ class Ensemble:
             if isinstance(member, OnnxMember):  # the manifest records every layer; the graph gives the stride
                 self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or member.layer_name,
                                              "map_layer": recorded.get("map_layer", ""),
-                                             "map_stride": int(recorded.get("map_stride") or member.map_stride)}
+                                             "map_stride": int(recorded.get("map_stride") or member.map_stride or 0)}
                 self._explainers[name] = member
                 continue
             from .gradcam import CamExplainer

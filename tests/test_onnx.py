@@ -167,15 +167,21 @@ def test_gradient_methods_load_keras_once_and_the_save_path_writes_graphs(onnx_w
     assert not ensemble.needs_loading("gradcam++")
     for image in result.images:
         assert 0 <= image.heatmaps["ensemble"].min() and image.heatmaps["ensemble"].max() <= 1
-    # the Keras models it loaded, saved again with their graphs: they serve the same probabilities
-    ensemble.save(tmp_path / "again", onnx=True, keras_float16=True)
-    again = load_ensemble(tmp_path / "again")
-    manifest = json.loads((tmp_path / "again" / MANIFEST).read_text())
-    assert all(e["keras_float16"] and e["onnx"]["sha256"] for e in manifest["members"])
-    assert again.runtimes == ensemble.runtimes
-    paths = [str(p) for p in _files()[:4]]
-    np.testing.assert_allclose(again.predict_files(paths)["ensemble"], ensemble.predict_files(paths)["ensemble"],
-                               atol=1e-6)
+    # the install path: Ensemble.save writes the graphs (here of a member without a lesion map)
+    keras.utils.set_random_seed(2)
+    plain = _conditioned(_with_sample_statistics(create_model("mobilenetv2", input_size=32, dense_units=8,
+                                                              bn_momentum=0.0), 32))
+    Ensemble({"plain": plain}, 0.5, architectures={"plain": "mobilenetv2"}).save(
+        tmp_path / "plain", onnx=True, keras_float16=True)
+    entry = json.loads((tmp_path / "plain" / MANIFEST).read_text())["members"][0]
+    assert entry["keras_float16"] and entry["onnx"]["outputs"] == ["features", "gradcam_weights", "probability"]
+    served = load_ensemble(tmp_path / "plain")
+    assert served.runtimes == {"plain": "onnx"} and "lesion_map" not in served.cam_methods
+    images = _batch(32)
+    result = served.predict_study([str(p) for p in _files()[:4]], explain=True)
+    assert result.cam_method == "gradcam" and not served.needs_loading("gradcam")
+    np.testing.assert_allclose([r.ensemble for r in result.images], plain.predict(images, verbose=0)[:, 0],
+                               atol=1e-4)
 
 
 def test_predict_gives_the_same_csv_under_both_runtimes(onnx_weights, tmp_path):
