@@ -15,6 +15,17 @@ from mura_core.decision import DEFAULT_THRESHOLD  # noqa: E402
 
 MISSING = "Not in this report."
 
+
+def show_cases(cases: list[dict], caption) -> None:
+    """The best, then the worst cases of a report's gallery, side by side, each with `caption(case)`."""
+    for kind in ("best", "worst"):
+        chosen = [case for case in cases if case["kind"] == kind]
+        if chosen:
+            st.markdown(f"**{kind.capitalize()}**")
+            for column, case in zip(st.columns(len(chosen)), chosen):
+                column.image(str(report_path.parent / case["picture"]), width="stretch", caption=caption(case))
+
+
 folder = installed.weights_folder()
 report_path = installed.report_path(folder)
 uploaded = st.file_uploader("Upload a report.json (optional)", type=["json"],
@@ -164,15 +175,8 @@ if report.get("localization"):
         st.subheader("Best and worst cases")
         st.caption(f"Fused {vocabulary.CAM_METHODS.get(report.get('localization_method'), '')} map of test images "
                    "beside the original, annotated boxes in green; ranked by the heatmap's mass in the boxes.")
-        for kind in ("best", "worst"):
-            cases = [case for case in gallery if case["kind"] == kind]
-            if not cases:
-                continue
-            st.markdown(f"**{kind.capitalize()}**")
-            for column, case in zip(st.columns(len(cases)), cases):
-                column.image(str(report_path.parent / case["picture"]), width="stretch",
-                             caption=f"{case['file']} · mass in boxes {case['mass']:.2f} · "
-                                     f"{'hit' if case['hit'] else 'miss'} · p = {case['probability']:.2f}")
+        show_cases(gallery, lambda case: f"{case['file']} · mass in boxes {case['mass']:.2f} · "
+                                         f"{'hit' if case['hit'] else 'miss'} · p = {case['probability']:.2f}")
 else:
     st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas)")
 
@@ -193,15 +197,8 @@ if detection:
         st.caption("Annotated boxes in green (left) beside the suspected regions in orange (right), each with its "
                    "score: solid from the region threshold up, dashed below it; ranked by the best IoU of a region "
                    "with an annotated box.")
-        for kind in ("best", "worst"):
-            cases = [case for case in region_cases if case["kind"] == kind]
-            if not cases:
-                continue
-            st.markdown(f"**{kind.capitalize()}**")
-            for column, case in zip(st.columns(len(cases)), cases):
-                column.image(str(report_path.parent / case["picture"]), width="stretch",
-                             caption=f"{case['file']} · best IoU {case['iou']:.2f} · {case['regions']} region(s) · "
-                                     f"p = {case['probability']:.2f}")
+        show_cases(region_cases, lambda case: f"{case['file']} · best IoU {case['iou']:.2f} · "
+                                              f"{case['regions']} region(s) · p = {case['probability']:.2f}")
 else:
     st.caption(f"{MISSING} (needs a dataset with lesion boxes, such as FracAtlas, and `train.evaluate` of this "
                "version)")
