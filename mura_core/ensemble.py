@@ -475,10 +475,7 @@ def load_keras_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> k
     arch, size, path = entry["architecture"], int(entry["input_size"]), folder / entry["file"]
     if arch not in list_models():
         raise EnsembleLoadError(f"{path}: unknown architecture {arch!r} in the manifest")
-    if not path.is_file():
-        raise EnsembleLoadError(f"{path}: member file is missing")
-    if verify and sha256_file(path) != entry.get("sha256"):
-        raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
+    _check_member_file(path, entry.get("sha256"), verify)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for broken archives
@@ -493,6 +490,14 @@ def load_keras_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> k
     return model
 
 
+def _check_member_file(path: Path, sha256: str | None, verify: bool) -> None:
+    """A member file (Keras or ONNX) is there and, with `verify`, has the manifest's checksum."""
+    if not path.is_file():
+        raise EnsembleLoadError(f"{path}: member file is missing")
+    if verify and sha256_file(path) != sha256:
+        raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
+
+
 def _onnx_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> OnnxMember:
     """The ONNX Runtime member of a manifest's member entry, checked against the entry; its Keras model
     loads (and is checked) the first time it is needed."""
@@ -504,12 +509,9 @@ def _onnx_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> OnnxMe
     path = folder / graph["file"]
     if Path(graph["file"]).name != graph["file"]:
         raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
-    if not path.is_file():
-        raise EnsembleLoadError(f"{path}: member file is missing")
+    _check_member_file(path, graph.get("sha256"), verify)
     if not keras_path.is_file():
         raise EnsembleLoadError(f"{keras_path}: member file is missing")
-    if verify and sha256_file(path) != graph.get("sha256"):
-        raise EnsembleLoadError(f"{path}: checksum mismatch (the file is corrupt, truncated or replaced)")
     if not onnxruntime_available():
         raise EnsembleLoadError(f"{path}: onnxruntime is not installed (pip install onnxruntime), or set "
                                 f"MURA_RUNTIME=keras")

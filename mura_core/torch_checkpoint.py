@@ -171,11 +171,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if ref.key not in buffers:
             raise CheckpointFormatError(f"{path}: tensor {name!r} refers to missing storage {ref.key!r}")
         buffer = buffers[ref.key]
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) if all(ref.shape) else 0
-        if ref.offset < 0 or last >= max(buffer.size, 1) and all(ref.shape):
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))  # the highest element read
+        if ref.offset < 0 or (all(ref.shape) and last >= buffer.size):
             raise CheckpointFormatError(f"{path}: tensor {name!r} reaches outside its storage")
         item = buffer.itemsize
         view = np.lib.stride_tricks.as_strided(buffer[ref.offset:], ref.shape, [s * item for s in ref.stride],
                                                writeable=False)
-        tensors[str(name)] = np.ascontiguousarray(view).astype(buffer.dtype.newbyteorder("="))
+        tensors[str(name)] = np.array(view, dtype=buffer.dtype.newbyteorder("="), order="C")  # one native copy
     return tensors
