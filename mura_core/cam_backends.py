@@ -80,8 +80,8 @@ def _tensorflow(classifier, cam_model, map_model, size, jit_compile):
         return score, tf.nn.relu(tf.reduce_sum(features * weights, axis=-1))
 
     def lesion_map(images):
-        probs, maps = map_model(images, training=False)
-        return _score(probs), maps[..., 0]
+        probs, maps, *boxes = map_model(images, training=False)
+        return (_score(probs), maps[..., 0], *boxes)
 
     def compiled(fn):
         return tf.function(fn, input_signature=[spec], jit_compile=jit_compile)
@@ -119,8 +119,8 @@ def _jax(classifier, cam_model, map_model, size, jit_compile):
 
     @jax.jit
     def map_state(state, images):
-        (probs, maps), _ = map_model.stateless_call(*state, images, training=False)
-        return _score(probs), maps[..., 0]
+        (probs, maps, *boxes), _ = map_model.stateless_call(*state, images, training=False)
+        return (_score(probs), maps[..., 0], *boxes)
 
     def predict(images):
         return predict_state(_state(classifier), images)
@@ -155,8 +155,8 @@ def _torch(classifier, cam_model, map_model, size, jit_compile):
 
     def lesion_map(images):
         with torch.no_grad():
-            probs, maps = map_model(images, training=False)
-        return _score(probs), maps[..., 0]
+            probs, maps, *boxes = map_model(images, training=False)
+        return (_score(probs), maps[..., 0], *boxes)
 
     return predict, gradcam if cam_model is not None else None, lesion_map if map_model is not None else None
 

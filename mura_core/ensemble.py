@@ -38,7 +38,7 @@ from .installed import (  # noqa: F401  (re-exported: the public API keeps these
 )
 from .notices import DISCLAIMER  # noqa: F401  (re-exported)
 from .onnx_runtime import OnnxMember, onnxruntime_available, runtime_setting
-from .regions import RegionSettings, find_regions
+from .regions import RegionSettings, box_field, find_regions, fuse_box_fields
 from .results import ImageResult, Study, StudyResult  # noqa: F401  (re-exported)
 from .vocabulary import CAM_METHODS, LESION_MAP
 
@@ -101,6 +101,9 @@ class Ensemble:
                                          "map_layer": recorded.get("map_layer") or spec.map_layer,
                                          "map_stride": _map_stride(recorded, member, arch)}
             self._explainers[name] = CamExplainer(member, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
+        without = [n for n, e in self._explainers.items() if not e.has_boxes]
+        if self.regions.params.mode == "boxes" and without:
+            raise ValueError(f"region mode 'boxes' reads the members' box heads, and {', '.join(without)} has none")
         self._lock = threading.Lock()  # one study at a time through the shared models
 
     @property
@@ -281,23 +284,29 @@ class Ensemble:
         if explain and regions and method == self.default_cam_method:  # regions come from the default map only
             settings = self.regions.params
             for r in ok:
-                r.regions = find_regions(r.heatmaps["ensemble"], r.image.shape, settings, r.ensemble)
+                r.regions = find_regions(r.heatmaps["ensemble"], r.image.shape, settings, r.ensemble, r.box_field)
         for study, decoded in pending:
             yield self._summarise(study, decoded, method if explain else None)
 
     def _fill(self, ok: list[ImageResult], explain: bool, method: str) -> None:
+        lesions = method == LESION_MAP
+        fields: list[list[np.ndarray]] = [[] for _ in ok]  # each image's box fields (members with a box head)
         with self._lock:
             for name, explainer in self._explainers.items():
                 batch = np.stack([resize_square(r.image, explainer.input_size) for r in ok])
                 if explain:
-                    probs, maps = explainer.explain(batch, method)
+                    if lesions:  # the map and any box head's codes come from one pass
+                        probs, maps, codes = explainer.explain_lesions(batch)
+                        for found, image_codes in zip(fields, codes if codes is not None else ()):
+                            found.append(box_field(image_codes))
+                    else:
+                        probs, maps = explainer.explain(batch, method)
                     for r, heat in zip(ok, maps):
                         r.heatmaps[name] = heat
                 else:
                     probs = explainer.predict(batch)
                 for r, p in zip(ok, probs):
                     r.probabilities[name] = float(p)
-        lesions = method == LESION_MAP
         rule = self.heatmap_fusion if lesions else "mean"
         weights = self._map_resolutions() if rule == "geometric_by_resolution" else None
         for r in ok:
@@ -307,6 +316,8 @@ class Ensemble:
                 r.heatmaps["ensemble"] = fuse_heatmaps([resize_heatmap(r.heatmaps[n], (side, side))
                                                         for n in self.names], weights, normalize=not lesions,
                                                        rule=rule)
+        for r, found in zip(ok, fields):
+            r.box_field = fuse_box_fields(found)
 
     def _map_resolutions(self) -> list[float]:
         """Each member's lesion-map resolution, in cells per side (input size / map stride): the weights
@@ -453,8 +464,11 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         regions = RegionSettings.from_manifest(manifest, str(folder / MANIFEST))
     except ValueError as exc:
         raise EnsembleLoadError(str(exc)) from None
-    return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"), architectures,
-                    jit_compile, layers, fusion, regions)
+    try:
+        return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"),
+                        architectures, jit_compile, layers, fusion, regions)
+    except ValueError as exc:
+        raise EnsembleLoadError(f"{folder / MANIFEST}: {exc}") from None
 
 
 def load_keras_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> keras.Model:

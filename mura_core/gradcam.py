@@ -21,7 +21,7 @@ import numpy as np
 
 from . import cam_backends
 from .heatmaps import fuse_heatmaps, normalize_heatmap, overlay, resize_heatmap  # noqa: F401  (re-exported)
-from .vocabulary import CAM_METHODS, LESION_MAP  # noqa: F401  (re-exported)
+from .vocabulary import CAM_METHODS, LESION_BOX, LESION_MAP  # noqa: F401  (re-exported)
 
 
 def _score(output):
@@ -48,9 +48,11 @@ class CamExplainer:
         self._classifier = model if len(model.outputs) == 1 else keras.Model(model.inputs, probability)
         self._cam_model = keras.Model(model.inputs, [layer_output, probability])
         self.has_lesion_map = any(layer.name == LESION_MAP for layer in model.layers)
+        self.has_boxes = any(layer.name == LESION_BOX for layer in model.layers)
         map_model = None
-        if self.has_lesion_map:
-            map_model = keras.Model(model.inputs, [probability, model.get_layer(LESION_MAP).output])
+        if self.has_lesion_map:  # probability, lesion map and any box head, from one pass
+            map_model = keras.Model(model.inputs, [probability, model.get_layer(LESION_MAP).output]
+                                    + ([model.get_layer(LESION_BOX).output] if self.has_boxes else []))
         functions = cam_backends.ModelFunctions(self._classifier, self._cam_model, map_model, self.input_size,
                                                 jit_compile)
         self._predict_fn, self._gradcam_fn, self._map_fn = functions.predict, functions.gradcam, functions.lesion_map
@@ -84,9 +86,8 @@ class CamExplainer:
             raise ValueError(f"{CAM_METHODS[method]} needs TensorFlow (tf-keras-vis); on the "
                              f"{keras.backend.backend()} backend: {', '.join(self.methods)}")
         if method == LESION_MAP:
-            probs, maps = self._map_fn(batch)  # probabilities of a lesion per cell: not rescaled
-            maps = cam_backends.to_numpy(maps)
-            return cam_backends.to_numpy(probs), np.stack([resize_heatmap(m, size) for m in maps])
+            probs, maps, _ = self.explain_lesions(images)
+            return probs, maps
         if method == "gradcam":
             probs, cams = self._gradcam_fn(batch)
             cams = cam_backends.to_numpy(cams)
@@ -98,6 +99,16 @@ class CamExplainer:
             cams = np.asarray(cams)
         maps = np.stack([normalize_heatmap(resize_heatmap(cam, size)) for cam in cams])
         return cam_backends.to_numpy(probs), maps
+
+    def explain_lesions(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities (n,), lesion maps (n, S, S) (probabilities of a lesion per cell, not rescaled) and
+        the box head's codes (n, m, m, 4) (`regions.BOX_CHANNELS`; None without a box head), from one pass."""
+        if not self.has_lesion_map:
+            raise ValueError(f"{self.model.name} has no lesion map; its methods: {', '.join(self.methods)}")
+        probs, maps, *boxes = self._map_fn(_tensor(images))
+        size = (self.input_size, self.input_size)
+        maps = np.stack([resize_heatmap(m, size) for m in cam_backends.to_numpy(maps)])
+        return cam_backends.to_numpy(probs), maps, (cam_backends.to_numpy(boxes[0]) if boxes else None)
 
     def _visualizer(self, method: str):
         with self._lock:

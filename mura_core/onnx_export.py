@@ -2,7 +2,7 @@
 
 `export_member` turns a flat Keras model from `create_model` into one ONNX graph (through tf2onnx, on
 TensorFlow) whose named outputs are everything the default view needs from one forward pass
-(`onnx_runtime.OUTPUTS`): the probability, the lesion map (when the model has one), the Grad-CAM layer's
+(`onnx_runtime.OUTPUTS`): the probability, the lesion map and box codes (when the model has them), the Grad-CAM layer's
 activations and the Grad-CAM channel weights. The weights are the exact gradient of the probability
 with respect to the pooled activations, divided by the number of cells (what `tf.GradientTape` gives
 `cam_backends` after its spatial mean): the head from the global average pool to the probability
@@ -34,14 +34,24 @@ import numpy as np
 from .heatmaps import normalize_heatmap
 from .imaging import ImageLoadError, is_image_name, load_image, resize_square
 from .installed import DEFAULT_WEIGHTS, sha256_file
-from .onnx_runtime import FEATURES, GRADCAM_WEIGHTS, LESION_OUTPUT, PROBABILITY, OnnxGraph, gradcam_maps
-from .vocabulary import LESION_MAP
+from .onnx_runtime import (
+    BOX_OUTPUT,
+    FEATURES,
+    GRADCAM_WEIGHTS,
+    LESION_OUTPUT,
+    PROBABILITY,
+    OnnxGraph,
+    gradcam_maps,
+)
+from .vocabulary import LESION_BOX, LESION_MAP
 
 OPSET = 17
 """The ONNX opset members are written with (ONNX Runtime 1.17 and later run it)."""
 PROBABILITY_TOLERANCE = 1e-4
 MAP_TOLERANCE = 1e-3
-"""Largest differences `check_parity` accepts: probabilities, and lesion and Grad-CAM maps (in [0, 1])."""
+BOX_TOLERANCE = 1e-3
+"""Largest differences `check_parity` accepts: probabilities, lesion and Grad-CAM maps (in [0, 1]), and the
+box head's codes (offsets in cells, log sizes in cells)."""
 
 
 class ExportError(RuntimeError):
@@ -223,6 +233,8 @@ def export_member(model: keras.Model, path: str | os.PathLike, gradcam_layer: st
     named = {PROBABILITY: twin.get_layer("probability").output, FEATURES: twin.get_layer(gradcam_layer).output}
     if any(layer.name == LESION_MAP for layer in twin.layers):
         named[LESION_OUTPUT] = twin.get_layer(LESION_MAP).output
+    if any(layer.name == LESION_BOX for layer in twin.layers):
+        named[BOX_OUTPUT] = twin.get_layer(LESION_BOX).output
     steps = _head_steps(chain) if chain else []
     head_inputs = [layer.input for layer in chain[1:]] if chain else []
     head_outputs = [layer.output for layer in chain[1:]] if chain else []
@@ -235,6 +247,8 @@ def export_member(model: keras.Model, path: str | os.PathLike, gradcam_layer: st
                   FEATURES: tf.identity(out[FEATURES], name=FEATURES)}
         if LESION_OUTPUT in out:
             result[LESION_OUTPUT] = tf.identity(out[LESION_OUTPUT][..., 0], name=LESION_OUTPUT)
+        if BOX_OUTPUT in out:
+            result[BOX_OUTPUT] = tf.identity(out[BOX_OUTPUT], name=BOX_OUTPUT)
         if chain:
             cells = tf.cast(tf.shape(out[FEATURES])[1] * tf.shape(out[FEATURES])[2], tf.float32)
             result[GRADCAM_WEIGHTS] = tf.identity(_backward(tf, steps, inputs, outputs) / cells, name=GRADCAM_WEIGHTS)
@@ -265,7 +279,10 @@ def keras_outputs(model: keras.Model, gradcam_layer: str, images: np.ndarray) ->
     probability, cams = explainer._gradcam_fn(batch)
     out = {PROBABILITY: keras.ops.convert_to_numpy(probability), "gradcam": keras.ops.convert_to_numpy(cams)}
     if explainer.has_lesion_map:
-        out[LESION_OUTPUT] = keras.ops.convert_to_numpy(explainer._map_fn(batch)[1])
+        _, maps, *boxes = explainer._map_fn(batch)
+        out[LESION_OUTPUT] = keras.ops.convert_to_numpy(maps)
+        if boxes:
+            out[BOX_OUTPUT] = keras.ops.convert_to_numpy(boxes[0])
     return out
 
 
@@ -296,11 +313,16 @@ def check_parity(model: keras.Model, path: str | os.PathLike, gradcam_layer: str
         if LESION_OUTPUT not in got:
             raise ExportError(f"{path}: the graph has no lesion map, the model has one")
         diffs[LESION_OUTPUT] = float(np.max(np.abs(got[LESION_OUTPUT] - expected[LESION_OUTPUT])))
+    if BOX_OUTPUT in expected:
+        if BOX_OUTPUT not in got:
+            raise ExportError(f"{path}: the graph has no box head, the model has one")
+        diffs[BOX_OUTPUT] = float(np.max(np.abs(got[BOX_OUTPUT] - expected[BOX_OUTPUT])))
     if GRADCAM_WEIGHTS in got:
         cams = gradcam_maps(got[FEATURES], got[GRADCAM_WEIGHTS])
         diffs["gradcam"] = float(max(np.max(np.abs(normalize_heatmap(a) - normalize_heatmap(b)))
                                      for a, b in zip(cams, expected["gradcam"])))
-    limits = {PROBABILITY: PROBABILITY_TOLERANCE, LESION_OUTPUT: MAP_TOLERANCE, "gradcam": MAP_TOLERANCE}
+    limits = {PROBABILITY: PROBABILITY_TOLERANCE, LESION_OUTPUT: MAP_TOLERANCE, "gradcam": MAP_TOLERANCE,
+              BOX_OUTPUT: BOX_TOLERANCE}
     over = [f"{key} {value:.2g} > {limits[key]:g}" for key, value in diffs.items() if not value <= limits[key]]
     if over:
         raise ExportError(f"{path}: ONNX outputs differ from Keras' on {len(images)} radiographs: {'; '.join(over)}")

@@ -25,13 +25,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .heatmaps import normalize_heatmap, resize_heatmap
-from .vocabulary import CAM_METHODS, LESION_MAP
+from .vocabulary import CAM_METHODS, LESION_BOX, LESION_MAP
 
 PROBABILITY, LESION_OUTPUT, FEATURES, GRADCAM_WEIGHTS = "probability", "lesion_map", "features", "gradcam_weights"
-OUTPUTS = (PROBABILITY, LESION_OUTPUT, FEATURES, GRADCAM_WEIGHTS)
-"""The named outputs of a member's ONNX graph: the probability (n,), the lesion map (n, h, w), the Grad-CAM
-layer's activations (n, h, w, C) and the Grad-CAM channel weights (n, C). The lesion map only when the
-model has one; the weights only when its head is one the export differentiates."""
+BOX_OUTPUT = LESION_BOX
+OUTPUTS = (PROBABILITY, LESION_OUTPUT, BOX_OUTPUT, FEATURES, GRADCAM_WEIGHTS)
+"""The named outputs of a member's ONNX graph: the probability (n,), the lesion map (n, h, w), the box
+head's codes (n, h, w, 4) (`regions.BOX_CHANNELS`), the Grad-CAM layer's activations (n, h, w, C) and the
+Grad-CAM channel weights (n, C). The lesion map and the box codes only when the model has them; the
+weights only when its head is one the export differentiates."""
 
 RUNTIME_ENV = "MURA_RUNTIME"
 RUNTIME_SECRET = "runtime"
@@ -144,6 +146,7 @@ class OnnxMember:
         self.input_size = self.graph.input_size
         self.layer_name = gradcam_layer
         self.has_lesion_map = LESION_OUTPUT in self.graph.outputs
+        self.has_boxes = BOX_OUTPUT in self.graph.outputs
         self.has_gradcam = FEATURES in self.graph.outputs and GRADCAM_WEIGHTS in self.graph.outputs
         side = self.graph.output_shapes.get(LESION_OUTPUT, [None, None])[1]
         self.map_side = int(side) if isinstance(side, int) else None
@@ -205,8 +208,19 @@ class OnnxMember:
             return self._keras_explainer().explain(images, method)
         size = (self.input_size, self.input_size)
         if method == LESION_MAP:
-            out = self.graph.run(images, [PROBABILITY, LESION_OUTPUT])
-            return out[PROBABILITY], np.stack([resize_heatmap(m, size) for m in out[LESION_OUTPUT]])
+            probs, maps, _ = self.explain_lesions(images)
+            return probs, maps
         out = self.graph.run(images, [PROBABILITY, FEATURES, GRADCAM_WEIGHTS])
         cams = gradcam_maps(out[FEATURES], out[GRADCAM_WEIGHTS])
         return out[PROBABILITY], np.stack([normalize_heatmap(resize_heatmap(c, size)) for c in cams])
+
+    def explain_lesions(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities (n,), lesion maps (n, S, S) and the box head's codes (n, m, m, 4) (None without
+        one), from one pass, as `CamExplainer.explain_lesions` gives them."""
+        if not self.has_lesion_map:
+            raise ValueError(f"{self.name} has no lesion map; its methods: {', '.join(self.methods)}")
+        names = [PROBABILITY, LESION_OUTPUT] + ([BOX_OUTPUT] if self.has_boxes else [])
+        out = self.graph.run(images, names)
+        size = (self.input_size, self.input_size)
+        return (out[PROBABILITY], np.stack([resize_heatmap(m, size) for m in out[LESION_OUTPUT]]),
+                out.get(BOX_OUTPUT))

@@ -37,6 +37,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from . import backend
 from .imaging import ImageLoadError, image_size, load_image
 from .preprocessing import resize_square
+from .regions import BOX_CHANNELS
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -144,6 +145,7 @@ class LesionTargets:
             receives one, so the pasted lesions do not unbalance the classes further.
         crop: in training, the side of the square crops the map trains on (`lesion_crops`), in input
             pixels; 0 for whole images. Validation always sees whole images.
+        box_head: also make the box head's targets ("lesion_box", `box_targets`), weighted like the map.
     """
 
     boxes: np.ndarray
@@ -153,6 +155,7 @@ class LesionTargets:
     erase_fraction: float = 0.0
     crop: int = 0
     paste_fraction: float = 0.0
+    box_head: bool = False
 
     def crop_map_size(self, size: int) -> int:
         """The side of a crop's map, for inputs of side `size` (the map's stride is size / map_size)."""
@@ -192,7 +195,7 @@ MAX_BOXES = 16
 
 def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
                    cell_rule: str = "touch", erase_fraction: float = 0.0, crop: int = 0,
-                   paste_fraction: float = 0.0) -> LesionTargets:
+                   paste_fraction: float = 0.0, box_head: bool = False) -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
@@ -201,6 +204,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         map_size: the model's lesion-map side.
         cell_rule: how a box becomes cell targets (`map_targets`).
         erase_fraction, crop, paste_fraction: see `LesionTargets` (training only).
+        box_head: also make the box head's targets (`LesionTargets.box_head`).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
     check_fraction("map_erase_fraction", erase_fraction)
@@ -220,7 +224,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
     return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction),
-                         int(crop), float(paste_fraction))
+                         int(crop), float(paste_fraction), bool(box_head))
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -494,6 +498,95 @@ def map_targets(masks: np.ndarray, map_size: int, rule: str = "touch") -> np.nda
     if check_cell_rule(rule) == "coverage":
         return np.clip(cells, 0.0, 1.0).mean(axis=(2, 4), dtype=np.float32)[..., None]
     return (cells.max(axis=(2, 4)) > 0.5).astype(np.float32)[..., None]
+
+
+def box_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
+    """Pixel masks (B, S, S, 1) -> the box head's targets (B, m, m, 1 + 4): a cell weight, then the codes
+    of `regions.BOX_CHANNELS`.
+
+    Each connected part of a mask is one lesion box (its bounding box: the boxes' rectangles, and after a
+    warp the rectangle around the warped box; boxes that overlap or touch are one part). The cells whose
+    centre lies in a box regress it (weight 1); a box too small to hold a cell's centre is regressed by the
+    cell holding its own centre. Where the rectangles of two parts overlap, the smaller one wins.
+    """
+    masks = np.asarray(masks, np.float32)
+    batch, side = masks.shape[0], masks.shape[1]
+    stride = side / map_size
+    out = np.zeros((batch, map_size, map_size, 1 + len(BOX_CHANNELS)), np.float32)
+    centres = np.arange(map_size, dtype=np.float32) + 0.5
+
+    def cells(start: float, length: float) -> slice:
+        first, last = math.ceil(start / stride - 0.5), math.ceil((start + length) / stride - 0.5) - 1
+        if last < first:  # no cell centre inside: the cell holding the box's centre
+            first = last = min(max(int((start + length / 2) / stride), 0), map_size - 1)
+        return slice(max(first, 0), min(last, map_size - 1) + 1)
+
+    for b in range(batch):
+        count, _, stats, _ = cv2.connectedComponentsWithStats((masks[b, ..., 0] > 0.5).astype(np.uint8), connectivity=8)
+        for k in sorted(range(1, count), key=lambda k: -int(stats[k, cv2.CC_STAT_AREA])):  # the smaller box last
+            x, y, w, h = (float(v) for v in stats[k, :4])
+            rows, cols = cells(y, h), cells(x, w)
+            out[b, rows, cols, 0] = 1.0
+            out[b, rows, cols, 1] = ((x + w / 2) / stride - centres[cols])[None, :]
+            out[b, rows, cols, 2] = ((y + h / 2) / stride - centres[rows])[:, None]
+            out[b, rows, cols, 3] = math.log(w / stride)
+            out[b, rows, cols, 4] = math.log(h / stride)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="mura_core")
+class BoxLoss(keras.losses.Loss):
+    """The box head's loss: the Huber loss (delta 1) of the codes (`regions.BOX_CHANNELS`), summed over
+    the four channels and averaged over the cells that regress a box (`box_targets`' weight); 0 for an
+    image without boxes."""
+
+    def __init__(self, name: str = "box_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y_true = ops.cast(y_true, y_pred.dtype)
+        weight, codes = y_true[..., 0], y_true[..., 1:]
+        error = ops.abs(y_pred - codes)
+        huber = ops.sum(ops.where(error < 1.0, 0.5 * ops.square(error), error - 0.5), axis=-1)
+        total = ops.sum(weight * huber, axis=(1, 2))
+        return total / ops.maximum(ops.sum(weight, axis=(1, 2)), 1.0)
+
+
+class BoxIoU(keras.metrics.Metric):
+    """Training's box metric: the mean IoU between the box each regressing cell predicts and its lesion's
+    box (`box_targets`), over the cells that regress a box."""
+
+    def __init__(self, name: str = "box_iou", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable((), "zeros", name="total")
+        self.count = self.add_variable((), "zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        weight = y_true[..., 0]
+        if sample_weight is not None:
+            weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1, 1))
+
+        def corners(codes):
+            half_w = 0.5 * ops.exp(ops.clip(codes[..., 2], -4.0, 4.0))
+            half_h = 0.5 * ops.exp(ops.clip(codes[..., 3], -4.0, 4.0))
+            return codes[..., 0] - half_w, codes[..., 1] - half_h, codes[..., 0] + half_w, codes[..., 1] + half_h
+
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = corners(y_pred), corners(y_true[..., 1:])
+        inter = ops.maximum(ops.minimum(ax1, bx1) - ops.maximum(ax0, bx0), 0.0) * \
+            ops.maximum(ops.minimum(ay1, by1) - ops.maximum(ay0, by0), 0.0)
+        union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+        self.total.assign_add(ops.sum(weight * inter / ops.maximum(union, 1e-6)))
+        self.count.assign_add(ops.sum(weight))
+
+    def result(self):
+        return keras.ops.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
 
 
 @keras.saving.register_keras_serializable(package="mura_core")
@@ -883,8 +976,12 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
             class_w = tf.zeros_like(class_w)  # an image's label does not say whether its crop holds the lesion
         cells = tf.numpy_function(lambda m: map_targets(m, map_size, lesions.cell_rule), [masks], tf.float32)
         cells.set_shape((None, map_size, map_size, 1))
-        y = {"probability": labels, "lesion_map": cells}
-        return tf.repeat(images, 3, axis=-1), y, {"probability": class_w, "lesion_map": weight}
+        y, w = {"probability": labels, "lesion_map": cells}, {"probability": class_w, "lesion_map": weight}
+        if lesions.box_head:
+            y["lesion_box"] = tf.numpy_function(lambda m: box_targets(m, map_size), [masks], tf.float32)
+            y["lesion_box"].set_shape((None, map_size, map_size, 1 + len(BOX_CHANNELS)))
+            w["lesion_box"] = weight
+        return tf.repeat(images, 3, axis=-1), y, w
 
     return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -997,6 +1094,9 @@ class ImageBatches(keras.utils.PyDataset):
             y = {"probability": y, "lesion_map": map_targets(masks, map_size, self.lesions.cell_rule)}
             weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,
                        "lesion_map": self.box_weight[rows]}
+            if self.lesions.box_head:
+                y["lesion_box"] = box_targets(masks, map_size)
+                weights["lesion_box"] = self.box_weight[rows]
         missing = -len(x) % self.pad_multiple
         if missing:
             x, y, weights = _pad_batch(x, y, weights, missing)

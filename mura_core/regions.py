@@ -3,7 +3,9 @@
 A region is a box in the image's pixels with a score in [0, 1]. `find_regions` reads them off a map:
 the map is thresholded (at `RegionParams.level` times its maximum, or times each local peak's value),
 each connected part becomes a box, small ones are dropped, overlapping ones are thinned by non-maximum
-suppression (OpenCV's `NMSBoxes`) and each box is scored by the map's maximum (or mean) inside it. The
+suppression (OpenCV's `NMSBoxes`) and each box is scored by the map's maximum (or mean) inside it. With
+box heads (mode "boxes"), each local peak of the map is a region and the box is the one the heads regress
+at the peak's cell (CenterNet style: the map is the objectness; `BOX_CHANNELS`, `box_field`). The
 parameters and the score from which a region is shown as a finding live in the ensemble's manifest
 (`RegionSettings`, key "regions"), chosen on validation by `train/tune_regions.py`.
 
@@ -37,8 +39,14 @@ REGIONS_KEY = "regions"
 WORK_SIDE = 512
 """Longest side at which regions are found (the map is resized to the image, capped at this side): the
 cost stays bounded on large radiographs; boxes are scaled back to the image's pixels."""
-REGION_MODES = ("components", "peaks")
+REGION_MODES = ("components", "peaks", "boxes")
 REGION_SCORES = ("max", "mean")
+BOX_CHANNELS = ("dx", "dy", "log_w", "log_h")
+"""The box head's channels per lesion-map cell (`registry.create_model(lesion_boxes=True)`, CenterNet style):
+the centre of the lesion box the cell lies in minus the cell's centre, and the log of the box's width and
+height, all in cells. `pipeline.box_targets` encodes the training boxes, `box_field` decodes the head."""
+BOX_LOG_LIMIT = 4.0
+"""Decoded log sizes are clipped to [-4, 4] cells (a box from 1/55 of a cell to 55 cells wide)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ class RegionParams:
     Attributes:
         mode: "components": the map thresholded once at `level` x its maximum, each connected part a
             region; "peaks": each local peak of the blurred map (`heatmaps.PEAK_SMOOTHING`) grows its own
-            region, the connected part around it at `level` x the peak's value.
+            region, the connected part around it at `level` x the peak's value; "boxes": each local peak
+            is a region with the box the box heads give at its cell (`level` unused).
         level: the threshold, a share of the maximum (or of the peak), in (0, 1].
         floor: map values below this never belong to a region (a faint map gives none).
         min_area: smallest region, as a share of the image's area.
@@ -169,8 +178,32 @@ class RegionSettings:
                 "validation": dict(self.validation)}
 
 
+def box_field(codes: np.ndarray) -> np.ndarray:
+    """(m, n, 4) box-head codes (`BOX_CHANNELS`) -> (m, n, 4) boxes (x0, y0, x1, y1) as fractions of the
+    input's width and height (the square resize keeps fractions, so they are fractions of the image's too):
+    at each cell, the box that the cell says its lesion has."""
+    codes = np.asarray(codes, dtype=np.float32)
+    rows, cols = codes.shape[:2]
+    cx = (np.arange(cols, dtype=np.float32)[None, :] + 0.5 + codes[..., 0]) / cols
+    cy = (np.arange(rows, dtype=np.float32)[:, None] + 0.5 + codes[..., 1]) / rows
+    half_w = 0.5 * np.exp(np.clip(codes[..., 2], -BOX_LOG_LIMIT, BOX_LOG_LIMIT)) / cols
+    half_h = 0.5 * np.exp(np.clip(codes[..., 3], -BOX_LOG_LIMIT, BOX_LOG_LIMIT)) / rows
+    return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+
+
+def fuse_box_fields(fields: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The members' box fields (`box_field`) of one image as one: each resized (nearest cell) to the finest
+    and averaged, corner by corner; None when no member has a box head."""
+    if not fields:
+        return None
+    side = max(f.shape[0] for f in fields)
+    resized = [f if f.shape[0] == side else cv2.resize(f, (side, side), interpolation=cv2.INTER_NEAREST)
+               for f in fields]
+    return np.mean(resized, axis=0, dtype=np.float32)
+
+
 def find_regions(heatmap: np.ndarray, shape: tuple[int, int], params: RegionParams = RegionParams(),
-                 probability: float | None = None) -> list[Region]:
+                 probability: float | None = None, boxes: np.ndarray | None = None) -> list[Region]:
     """The suspected regions of one image, read off its (fused lesion) map.
 
     Args:
@@ -179,10 +212,16 @@ def find_regions(heatmap: np.ndarray, shape: tuple[int, int], params: RegionPara
         shape: the image's shape; its first two entries are (H, W).
         params: how regions are found.
         probability: the image's probability, used when `params.probability_weight` > 0.
+        boxes: the image's box field (`box_field`, `fuse_box_fields`), which mode "boxes" reads.
 
     Returns:
         Regions in the image's pixels, highest score first; none for an empty, non-finite or faint map.
+
+    Raises:
+        ValueError: mode "boxes" without a box field.
     """
+    if params.mode == "boxes" and boxes is None:
+        raise ValueError('region mode "boxes" reads a box head, and this ensemble has none')
     heat = np.asarray(heatmap, dtype=np.float32)
     height, width = int(shape[0]), int(shape[1])
     finite = np.isfinite(heat)
@@ -196,7 +235,12 @@ def find_regions(heatmap: np.ndarray, shape: tuple[int, int], params: RegionPara
     if top <= params.floor or top <= 0:
         return []
     min_pixels = params.min_area * work.size
-    candidates = _components(work, params, top) if params.mode == "components" else _peaks(work, params)
+    if params.mode == "components":
+        candidates = _components(work, params, top)
+    elif params.mode == "peaks":
+        candidates = _peaks(work, params)
+    else:
+        candidates = _boxed_peaks(work, params, np.asarray(boxes, np.float32))
     candidates = [c for c in candidates if c[4] >= min_pixels]
     if not candidates:
         return []
@@ -243,21 +287,44 @@ def _parts(work: np.ndarray, mask: np.ndarray, params: RegionParams, only: tuple
             if area[k] and area[k] >= params.min_area * work.size]
 
 
-def _peaks(work: np.ndarray, params: RegionParams) -> list[tuple]:
-    """(x, y, w, h, area, score) of the connected part around each local peak at `level` x its value."""
+def _peak_pixels(work: np.ndarray, params: RegionParams) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the map's local peaks after a blur (`heatmaps.PEAK_SMOOTHING`) from `params.floor`
+    up, highest first, at most 4 x `params.max_regions` of them."""
     sigma = PEAK_SMOOTHING * max(work.shape)
     blurred = cv2.GaussianBlur(work, (0, 0), sigma) if sigma > 0 else work
     side = 2 * max(1, round(2 * sigma)) + 1  # peaks closer than about two blur widths are one
     is_peak = (blurred >= cv2.dilate(blurred, np.ones((side, side), np.uint8))) & (work >= params.floor)
     rows, cols = np.nonzero(is_peak)
     order = np.argsort(-blurred[rows, cols])[: 4 * int(params.max_regions)]
+    return rows[order], cols[order]
+
+
+def _peaks(work: np.ndarray, params: RegionParams) -> list[tuple]:
+    """(x, y, w, h, area, score) of the connected part around each local peak at `level` x its value."""
     out, seen = [], set()
-    for row, col in zip(rows[order], cols[order]):
+    for row, col in zip(*_peak_pixels(work, params)):
         mask = work >= max(params.level * float(work[row, col]), params.floor)
         for part in _parts(work, mask, params, (row, col)):
             if part[:4] not in seen:
                 seen.add(part[:4])
                 out.append(part)
+    return out
+
+
+def _boxed_peaks(work: np.ndarray, params: RegionParams, field: np.ndarray) -> list[tuple]:
+    """(x, y, w, h, area, score) of the box the box head gives at each local peak: the peak's cell of the
+    box field, in working pixels; scored by the map at the peak ("max") or its mean inside the box."""
+    height, width = work.shape
+    out = []
+    for row, col in zip(*_peak_pixels(work, params)):
+        cell = field[min(row * field.shape[0] // height, field.shape[0] - 1),
+                     min(col * field.shape[1] // width, field.shape[1] - 1)]
+        x0, x1 = (int(round(min(max(v * width, 0), width))) for v in cell[0::2])
+        y0, y1 = (int(round(min(max(v * height, 0), height))) for v in cell[1::2])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        score = float(work[row, col]) if params.score == "max" else float(work[y0:y1, x0:x1].mean())
+        out.append((x0, y0, x1 - x0, y1 - y0, (x1 - x0) * (y1 - y0), score))
     return out
 
 

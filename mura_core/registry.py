@@ -18,6 +18,7 @@ import keras
 
 from . import efficientnet_lite
 from .preprocessing import CAFFE, LITE, RAW, TF, TORCH, Scaling
+from .regions import BOX_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def create_model(
     bn_momentum: float | None = None,
     lesion_map: bool = False,
     map_stride: int | None = None,
+    lesion_boxes: bool = False,
 ) -> keras.Model:
     """Build a flat Keras model: raw RGB [0, 255] in, one sigmoid probability (abnormal) out.
 
@@ -139,11 +141,18 @@ def create_model(
             (the same first and last layers as the stride-16 head, so its weights carry over); 4 adds
             a second step that refines the stride-8 features with `finer_layer`'s (every stride-8
             weight carries over, and the new step starts as a plain x2 upsampling).
+        lesion_boxes: beside the lesion map, a box head ("lesion_box", (S/stride, S/stride, 4) linear),
+            CenterNet style: the map is the objectness, and each cell regresses the box of the lesion it
+            lies in (`BOX_CHANNELS`: the box centre's offset from the cell's centre and the log of the
+            box's width and height, in cells; `pipeline.box_targets`). Needs `lesion_map`.
 
     Returns:
         An uncompiled `keras.Model` named `name`, input (None, S, S, 3) float32; its output is the
-        probability (None, 1), or with `lesion_map` a dict {"probability", "lesion_map"}.
+        probability (None, 1), or with `lesion_map` a dict {"probability", "lesion_map"} (and
+        "lesion_box" with `lesion_boxes`).
     """
+    if lesion_boxes and not lesion_map:
+        raise ValueError(f"{name}: the box head reads the lesion map's features (lesion_map=True)")
     spec = get_spec(name)
     size = int(input_size or spec.input_size)
     backbone_weights = "imagenet" if weights == "imagenet" else None
@@ -162,6 +171,11 @@ def create_model(
         lesions = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="lesion_map",
                                       dtype="float32")(cells)
         outputs = {"probability": outputs, "lesion_map": lesions}
+        if lesion_boxes:
+            mixed = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="map_box_mix")(cells)
+            outputs["lesion_box"] = keras.layers.Conv2D(
+                len(BOX_CHANNELS), 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+                name="lesion_box", dtype="float32")(mixed)
     model = keras.Model(inputs, outputs, name=name)
     if bn_momentum is not None:
         for layer in model.layers:
@@ -210,10 +224,10 @@ def _upsampled(cells, like, name: str, crop_name: str):
 
 
 def train_lesion_head_only(model: keras.Model) -> None:
-    """Freeze every layer but the lesion-map head (`map_*` and `lesion_map`), so that training changes
+    """Freeze every layer but the lesion-map head (`map_*`, `lesion_map` and any `lesion_box`), so that training changes
     the map alone: the backbone's features and the classifier's probability stay as loaded (frozen
     BatchNormalization layers run in inference mode). Call before `compile`."""
-    _train_only(model, ("map_", "lesion_map"), "lesion_map",
+    _train_only(model, ("map_", "lesion_map", "lesion_box"), "lesion_map",
                 "no lesion-map head to train (create it with lesion_map=True)")
 
 

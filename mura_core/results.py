@@ -35,6 +35,9 @@ class ImageResult:
     error: str | None = None
     warning: str = ""  # e.g. strong colour: not a radiograph (`coverage.colour_warning`)
     regions: list[Region] = field(default_factory=list)  # suspected regions, image pixels (`regions.find_regions`)
+    # with box heads: (m, m, 4) the box each cell of the fused map says its lesion has, (x0, y0, x1, y1) as
+    # fractions of the image (`regions.box_field`, averaged over the members that have one)
+    box_field: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:

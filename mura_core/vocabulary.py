@@ -71,3 +71,4 @@ CAM_METHODS = {
 """Heatmap methods (`gradcam.CamExplainer`). "lesion_map" is not a CAM: it is the model's own lesion-map
 output, trained on lesion boxes (`create_model(..., lesion_map=True)`), a probability of a lesion per cell."""
 LESION_MAP = "lesion_map"
+LESION_BOX = "lesion_box"  # the box head beside the lesion map (its layer and output name)

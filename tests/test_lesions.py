@@ -17,11 +17,15 @@ from mura_core.gradcam import CamExplainer
 from mura_core.heatmaps import resize_heatmap
 from mura_core.localization import score_heatmap, thresholded_iou
 from mura_core.pipeline import (
+    MAX_BOXES,
     Augmentation,
+    BoxIoU,
+    BoxLoss,
     LesionMapLoss,
     PointingGame,
     augment_with_masks,
     box_masks,
+    box_targets,
     erase_lesions,
     lesion_crops,
     lesion_targets,
@@ -29,6 +33,7 @@ from mura_core.pipeline import (
     map_targets,
     paste_lesions,
 )
+from mura_core.regions import box_field
 from mura_core.registry import (
     create_model,
     crop_trainer,
@@ -484,12 +489,13 @@ def test_a_run_on_crops_validates_and_keeps_whole_image_models(tmp_path):
         "name=crops", "model=mobilenetv2", "weights=", "input_size=64", "val_split=val",
         f"data={{root: {data}, split_file: {tmp_path / 'splits.csv'}}}",
         "batch_size=4", "epochs=2", "dense_units=8", f"out_dir={tmp_path / 'runs'}", "lesion_map=true",
-        "map_stride=8", "map_crop=32", "map_pointing_weight=1", "keep_epochs=true",
+        "map_stride=8", "map_crop=32", "map_pointing_weight=1", "keep_epochs=true", "map_boxes=true",
         "monitor=val_lesion_map_pointing"])
     result = train_module.run(config)
     history = pd.read_csv(config.run_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1]
-    assert {"val_lesion_map_pointing", "val_probability_auc", "lesion_map_loss"} <= set(history.columns)
+    assert {"val_lesion_map_pointing", "val_probability_auc", "lesion_map_loss", "lesion_box_loss",
+            "val_lesion_box_box_iou"} <= set(history.columns)
     for path in [config.run_dir / "best.keras", *sorted((config.run_dir / "epochs").iterdir())]:
         assert keras.saving.load_model(path, compile=False).input_shape == (None, 64, 64, 3), path
     assert 0.0 <= result["threshold"] <= 1.0
@@ -690,3 +696,67 @@ def test_image_batches_equal_the_tf_data_batches_without_augmentation(tmp_path):
         for key in ("probability", "lesion_map"):
             np.testing.assert_array_equal(y[key].numpy(), y2[key])
             np.testing.assert_array_equal(w[key].numpy(), w2[key])
+
+
+def test_box_targets_encode_each_box_so_that_the_box_field_decodes_it():
+    boxes = np.zeros((2, MAX_BOXES, 4), np.float32)
+    boxes[0, 0] = (0.25, 0.125, 0.5, 0.3125)  # 16 x 12 px of 64: cells 4 to 7 by 2 to 4 at stride 4
+    boxes[0, 1] = (0.8, 0.8, 0.82, 0.81)  # one pixel, smaller than a cell: its centre's cell regresses it
+    targets = box_targets(box_masks(boxes, 64), 16)
+    assert targets.shape == (2, 16, 16, 5) and targets[1].sum() == 0  # an image without boxes: nothing
+    weight, fields = targets[0, ..., 0], box_field(targets[0, ..., 1:])
+    rows, cols = np.nonzero(weight)
+    decoded = {tuple(np.round(fields[r, c] * 64).astype(int)) for r, c in zip(rows, cols)}
+    assert decoded == {(16, 8, 32, 20), (51, 51, 52, 52)}  # each box, to the pixel, from each of its cells
+    assert weight[2:5, 4:8].all() and weight[12, 12] == 1 and weight.sum() == 4 * 3 + 1
+    boxes[0, 1] = (0.3, 0.15, 0.35, 0.2)  # overlapping the first: their masks are one part, one box
+    merged = box_targets(box_masks(boxes, 64), 16)
+    assert merged[0, ..., 0].sum() == 12
+    np.testing.assert_array_equal(merged[0, 2:5, 4:8], targets[0, 2:5, 4:8])
+
+
+def test_the_box_loss_is_zero_at_the_targets_and_the_iou_metric_one():
+    boxes = np.zeros((2, MAX_BOXES, 4), np.float32)
+    boxes[0, 0] = (0.25, 0.25, 0.5, 0.5)
+    targets = box_targets(box_masks(boxes, 64), 8)
+    exact = targets[..., 1:]
+    off = exact + np.array([0.0, 0.0, np.log(2.0), 0.0], np.float32)  # every box twice as wide
+    loss = BoxLoss(reduction=None)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss(targets, exact)), [0.0, 0.0], atol=1e-7)
+    wrong = keras.ops.convert_to_numpy(loss(targets, off))
+    np.testing.assert_allclose(wrong, [0.5 * np.log(2.0) ** 2, 0.0], rtol=1e-5)  # Huber, inside its square part
+    metric = BoxIoU()
+    metric.update_state(targets, exact)
+    assert float(metric.result()) == pytest.approx(1.0)
+    metric.reset_state()
+    metric.update_state(targets, off)
+    assert float(metric.result()) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("tf_data", [True, False])
+def test_both_pipelines_give_the_box_head_its_targets(tmp_path, tf_data):
+    table, boxes = _boxed_positives(tmp_path)
+    targets = lesion_targets(table, boxes, map_size=8, box_head=True)
+    images, y, w = _first_batch(tf_data, table, 64, False, lesions=targets)
+    assert y["lesion_box"].shape == (4, 8, 8, 5) and w["lesion_box"].tolist() == [1, 1, 1, 1]
+    for i, (x, top, width, height) in enumerate(boxes[f"pos{k}.png"][0] for k in range(4)):
+        rows, cols = np.nonzero(y["lesion_box"][i, ..., 0])
+        decoded = box_field(y["lesion_box"][i, ..., 1:])[rows[0], cols[0]]
+        expected = np.array([x / 200, top / 160, (x + width) / 200, (top + height) / 160])
+        np.testing.assert_allclose(decoded, expected, atol=1.5 / 64)  # within the mask's pixel rounding
+    without = _first_batch(tf_data, table, 64, False, lesions=lesion_targets(table, boxes, map_size=8))
+    assert "lesion_box" not in without[1]
+
+
+def test_the_box_head_sits_beside_the_map_and_starts_from_a_model_without_one(tmp_path):
+    plain = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=8)
+    plain.save(tmp_path / "plain.keras")
+    boxed = create_model("mobilenetv2", tmp_path / "plain.keras", 64, dense_units=8, lesion_map=True,
+                         map_stride=8, lesion_boxes=True)
+    assert boxed.output["lesion_box"].shape == (None, 8, 8, 4)
+    np.testing.assert_array_equal(boxed.get_layer("lesion_map").get_weights()[0],
+                                  plain.get_layer("lesion_map").get_weights()[0])
+    train_lesion_head_only(boxed)
+    assert boxed.get_layer("lesion_box").trainable and boxed.get_layer("map_box_mix").trainable
+    with pytest.raises(ValueError, match="lesion_map=True"):
+        create_model("mobilenetv2", input_size=64, lesion_boxes=True)

@@ -34,6 +34,7 @@ from train.build_ensemble import add_onnx
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "weights" / "samples"
 TINY = {"mnv2": ("mobilenetv2", 64, 4), "effb0": ("efficientnetb0", 64, 16)}
+BOXED = {"mnv2"}  # members with a box head beside the lesion map
 
 
 def _files() -> list[Path]:
@@ -56,7 +57,8 @@ def _conditioned(model: keras.Model) -> keras.Model:
 def tiny_models() -> dict[str, keras.Model]:
     keras.utils.set_random_seed(1)
     return {name: _conditioned(_with_sample_statistics(create_model(
-        arch, input_size=size, dense_units=16, bn_momentum=0.0, lesion_map=True, map_stride=stride), size))
+        arch, input_size=size, dense_units=16, bn_momentum=0.0, lesion_map=True, map_stride=stride,
+        lesion_boxes=name in BOXED), size))
         for name, (arch, size, stride) in TINY.items()}
 
 
@@ -83,7 +85,8 @@ def test_each_member_has_a_checked_graph_with_one_input_and_named_outputs(onnx_w
         onnx = OnnxGraph(onnx_weights / graph["file"])
         # the scaling layers' constants are constants of the graph, not extra inputs
         assert onnx.inputs == ["image"]
-        assert set(onnx.outputs) == {"probability", "lesion_map", "features", "gradcam_weights"}
+        boxes = {"lesion_box"} if entry["name"] in BOXED else set()
+        assert set(onnx.outputs) == {"probability", "lesion_map", "features", "gradcam_weights"} | boxes
         assert graph["outputs"] == sorted(onnx.outputs)
 
 
@@ -100,6 +103,12 @@ def test_onnx_outputs_match_keras_and_the_gradcam_weights_are_the_gradient(tiny_
             np.testing.assert_allclose(p_onnx, p_keras, atol=1e-4)
             np.testing.assert_allclose(maps_onnx, maps_keras, atol=1e-3)
             assert maps_onnx.shape == (len(images), size, size) and 0 <= maps_onnx.min() and maps_onnx.max() <= 1
+        codes_onnx, codes_keras = member.explain_lesions(images)[2], keras_explainer.explain_lesions(images)[2]
+        if name in BOXED:  # the box head's codes from the same pass
+            assert codes_onnx.shape == (len(images), size // TINY[name][2], size // TINY[name][2], 4)
+            np.testing.assert_allclose(codes_onnx, codes_keras, atol=1e-3)
+        else:
+            assert codes_onnx is None and codes_keras is None
         # the graph's Grad-CAM weights against TensorFlow's gradient of the probability (what cam_backends
         # averages over the cells)
         features_model = keras.Model(model.inputs, model.get_layer(layer).output)

@@ -218,9 +218,13 @@ def test_region_settings_travel_in_the_manifest_and_a_bad_entry_names_it(lesion_
     assert load_ensemble(folder).regions == ensemble.regions
     broken = shutil.copytree(folder, tmp_path / "broken")
     manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["regions"]["params"]["mode"] = "boxes"
+    manifest["regions"]["params"]["mode"] = "blobs"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(EnsembleLoadError, match="manifest.json: bad 'regions' entry .*mode 'boxes'"):
+    with pytest.raises(EnsembleLoadError, match="manifest.json: bad 'regions' entry .*mode 'blobs'"):
+        load_ensemble(broken)
+    manifest["regions"]["params"]["mode"] = "boxes"  # a mode this ensemble's members cannot serve
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnsembleLoadError, match="manifest.json: region mode 'boxes' .* mnv2 has none"):
         load_ensemble(broken)
     del manifest["regions"]  # an ensemble installed before regions existed: the defaults
     (broken / "manifest.json").write_text(json.dumps(manifest))
@@ -367,3 +371,62 @@ def test_tuning_keeps_what_raises_ap_and_writes_the_manifest(lesion_ensemble, tm
     with pytest.raises(SystemExit):
         build_ensemble.main(["--runs", "nowhere", "--out", str(tmp_path / "out"), "--regions", str(bad)])
     assert f"--regions {bad}" in capsys.readouterr().err
+
+
+def test_boxes_mode_gives_each_peak_the_box_its_cell_regresses():
+    heat = _blob_map((64, 64), [(16, 16), (48, 40)], sigma=3.0, values=[0.9, 0.6])
+    field = np.zeros((8, 8, 4), np.float32)
+    field[2, 2] = (0.125, 0.25, 0.375, 0.375)  # the cell of the first peak (row 16, col 16 of 64)
+    field[6, 5] = (0.5, 0.75, 0.75, 0.875)  # the second's (row 48, col 40)
+    params = RegionParams(mode="boxes", floor=0.1, min_area=0.0, probability_weight=0.0)
+    found = find_regions(heat, (512, 256), params, boxes=field)  # an image 256 wide and 512 high
+    assert [(r.x0, r.y0, r.x1, r.y1) for r in found] == [(32, 128, 96, 192), (128, 384, 192, 448)]
+    assert [r.score for r in found] == pytest.approx([0.9, 0.6], abs=0.02)  # the map at each (blurred) peak
+    with pytest.raises(ValueError, match="box head"):
+        find_regions(heat, (64, 64), params)
+
+
+def test_members_box_fields_are_averaged_at_the_finest_resolution():
+    from mura_core.regions import box_field, fuse_box_fields
+
+    assert fuse_box_fields([]) is None
+    codes = np.zeros((4, 4, 4), np.float32)  # every cell: a box of one cell around its own centre
+    coarse = box_field(codes)
+    np.testing.assert_allclose(coarse[0, 0], (0.0, 0.0, 0.25, 0.25))
+    fine = box_field(np.zeros((8, 8, 4), np.float32))
+    fused = fuse_box_fields([coarse, fine])
+    assert fused.shape == (8, 8, 4)
+    np.testing.assert_allclose(fused[0, 0], (np.array([0.0, 0.0, 0.25, 0.25]) + [0.0, 0.0, 0.125, 0.125]) / 2)
+
+
+def test_an_ensemble_with_box_heads_finds_each_region_with_its_regressed_box(tmp_path):
+    import keras
+
+    from mura_core.ensemble import Ensemble, load_ensemble
+    from mura_core.regions import box_field
+    from mura_core.registry import create_model
+
+    keras.utils.set_random_seed(6)
+    model = create_model("mobilenetv2", input_size=64, dense_units=8, lesion_map=True, map_stride=8,
+                         lesion_boxes=True)
+    head = model.get_layer("lesion_box")  # every cell: a box 2 cells wide and 3 high, centred on the cell
+    head.set_weights([np.zeros_like(head.get_weights()[0]),
+                      np.array([0.0, 0.0, np.log(2.0), np.log(3.0)], np.float32)])
+    settings = RegionSettings(RegionParams(mode="boxes", floor=0.0, min_area=0.0, probability_weight=0.0), 0.2)
+    ensemble = Ensemble({"boxed": model}, threshold=0.0, regions=settings)
+    result = ensemble.predict_study(_radiographs(), explain=True)
+    for image in result.images:
+        np.testing.assert_allclose(image.box_field, box_field(np.tile([0.0, 0.0, np.log(2.0), np.log(3.0)],
+                                                                      (8, 8, 1))), atol=1e-6)
+        assert image.regions == find_regions(image.heatmaps["ensemble"], image.image.shape, settings.params,
+                                             image.ensemble, image.box_field)
+        height, width = image.image.shape[:2]
+        for region in image.regions:  # 2 x 3 cells of 8: a quarter of the width, 3/8 of the height
+            assert abs((region.x1 - region.x0) - width / 4) <= 2 or region.x0 == 0 or region.x1 == width
+            assert abs((region.y1 - region.y0) - 3 * height / 8) <= 2 or region.y0 == 0 or region.y1 == height
+        assert image.regions
+    folder = ensemble.save(tmp_path / "weights")
+    loaded = load_ensemble(folder)
+    assert loaded.regions.params.mode == "boxes"
+    again = loaded.predict_study(_radiographs(), explain=True)
+    assert [i.regions for i in again.images] == [i.regions for i in result.images]

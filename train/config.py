@@ -67,6 +67,8 @@ class TrainConfig:
     map_erase_fraction: float = 0.0  # share of boxed positives shown with their boxes erased, as negatives
     map_crop: int = 0  # train the map on crops of this side (pipeline.lesion_crops); 0: whole images
     map_paste_fraction: float = 0.0  # chance that an image gets a lesion of its batch and a decoy (paste_lesions)
+    map_boxes: bool = False  # a box head beside the map (registry: lesion_boxes), for the regions' box sizes
+    map_box_weight: float = 1.0  # weight of the box head's loss (pipeline.BoxLoss)
     train_layers: str = "all"  # "all"; "lesion_map" or "classifier": only that head trains (the rest frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ValueError("map_erase_fraction erases lesion boxes, so it needs lesion_map: true")
         if self.map_paste_fraction and not self.lesion_map:
             raise ValueError("map_paste_fraction pastes lesion boxes, so it needs lesion_map: true")
+        if self.map_boxes and not self.lesion_map:
+            raise ValueError("map_boxes adds a box head beside the lesion map, so it needs lesion_map: true")
         if self.train_layers == "lesion_map" and not self.lesion_map:
             raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
         if self.map_crop:

@@ -45,6 +45,8 @@ from mura_core.datasets import (  # noqa: E402
     split_by_patient,
 )
 from mura_core.pipeline import (  # noqa: E402
+    BoxIoU,
+    BoxLoss,
     LesionMapLoss,
     LesionTargets,
     PointingGame,
@@ -121,7 +123,8 @@ def load_data(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, DatasetI
 
 def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False, total_steps: int | None = None) -> None:
     """Compile `model` as the method trains: Adam, binary cross-entropy, accuracy, AUC, precision, recall
-    (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`). `crops`: the twin
+    (and, with a lesion map, `LesionMapLoss` on the map, weighted `map_loss_weight`; with `map_boxes`,
+    `BoxLoss` on the box head, weighted `map_box_weight`, and its `BoxIoU`). `crops`: the twin
     that trains on crops (`registry.crop_trainer`), whose classification weights are 0: the map's
     metrics only. With `lr_schedule: cosine` the learning rate decays to 0 over `total_steps` (the
     optimizer's step count, which BackupAndRestore restores, so a resumed run continues the curve)."""
@@ -138,6 +141,9 @@ def compile_model(model: keras.Model, config: TrainConfig, crops: bool = False, 
         loss_weights = {"probability": 1.0, "lesion_map": config.map_loss_weight}
         metrics_ = {"lesion_map": [PointingGame()]} if crops else \
             {"probability": classification, "lesion_map": [PointingGame()]}
+        if config.map_boxes:
+            loss["lesion_box"], loss_weights["lesion_box"] = BoxLoss(), config.map_box_weight
+            metrics_["lesion_box"] = [BoxIoU()]
     else:
         loss, loss_weights, metrics_ = keras.losses.BinaryCrossentropy(), None, classification
     # On JAX "auto" compiles with XLA (always), on PyTorch it runs without torch.compile.
@@ -270,8 +276,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
     if config.lesion_map:
         boxes, map_size = lesion_boxes(config), size // (config.map_stride or get_spec(config.model).map_stride)
         train_lesions = lesion_targets(train_rows, boxes, map_size, config.map_cell_targets,
-                                       config.map_erase_fraction, config.map_crop, config.map_paste_fraction)
-        val_lesions = lesion_targets(val_rows, boxes, map_size, config.map_cell_targets)
+                                       config.map_erase_fraction, config.map_crop, config.map_paste_fraction,
+                                       config.map_boxes)
+        val_lesions = lesion_targets(val_rows, boxes, map_size, config.map_cell_targets, box_head=config.map_boxes)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
                  int(train_lesions.weight.sum()), int(val_lesions.weight.sum()))
     workers = dict(workers=config.input_workers, use_multiprocessing=config.input_multiprocessing,
@@ -285,7 +292,7 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = create_model(config.model, config.weights, size, config.dense_units, config.dropout,
-                             config.bn_momentum, config.lesion_map, config.map_stride)
+                             config.bn_momentum, config.lesion_map, config.map_stride, config.map_boxes)
         if config.train_layers == "lesion_map":
             train_lesion_head_only(model)
         elif config.train_layers == "classifier":

@@ -36,7 +36,7 @@ from mura_core.datasets import index_dataset, load_boxes  # noqa: E402
 from mura_core.installed import MANIFEST, read_manifest, weights_folder  # noqa: E402
 
 GRID = {
-    "mode": ["components", "peaks"],
+    "mode": list(regions.REGION_MODES),  # "boxes" only where the ensemble has box heads
     "level": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
     "floor": [0.0, 0.02, 0.05, 0.1],
     "min_area": [0.0, 0.0005, 0.001, 0.002],
@@ -53,8 +53,9 @@ COLUMNS = ["variant", *GRID, "ap50", "ap50_95", "recall_at_0.5_fp", "recall_at_1
 
 def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None, split: str,
                 cache: Path) -> dict[str, dict]:
-    """file name -> {"map" (fused map at the model's side), "shape" (H, W), "probability"} of the split's
-    images, read from `cache` when this ensemble's were stored there, else predicted and stored."""
+    """file name -> {"map" (fused map at the model's side), "shape" (H, W), "probability", "boxes" (the box
+    field, None without box heads)} of the split's images, read from `cache` when this ensemble's were
+    stored there, else predicted and stored."""
     manifest = read_manifest(weights)  # the members and their fusion make the maps (not the region settings)
     key = json.dumps([[m.get("sha256") for m in manifest["members"]], manifest.get("heatmap_fusion")])
     path = cache / f"maps_{hashlib.sha256(key.encode()).hexdigest()[:16]}_{split}.npz"
@@ -62,7 +63,9 @@ def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None
         with np.load(path, allow_pickle=False) as stored:
             names = stored["names"].tolist()
             return {n: {"map": stored[f"map_{i}"].astype(np.float32), "shape": tuple(stored["shapes"][i]),
-                        "probability": float(stored["probabilities"][i])} for i, n in enumerate(names)}
+                        "probability": float(stored["probabilities"][i]),
+                        "boxes": stored[f"boxes_{i}"] if f"boxes_{i}" in stored else None}
+                    for i, n in enumerate(names)}
     from mura_core.ensemble import load_ensemble
     from mura_core.results import Study
 
@@ -77,14 +80,15 @@ def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None
         image = result.images[0]
         if image.ok:
             out[image.name] = {"map": image.heatmaps["ensemble"], "shape": image.image.shape[:2],
-                               "probability": float(image.ensemble)}
+                               "probability": float(image.ensemble), "boxes": image.box_field}
         if done % 64 == 0:
             print(f"{done}/{len(paths)} images predicted", file=sys.stderr)
     cache.mkdir(parents=True, exist_ok=True)
     names = list(out)
     np.savez_compressed(path, names=np.array(names), shapes=np.array([out[n]["shape"] for n in names]),
                         probabilities=np.array([out[n]["probability"] for n in names]),
-                        **{f"map_{i}": out[n]["map"].astype(np.float16) for i, n in enumerate(names)})
+                        **{f"map_{i}": out[n]["map"].astype(np.float16) for i, n in enumerate(names)},
+                        **{f"boxes_{i}": out[n]["boxes"] for i, n in enumerate(names) if out[n]["boxes"] is not None})
     return out
 
 
@@ -92,18 +96,22 @@ def score_variant(maps: dict[str, dict], truths: dict[str, list], params: region
                   curve: bool = False) -> dict:
     """`regions.detection_metrics` of `params` over every image of `maps`."""
     names = sorted(maps)
-    found = [regions.find_regions(maps[n]["map"], maps[n]["shape"], params, maps[n]["probability"]) for n in names]
+    found = [regions.find_regions(maps[n]["map"], maps[n]["shape"], params, maps[n]["probability"],
+                                  maps[n].get("boxes")) for n in names]
     return regions.detection_metrics(found, [truths.get(n, []) for n in names], curve=curve)
 
 
 def tune(maps: dict[str, dict], truths: dict[str, list], rounds: int = 2,
          start: regions.RegionParams | None = None) -> tuple[regions.RegionParams, pd.DataFrame]:
-    """One parameter at a time over `GRID`, keeping what raises (AP@50, recall at 1 FP per image).
+    """One parameter at a time over `GRID`, keeping what raises (AP@50, recall at 1 FP per image). With box
+    heads (box fields in `maps`) the search starts from mode "boxes"; without, that mode is not tried.
 
     Returns:
         The chosen parameters and one row per variant tried (its parameters and figures).
     """
-    best = start or regions.RegionParams()
+    has_boxes = all(m.get("boxes") is not None for m in maps.values())
+    grid = {**GRID, "mode": [m for m in GRID["mode"] if has_boxes or m != "boxes"]}
+    best = start or regions.RegionParams(mode="boxes" if has_boxes else "components")
     seen: dict[tuple, dict] = {}
     rows = []
 
@@ -121,7 +129,7 @@ def tune(maps: dict[str, dict], truths: dict[str, list], rounds: int = 2,
         return result["ap50"], result["recall_at_1_fp"]
 
     for _ in range(rounds):
-        for name, values in GRID.items():
+        for name, values in grid.items():
             for value in values:
                 candidate = replace(best, **{name: value})
                 if rank(candidate) > rank(best):
