@@ -52,3 +52,16 @@ def test_scratch_script_names_existing_configs_in_order(tmp_path):
     info = build[build.index("--info") + 1]
     assert (ROOT / info).is_file() and info.startswith("train/configs/history/")
     assert "train/configs/history/train_demo_scratch.sh" in (ROOT / info).read_text()  # the card names it
+
+
+def test_the_demo_script_starts_stage_two_from_stage_one():
+    """train/train_demo.sh copies stage 1's chosen epoch where stage 2's config starts from, then trains it."""
+    script = (ROOT / "train" / "train_demo.sh").read_text()
+    first = load_config(CONFIGS / "demo_fracatlas_lite0.yaml")
+    second = load_config(CONFIGS / "demo_fracatlas_lite0_boxes.yaml")
+    assert second.map_boxes and second.lesion_map and not first.map_boxes
+    assert (second.model, second.input_size, second.map_stride) == (first.model, first.input_size, first.map_stride)
+    assert f'cp "$RUN/best.keras" {second.weights}' in script
+    steps = ["--config train/configs/demo_fracatlas_lite0.yaml", f'cp "$RUN/best.keras" {second.weights}',
+             "--config train/configs/demo_fracatlas_lite0_boxes.yaml"]
+    assert [script.index(step) for step in steps] == sorted(script.index(step) for step in steps)
