@@ -15,7 +15,8 @@ and throughput against the compute it needs (GFLOPs per image from the registry)
 `--runtimes` instead times the installed ensemble (default the bundled one) on ONNX Runtime and on Keras in
 this one process: a warm 2-image study of the bundled sample radiographs with the default heatmaps (the
 lesion maps, fused, and the suspected regions), and with Grad-CAM, and prints the ONNX / Keras ratios
-(goal <= 0.5 for the default study).
+(goal <= 0.5 for the default study), and the default study on ONNX Runtime with its suspected regions
+against the same study without them (goal <= 1.1).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def compare_runtimes(weights: str | None, repeats: int) -> None:
         for (runtime, method), found in samples.items():
             found.append(timed(lambda e=ensembles[runtime], m=method: e.predict_study(study, explain=True, method=m),
                                1))
+    bare = []  # the default study on ONNX Runtime without its suspected regions, taking turns with the rest
+    for _ in range(repeats):
+        bare.append(timed(lambda: ensembles["onnx"].predict_study(study, explain=True, regions=False), 1))
+        samples["onnx", methods[0]].append(
+            timed(lambda: ensembles["onnx"].predict_study(study, explain=True, method=methods[0]), 1))
     times = {key: statistics.median(found) for key, found in samples.items()}
     print(f"{os.cpu_count()} CPUs; installed ensemble {list(ensembles['onnx'].names)}; warm 2-image study, "
           f"median of {repeats}, the runtimes taking turns")
@@ -102,6 +108,9 @@ def compare_runtimes(weights: str | None, repeats: int) -> None:
         goal = "  (goal <= 0.5)" if method == ensembles["onnx"].default_cam_method else ""
         print(f"{method:>10}: onnx {onnx:.3f} s/study, keras {keras_time:.3f} s/study, "
               f"onnx / keras = {onnx / keras_time:.2f}{goal}")
+    mode = ensembles["onnx"].regions.params.mode
+    print(f"{methods[0]} on onnx with suspected regions (mode {mode}) / without = "
+          f"{statistics.median(samples['onnx', methods[0]][-repeats:]) / statistics.median(bare):.2f}  (goal <= 1.1)")
     # the same 14 files predicted on both runtimes (the bundled samples and 6 of the tests' FracAtlas fixture)
     fixture = Path(__file__).resolve().parents[1] / "tests" / "data" / "fracatlas" / "images"
     files = [str(p) for p in sorted((DEFAULT_WEIGHTS / "samples").glob("*.jpg")) + sorted(fixture.iterdir())[:6]]

@@ -73,8 +73,8 @@ def test_min_area_padding_max_regions_and_probability_weight():
 
 
 def test_bad_parameters_and_manifest_entries_are_named():
-    with pytest.raises(ValueError, match="mode 'boxes'"):
-        RegionParams(mode="boxes")
+    with pytest.raises(ValueError, match="mode 'blobs'"):
+        RegionParams(mode="blobs")
     with pytest.raises(ValueError, match="level 0"):
         RegionParams(level=0)
     with pytest.raises(ValueError, match="manifest.json: bad 'regions' entry .*unknown region parameters size"):
@@ -367,7 +367,7 @@ def test_tuning_keeps_what_raises_ap_and_writes_the_manifest(lesion_ensemble, tm
     tune_regions.write_settings(copy, settings)
     assert load_ensemble(copy).regions == settings
     bad = tmp_path / "regions.json"
-    bad.write_text(json.dumps({"params": {"mode": "boxes"}}))
+    bad.write_text(json.dumps({"params": {"mode": "blobs"}}))
     with pytest.raises(SystemExit):
         build_ensemble.main(["--runs", "nowhere", "--out", str(tmp_path / "out"), "--regions", str(bad)])
     assert f"--regions {bad}" in capsys.readouterr().err
