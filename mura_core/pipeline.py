@@ -37,7 +37,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from . import backend
 from .imaging import ImageLoadError, image_size, load_image
 from .preprocessing import resize_square
-from .regions import BOX_CHANNELS
+from .regions import BOX_CHANNELS, BOX_LOG_LIMIT
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -570,8 +570,8 @@ class BoxIoU(keras.metrics.Metric):
             weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1, 1))
 
         def corners(codes):
-            half_w = 0.5 * ops.exp(ops.clip(codes[..., 2], -4.0, 4.0))
-            half_h = 0.5 * ops.exp(ops.clip(codes[..., 3], -4.0, 4.0))
+            half_w = 0.5 * ops.exp(ops.clip(codes[..., 2], -BOX_LOG_LIMIT, BOX_LOG_LIMIT))
+            half_h = 0.5 * ops.exp(ops.clip(codes[..., 3], -BOX_LOG_LIMIT, BOX_LOG_LIMIT))
             return codes[..., 0] - half_w, codes[..., 1] - half_h, codes[..., 0] + half_w, codes[..., 1] + half_h
 
         (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = corners(y_pred), corners(y_true[..., 1:])
