@@ -91,15 +91,12 @@ def compare_runtimes(weights: str | None, repeats: int) -> None:
         for method in methods:
             ensemble.predict_study(study, explain=True, method=method)  # traced, buffers allocated
     samples = {key: [] for key in ((r, m) for r in ensembles for m in methods)}
+    bare = []  # the default study on ONNX Runtime without its suspected regions
     for _ in range(repeats):  # the runtimes take turns, so that both see the same load from other processes
         for (runtime, method), found in samples.items():
             found.append(timed(lambda e=ensembles[runtime], m=method: e.predict_study(study, explain=True, method=m),
                                1))
-    bare = []  # the default study on ONNX Runtime without its suspected regions, taking turns with the rest
-    for _ in range(repeats):
         bare.append(timed(lambda: ensembles["onnx"].predict_study(study, explain=True, regions=False), 1))
-        samples["onnx", methods[0]].append(
-            timed(lambda: ensembles["onnx"].predict_study(study, explain=True, method=methods[0]), 1))
     times = {key: statistics.median(found) for key, found in samples.items()}
     print(f"{os.cpu_count()} CPUs; installed ensemble {list(ensembles['onnx'].names)}; warm 2-image study, "
           f"median of {repeats}, the runtimes taking turns")
@@ -110,7 +107,7 @@ def compare_runtimes(weights: str | None, repeats: int) -> None:
               f"onnx / keras = {onnx / keras_time:.2f}{goal}")
     mode = ensembles["onnx"].regions.params.mode
     print(f"{methods[0]} on onnx with suspected regions (mode {mode}) / without = "
-          f"{statistics.median(samples['onnx', methods[0]][-repeats:]) / statistics.median(bare):.2f}  (goal <= 1.1)")
+          f"{times['onnx', methods[0]] / statistics.median(bare):.2f}  (goal <= 1.1)")
     # the same 14 files predicted on both runtimes (the bundled samples and 6 of the tests' FracAtlas fixture)
     fixture = Path(__file__).resolve().parents[1] / "tests" / "data" / "fracatlas" / "images"
     files = [str(p) for p in sorted((DEFAULT_WEIGHTS / "samples").glob("*.jpg")) + sorted(fixture.iterdir())[:6]]
