@@ -146,6 +146,7 @@ class LesionTargets:
         crop: in training, the side of the square crops the map trains on (`lesion_crops`), in input
             pixels; 0 for whole images. Validation always sees whole images.
         box_head: also make the box head's targets ("lesion_box", `box_targets`), weighted like the map.
+        box_cells: which cells regress a box (`box_targets`, one of `BOX_CELL_RULES`).
     """
 
     boxes: np.ndarray
@@ -156,6 +157,7 @@ class LesionTargets:
     crop: int = 0
     paste_fraction: float = 0.0
     box_head: bool = False
+    box_cells: str = "centre"
 
     def crop_map_size(self, size: int) -> int:
         """The side of a crop's map, for inputs of side `size` (the map's stride is size / map_size)."""
@@ -163,12 +165,20 @@ class LesionTargets:
 
 
 CELL_RULES = ("touch", "coverage")
+BOX_CELL_RULES = ("centre", "touch")  # box_targets: the cells whose centre lies in a box, or all it touches
 
 
 def check_cell_rule(rule: str) -> str:
     """`rule` if it is one of `CELL_RULES`, else a ValueError that names the choices."""
     if rule not in CELL_RULES:
         raise ValueError(f"unknown lesion-map cell rule {rule!r}; choose one of {', '.join(CELL_RULES)}")
+    return rule
+
+
+def check_box_cells(rule: str) -> str:
+    """`rule` if it is one of `BOX_CELL_RULES`, else a ValueError that names the choices."""
+    if rule not in BOX_CELL_RULES:
+        raise ValueError(f"unknown box-head cell rule {rule!r}; choose one of {', '.join(BOX_CELL_RULES)}")
     return rule
 
 
@@ -195,7 +205,8 @@ MAX_BOXES = 16
 
 def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
                    cell_rule: str = "touch", erase_fraction: float = 0.0, crop: int = 0,
-                   paste_fraction: float = 0.0, box_head: bool = False) -> LesionTargets:
+                   paste_fraction: float = 0.0, box_head: bool = False,
+                   box_cells: str = "centre") -> LesionTargets:
     """`LesionTargets` for `table` from boxes in stored-image pixels, keyed by file name.
 
     Args:
@@ -205,8 +216,10 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
         cell_rule: how a box becomes cell targets (`map_targets`).
         erase_fraction, crop, paste_fraction: see `LesionTargets` (training only).
         box_head: also make the box head's targets (`LesionTargets.box_head`).
+        box_cells: which cells regress a box (`box_targets`).
     """
     check_cell_rule(cell_rule)  # here, not first inside a training step
+    check_box_cells(box_cells)
     check_fraction("map_erase_fraction", erase_fraction)
     check_fraction("map_paste_fraction", paste_fraction)
     boxes = np.zeros((len(table), MAX_BOXES, 4), np.float32)
@@ -224,7 +237,7 @@ def lesion_targets(table: pd.DataFrame, boxes_by_name: dict, map_size: int,
             boxes[i, k] = (x / width, y / height, (x + w) / width, (y + h) / height)
         weight[i] = 1.0
     return LesionTargets(np.clip(boxes, 0.0, 1.0), weight, int(map_size), cell_rule, float(erase_fraction),
-                         int(crop), float(paste_fraction), bool(box_head))
+                         int(crop), float(paste_fraction), bool(box_head), box_cells)
 
 
 def box_masks(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -500,15 +513,22 @@ def map_targets(masks: np.ndarray, map_size: int, rule: str = "touch") -> np.nda
     return (cells.max(axis=(2, 4)) > 0.5).astype(np.float32)[..., None]
 
 
-def box_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
+def box_targets(masks: np.ndarray, map_size: int, rule: str = "centre") -> np.ndarray:
     """Pixel masks (B, S, S, 1) -> the box head's targets (B, m, m, 1 + 4): a cell weight, then the codes
     of `regions.BOX_CHANNELS`.
 
     Each connected part of a mask is one lesion box (its bounding box: the boxes' rectangles, and after a
-    warp the rectangle around the warped box; boxes that overlap or touch are one part). The cells whose
-    centre lies in a box regress it (weight 1); a box too small to hold a cell's centre is regressed by the
-    cell holding its own centre. Where the rectangles of two parts overlap, the smaller one wins.
+    warp the rectangle around the warped box; boxes that overlap or touch are one part). Which cells
+    regress it (weight 1), by `rule`:
+
+    - "centre": the cells whose centre lies in the box; a box too small to hold a cell's centre is
+      regressed by the cell holding its own centre.
+    - "touch": every cell the box covers a pixel of, the lesion map's own "touch" cells (`map_targets`),
+      so the head is trained wherever the map may peak.
+
+    Where the rectangles of two parts overlap, the smaller one wins.
     """
+    touch = check_box_cells(rule) == "touch"
     masks = np.asarray(masks, np.float32)
     batch, side = masks.shape[0], masks.shape[1]
     stride = side / map_size
@@ -516,6 +536,8 @@ def box_targets(masks: np.ndarray, map_size: int) -> np.ndarray:
     centres = np.arange(map_size, dtype=np.float32) + 0.5
 
     def cells(start: float, length: float) -> slice:
+        if touch:
+            return slice(max(int(start // stride), 0), min(math.ceil((start + length) / stride), map_size))
         first, last = math.ceil(start / stride - 0.5), math.ceil((start + length) / stride - 0.5) - 1
         if last < first:  # no cell centre inside: the cell holding the box's centre
             first = last = min(max(int((start + length / 2) / stride), 0), map_size - 1)
@@ -978,7 +1000,8 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
         cells.set_shape((None, map_size, map_size, 1))
         y, w = {"probability": labels, "lesion_map": cells}, {"probability": class_w, "lesion_map": weight}
         if lesions.box_head:
-            y["lesion_box"] = tf.numpy_function(lambda m: box_targets(m, map_size), [masks], tf.float32)
+            y["lesion_box"] = tf.numpy_function(lambda m: box_targets(m, map_size, lesions.box_cells), [masks],
+                                                    tf.float32)
             y["lesion_box"].set_shape((None, map_size, map_size, 1 + len(BOX_CHANNELS)))
             w["lesion_box"] = weight
         return tf.repeat(images, 3, axis=-1), y, w
@@ -1095,7 +1118,7 @@ class ImageBatches(keras.utils.PyDataset):
             weights = {"probability": np.ones(len(rows), np.float32) if weights is None else weights,
                        "lesion_map": self.box_weight[rows]}
             if self.lesions.box_head:
-                y["lesion_box"] = box_targets(masks, map_size)
+                y["lesion_box"] = box_targets(masks, map_size, self.lesions.box_cells)
                 weights["lesion_box"] = self.box_weight[rows]
         missing = -len(x) % self.pad_multiple
         if missing:

@@ -715,6 +715,23 @@ def test_box_targets_encode_each_box_so_that_the_box_field_decodes_it():
     np.testing.assert_array_equal(merged[0, 2:5, 4:8], targets[0, 2:5, 4:8])
 
 
+def test_the_touch_rule_trains_the_box_head_on_every_cell_the_lesion_map_marks():
+    boxes = np.zeros((1, MAX_BOXES, 4), np.float32)
+    boxes[0, 0] = (0.24, 0.1, 0.5, 0.3)  # not on the cell grid: a ring of partly covered cells
+    boxes[0, 1] = (0.8, 0.8, 0.82, 0.81)  # smaller than a cell
+    masks = box_masks(boxes, 64)
+    touch, centre = box_targets(masks, 16, "touch"), box_targets(masks, 16)
+    np.testing.assert_array_equal(touch[0, ..., 0], map_targets(masks, 16, "touch")[0, ..., 0])
+    assert touch[0, ..., 0].sum() > centre[0, ..., 0].sum() and (touch[0, ..., 0] >= centre[0, ..., 0]).all()
+    fields = box_field(touch[0, ..., 1:])
+    decoded = {tuple(np.round(fields[r, c] * 64).astype(int)) for r, c in zip(*np.nonzero(touch[0, ..., 0]))}
+    assert decoded == {tuple(np.round(fields[r, c] * 64).astype(int)) for r, c in zip(*np.nonzero(centre[0, ..., 0]))}
+    with pytest.raises(ValueError, match="box-head cell rule 'ring'.*centre, touch"):
+        box_targets(masks, 16, "ring")
+    with pytest.raises(ValueError, match="box-head cell rule"):
+        lesion_targets(pd.DataFrame({"path": [], "label": []}), {}, 16, box_head=True, box_cells="all")
+
+
 def test_the_box_loss_is_zero_at_the_targets_and_the_iou_metric_one():
     boxes = np.zeros((2, MAX_BOXES, 4), np.float32)
     boxes[0, 0] = (0.25, 0.25, 0.5, 0.5)

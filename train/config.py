@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from mura_core.pipeline import Augmentation, check_crop, check_fraction
+from mura_core.pipeline import Augmentation, check_box_cells, check_crop, check_fraction
 from mura_core.registry import get_spec
 
 
@@ -69,6 +69,7 @@ class TrainConfig:
     map_paste_fraction: float = 0.0  # chance that an image gets a lesion of its batch and a decoy (paste_lesions)
     map_boxes: bool = False  # a box head beside the map (registry: lesion_boxes), for the regions' box sizes
     map_box_weight: float = 1.0  # weight of the box head's loss (pipeline.BoxLoss)
+    map_box_cells: str = "centre"  # cells that regress a box: "centre" (centre in the box) or "touch" (any pixel)
     train_layers: str = "all"  # "all"; "lesion_map" or "classifier": only that head trains (the rest frozen)
     early_stopping_patience: int = 5
     reduce_lr_patience: int = 2
@@ -100,6 +101,7 @@ class TrainConfig:
             raise ValueError("map_paste_fraction pastes lesion boxes, so it needs lesion_map: true")
         if self.map_boxes and not self.lesion_map:
             raise ValueError("map_boxes adds a box head beside the lesion map, so it needs lesion_map: true")
+        check_box_cells(self.map_box_cells)
         if self.train_layers == "lesion_map" and not self.lesion_map:
             raise ValueError("train_layers: lesion_map trains the lesion-map head alone, so it needs lesion_map: true")
         if self.map_crop:

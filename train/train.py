@@ -277,8 +277,9 @@ def run(config: TrainConfig, extra_callbacks: list | None = None) -> dict:
         boxes, map_size = lesion_boxes(config), size // (config.map_stride or get_spec(config.model).map_stride)
         train_lesions = lesion_targets(train_rows, boxes, map_size, config.map_cell_targets,
                                        config.map_erase_fraction, config.map_crop, config.map_paste_fraction,
-                                       config.map_boxes)
-        val_lesions = lesion_targets(val_rows, boxes, map_size, config.map_cell_targets, box_head=config.map_boxes)
+                                       config.map_boxes, config.map_box_cells)
+        val_lesions = lesion_targets(val_rows, boxes, map_size, config.map_cell_targets, box_head=config.map_boxes,
+                                     box_cells=config.map_box_cells)
         log.info("lesion map: %d training and %d validation images with known lesion boxes (or none)",
                  int(train_lesions.weight.sum()), int(val_lesions.weight.sum()))
     workers = dict(workers=config.input_workers, use_multiprocessing=config.input_multiprocessing,
