@@ -3,6 +3,8 @@
 `build_report` is pure (a dict of JSON-ready values); `write_report` saves it with its CSV tables
 (its figures are `charts.write_report_figures`: charts reads reports, never the other way round).
 `load_report` and the table functions read it back for the Evaluation page and the model card.
+Building a report needs `metrics` (scikit-learn), imported there: reading one does not load it, so the
+dashboard's Diagnose page serves a study without scikit-learn and SciPy in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import metrics
 from .body_parts import body_part_label
 from .csvsafe import write_csv
 from .decision import aggregate_studies
@@ -33,6 +34,8 @@ def _records(frame: pd.DataFrame, index_name: str) -> list[dict]:
 
 def _level(table: pd.DataFrame, models: Sequence[str], threshold: float, n_boot: int, seed: int,
            groups: pd.Series | None) -> dict[str, Any]:
+    from . import metrics
+
     y = table["label"].to_numpy()
     out: dict[str, Any] = {"metrics": {}, "per_body_part": {}, "roc": {}, "calibration": {}}
     for model in models:
@@ -104,6 +107,8 @@ def build_report(
 
 def _threshold_records(frame: pd.DataFrame, threshold: float) -> list[dict]:
     """The ensemble's threshold table on a 0.01 grid plus the operating threshold itself."""
+    from . import metrics
+
     grid = np.union1d(np.linspace(0.0, 1.0, 101), [float(threshold)])
     table = metrics.threshold_table(frame["label"], frame["ensemble"], grid)
     return json.loads(table.to_json(orient="records"))

@@ -8,6 +8,7 @@ BatchNormalization -> Dropout -> Dense head, their BatchNormalization statistics
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -226,5 +227,27 @@ def test_predicting_through_onnx_imports_neither_keras_nor_tensorflow(onnx_weigh
         "print('loaded:', loaded)",
     ])
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loaded: []" in proc.stdout
+
+
+def test_dashboard_serves_a_bundled_sample_study_with_neither_tensorflow_nor_scikit_learn():
+    # The Diagnose page on the bundled ONNX members: the verdict without Keras, TensorFlow, scikit-learn or
+    # SciPy in the server's memory (reports.load_report reads a report without metrics' scikit-learn).
+    script = "\n".join([
+        "import sys",
+        "from streamlit.testing.v1 import AppTest",
+        f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()",
+        "next(b for b in at.button if b.label == 'Try a sample study').click().run()",
+        "assert not at.exception, [e.value for e in at.exception]",
+        "text = ' '.join(str(m.value) for m in at.markdown)",
+        "assert '(ensemble' in text, text[:500]",
+        "loaded = sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'sklearn', 'scipy') if m in sys.modules)",
+        "print('loaded:', loaded)",
+    ])
+    env = {**os.environ, "MURA_RUNTIME": "onnx"}
+    env.pop("MURA_WEIGHTS", None)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "loaded: []" in proc.stdout
