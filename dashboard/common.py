@@ -211,8 +211,12 @@ def memory_summary(table: pd.DataFrame) -> pd.DataFrame:
     return leakage.memory_summary(leakage_report(table), table["label"])
 
 
-def download_section(result, body_part: str, body_part_source: str, alpha: float) -> None:
-    """The Diagnose page's downloads of a study's result (JSON, formula-safe CSV, PDF); all carry its warning."""
+def download_section(result, body_part: str, body_part_source: str, alpha: float, study) -> None:
+    """The Diagnose page's downloads of a study's result (JSON, formula-safe CSV, PDF); all carry its warning.
+
+    `study()` gives the result again (`run_study`, cached): the PDF is made from it when its button is
+    clicked, so the session holds no second reference to the result's images and maps.
+    """
     from dashboard.pdf_download import pdf_report
 
     st.subheader("Download the result")
@@ -228,7 +232,7 @@ def download_section(result, body_part: str, body_part_source: str, alpha: float
                                 icon=":material/download:",
                                 help="One row per suspected region: image, box corners x0, y0, x1, y1 in the "
                                      "image's pixels, score, and whether it is shown as a finding.")
-    pdf_col.download_button("PDF", pdf_report(result, body_part, body_part_source, alpha),
+    pdf_col.download_button("PDF", pdf_report(study, body_part, body_part_source, alpha),
                             file_name="study_report.pdf", mime="application/pdf", on_click="ignore",
                             icon=":material/picture_as_pdf:",
                             help="A report to hand out: verdict, probabilities, heatmaps, the model and the "

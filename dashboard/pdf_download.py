@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 
-def pdf_report(result, body_part: str, body_part_source: str, alpha: float):
-    """A callable that makes the study's PDF report when the download is clicked (`st.download_button`)."""
+def pdf_report(study, body_part: str, body_part_source: str, alpha: float):
+    """A callable that makes the study's PDF report when the download is clicked (`st.download_button`).
+
+    `study()` gives the study's result (the Diagnose page's cached `run_study`, so the callable holds the
+    study's files, not its images and maps); the body part the reader chose is applied to it.
+    """
     def make() -> bytes:
         from mura_core import installed, reports
         from mura_core.pdf_report import study_pdf
 
+        result = study().with_body_part(body_part, body_part_source)
         folder = installed.weights_folder()
         try:
             report = reports.load_report(installed.report_path(folder))

@@ -161,6 +161,7 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     assert page.get_by_text("not a diagnosis").count() >= 1
     _shoot(page, shots / "2-diagnose-sample.png")
     _regions_on_the_page(page, shots)
+    _pdf_download(page)
 
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in upload])
     page.get_by_text("Showing the uploaded study").wait_for(timeout=STUDY_TIMEOUT_MS)
@@ -212,6 +213,18 @@ def _walk_through(page, url: str, shots: Path, upload: list[Path]) -> None:
     assert page.get_by_role("heading", name="Coverage").count() == 1
     _shoot(page, shots / "6-model-card.png")
     assert page.get_by_text("Traceback").count() == 0
+
+
+def _pdf_download(page) -> None:
+    """The PDF button makes the study's report when it is clicked (from the cached study): the verdict shown."""
+    from pypdf import PdfReader
+
+    with page.expect_download(timeout=STUDY_TIMEOUT_MS) as download:
+        page.get_by_role("button", name="PDF").click()
+    assert download.value.suggested_filename == "study_report.pdf"
+    text = "\n".join(p.extract_text() for p in PdfReader(download.value.path()).pages)
+    shown = page.get_by_text("(ensemble ").first.inner_text()  # "Abnormal (ensemble 0.53 ≥ threshold 0.13)"
+    assert shown.split(" (")[0] + " (ensemble" in text and "not a diagnosis" in text
 
 
 def _regions_on_the_page(page, shots: Path) -> None:
