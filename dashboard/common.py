@@ -34,8 +34,9 @@ Then reload this page. The **Dataset explorer** and **Evaluation** pages work wi
 
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters (malloc.h)
 ARENA_MAX = 2
+MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept fixed
 
 
 def _glibc():
@@ -54,6 +55,13 @@ if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
     # heap (up to 8 per core) that it keeps after the thread is done: a server's memory then grows with
     # the number of sessions it has seen. Two heaps bound that; an operator's MALLOC_ARENA_MAX wins.
     _LIBC.mallopt(M_ARENA_MAX, ARENA_MAX)
+if _LIBC is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+    # glibc maps each block of 128 KiB or more (an image, a map, a model's activations) on its own and
+    # returns it when freed, but raises that bound to the size of every such block freed, up to 32 MiB:
+    # after a few studies their arrays come from the heaps instead, where freed space stays with the
+    # process. A fixed bound keeps them mapped: a 40-session soak grew the ONNX server by 38 MiB with it,
+    # 140 MiB without, and the warm study's time did not change. An operator's MALLOC_MMAP_THRESHOLD_ wins.
+    _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release_free_memory() -> None:
