@@ -40,7 +40,7 @@ WORK_SIDE = 512
 """Longest side at which regions are found (the map is resized to the image, capped at this side): the
 cost stays bounded on large radiographs; boxes are scaled back to the image's pixels."""
 PEAK_SEARCH_SIDE = 128
-"""Blocks along the longer side at which local peaks are searched (`_peak_pixels`), then placed to the pixel."""
+"""Blocks along the longer side at which the map's local peaks are searched (`_peak_pixels`)."""
 REGION_MODES = ("components", "peaks", "boxes")
 REGION_SCORES = ("max", "mean")
 BOX_CHANNELS = ("dx", "dy", "log_w", "log_h")
@@ -293,25 +293,22 @@ def _peak_pixels(work: np.ndarray, params: RegionParams) -> tuple[np.ndarray, np
     """(rows, cols) of the map's local peaks after a blur (`heatmaps.PEAK_SMOOTHING`) from `params.floor`
     up, highest first, at most 4 x `params.max_regions` of them.
 
-    The peaks are searched on the maxima of square blocks of the map, at most `PEAK_SEARCH_SIDE` of them
-    along its longer side (the blur is then a few pixels wide instead of tens: a sixteenth of the work on
-    a 512-pixel map); each is placed at the highest working pixel of its block.
+    The peaks are searched on the map averaged over square blocks, at most `PEAK_SEARCH_SIDE` of them along
+    its longer side (the blur is then a few pixels wide instead of tens: a sixteenth of the work on a
+    512-pixel map), and each is placed at its block's centre.
     """
     height, width = work.shape
     step = max(1, math.ceil(max(height, width) / PEAK_SEARCH_SIDE))
-    pooled = cv2.dilate(work, np.ones((step, step), np.uint8), anchor=(0, 0))[::step, ::step] if step > 1 else work
-    sigma = PEAK_SMOOTHING * max(pooled.shape)
-    blurred = cv2.GaussianBlur(pooled, (0, 0), sigma) if sigma > 0 else pooled
+    small = cv2.resize(work, (math.ceil(width / step), math.ceil(height / step)), interpolation=cv2.INTER_AREA)
+    sigma = PEAK_SMOOTHING * max(small.shape)
+    blurred = cv2.GaussianBlur(small, (0, 0), sigma) if sigma > 0 else small
     side = 2 * max(1, round(2 * sigma)) + 1  # peaks closer than about two blur widths are one
-    is_peak = (blurred >= cv2.dilate(blurred, np.ones((side, side), np.uint8))) & (pooled >= params.floor)
-    rows, cols = np.nonzero(is_peak)
-    order = np.argsort(-blurred[rows, cols], kind="stable")[: 4 * int(params.max_regions)]
-    rows, cols = rows[order] * step, cols[order] * step
-    for k, (top, left) in enumerate(zip(rows, cols)):  # each block's highest pixel
-        block = work[top:top + step, left:left + step]
-        dr, dc = np.unravel_index(int(np.argmax(block)), block.shape)
-        rows[k], cols[k] = top + dr, left + dc
-    return rows, cols
+    rows, cols = np.nonzero(blurred >= cv2.dilate(blurred, np.ones((side, side), np.uint8)))
+    order = np.argsort(-blurred[rows, cols], kind="stable")
+    rows = np.minimum(((rows[order] + 0.5) * height / small.shape[0]).astype(np.intp), height - 1)
+    cols = np.minimum(((cols[order] + 0.5) * width / small.shape[1]).astype(np.intp), width - 1)
+    keep = work[rows, cols] >= params.floor
+    return rows[keep][: 4 * int(params.max_regions)], cols[keep][: 4 * int(params.max_regions)]
 
 
 def _peaks(work: np.ndarray, params: RegionParams) -> list[tuple]:
