@@ -1001,7 +1001,7 @@ def _lesion_dataset(table, size, batch_size, training, augmentation, seed, cache
         y, w = {"probability": labels, "lesion_map": cells}, {"probability": class_w, "lesion_map": weight}
         if lesions.box_head:
             y["lesion_box"] = tf.numpy_function(lambda m: box_targets(m, map_size, lesions.box_cells), [masks],
-                                                    tf.float32)
+                                                tf.float32)
             y["lesion_box"].set_shape((None, map_size, map_size, 1 + len(BOX_CHANNELS)))
             w["lesion_box"] = weight
         return tf.repeat(images, 3, axis=-1), y, w
