@@ -212,9 +212,19 @@ def test_predict_gives_the_same_csv_under_both_runtimes(onnx_weights, tmp_path):
     pd.testing.assert_frame_equal(onnx[others], keras_table[others])
 
 
+def _modules_loaded_by(lines: list[str], modules: tuple[str, ...], env: dict | None = None) -> str:
+    """Run `lines` in a fresh Python from the repository root; which of `modules` it then had loaded, as
+    printed ("loaded: [...]")."""
+    script = "\n".join(["import sys", *lines,
+                        f"print('loaded:', sorted(m for m in {modules!r} if m in sys.modules))"])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_predicting_through_onnx_imports_neither_keras_nor_tensorflow(onnx_weights):
-    script = "\n".join([
-        "import sys",
+    printed = _modules_loaded_by([
         "import mura_core",
         "from mura_core.ensemble import load_ensemble",
         f"ensemble = load_ensemble({str(onnx_weights)!r})",
@@ -223,31 +233,21 @@ def test_predicting_through_onnx_imports_neither_keras_nor_tensorflow(onnx_weigh
         "ensemble.predict_study(paths, explain=True, method='gradcam')",
         "ensemble.predict_files(paths)",
         "assert result.cam_method == 'lesion_map' and result.images[0].heatmaps['ensemble'].shape == (64, 64)",
-        "loaded = sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules)",
-        "print('loaded:', loaded)",
-    ])
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "loaded: []" in proc.stdout
+    ], ("keras", "tensorflow", "jax", "torch"))
+    assert "loaded: []" in printed
 
 
 def test_dashboard_serves_a_bundled_sample_study_with_neither_tensorflow_nor_scikit_learn():
     # The Diagnose page on the bundled ONNX members: the verdict without Keras, TensorFlow, scikit-learn or
     # SciPy in the server's memory (reports.load_report reads a report without metrics' scikit-learn).
-    script = "\n".join([
-        "import sys",
+    env = {**os.environ, "MURA_RUNTIME": "onnx"}
+    env.pop("MURA_WEIGHTS", None)
+    printed = _modules_loaded_by([
         "from streamlit.testing.v1 import AppTest",
         f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()",
         "next(b for b in at.button if b.label == 'Try a sample study').click().run()",
         "assert not at.exception, [e.value for e in at.exception]",
         "text = ' '.join(str(m.value) for m in at.markdown)",
         "assert '(ensemble' in text, text[:500]",
-        "loaded = sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch', 'sklearn', 'scipy') if m in sys.modules)",
-        "print('loaded:', loaded)",
-    ])
-    env = {**os.environ, "MURA_RUNTIME": "onnx"}
-    env.pop("MURA_WEIGHTS", None)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "loaded: []" in proc.stdout
+    ], ("keras", "tensorflow", "jax", "torch", "sklearn", "scipy"), env)
+    assert "loaded: []" in printed
