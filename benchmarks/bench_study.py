@@ -90,9 +90,9 @@ def compare_runtimes(weights: str | None, repeats: int) -> None:
         ensemble.warm_up()
         for method in methods:
             ensemble.predict_study(study, explain=True, method=method)  # traced, buffers allocated
-    def run(runtime, method="", regions=True):
+    def run(runtime, method, regions=True):
         ensemble = ensembles[runtime]
-        return lambda: ensemble.predict_study(study, explain=True, method=method or None, regions=regions)
+        return lambda: ensemble.predict_study(study, explain=True, method=method, regions=regions)
 
     # Each turn: Keras, then ONNX Runtime with Grad-CAM, then the default study on ONNX Runtime with its
     # suspected regions and without them back to back, in alternating order (neither always comes first).
