@@ -24,7 +24,7 @@ import pandas as pd
 from .body_parts import detect_body_part
 from .coverage import Coverage, colour_warning
 from .decision import DEFAULT_THRESHOLD, ensemble_probability, study_probability, verdict
-from .heatmaps import FUSION_RULES, fuse_heatmaps, resize_heatmap
+from .heatmaps import FUSION_RULES, fuse_heatmaps, resize_heatmap, unweight_lesion_map
 from .imaging import ImageLoadError, ImageSource, load_image_info, resize_square, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
     DEFAULT_WEIGHTS,
@@ -60,9 +60,10 @@ class Ensemble:
         jit_compile: compile prediction and Grad-CAM with XLA.
         heatmap_fusion: how the members' lesion maps are fused (`heatmaps.FUSION_RULES`; the manifest's
             "heatmap_fusion", "mean" when absent). Other heatmaps are always averaged.
-        heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride"} as a manifest
-            records them; what is missing comes from the model (its lesion map's stride) or the
-            architecture's spec.
+        heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride", "map_positive_weight"} as
+            a manifest records them; what is missing comes from the model (its lesion map's stride) or the
+            architecture's spec. "map_positive_weight", the weight of lesion cells in the member's training
+            (1 when absent), turns its lesion map into a probability (`heatmaps.unweight_lesion_map`).
         regions: how suspected regions are read off the fused default map, and the score of a finding (the
             manifest's "regions"; `RegionSettings()` when absent).
     """
@@ -90,7 +91,8 @@ class Ensemble:
             if isinstance(member, OnnxMember):  # the manifest records every layer; the graph gives the stride
                 self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or member.layer_name,
                                              "map_layer": recorded.get("map_layer", ""),
-                                             "map_stride": int(recorded.get("map_stride") or member.map_stride or 0)}
+                                             "map_stride": int(recorded.get("map_stride") or member.map_stride or 0),
+                                             "map_positive_weight": _positive_weight(recorded, name)}
                 self._explainers[name] = member
                 continue
             from .gradcam import CamExplainer
@@ -99,7 +101,8 @@ class Ensemble:
             spec = get_spec(arch)  # raises for an unknown architecture
             self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or spec.gradcam_layer,
                                          "map_layer": recorded.get("map_layer") or spec.map_layer,
-                                         "map_stride": _map_stride(recorded, member, arch)}
+                                         "map_stride": _map_stride(recorded, member, arch),
+                                         "map_positive_weight": _positive_weight(recorded, name)}
             self._explainers[name] = CamExplainer(member, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
         without = [n for n, e in self._explainers.items() if not e.has_boxes]
         if self.regions.params.mode == "boxes" and without:
@@ -297,6 +300,7 @@ class Ensemble:
                 if explain:
                     if lesions:  # the map and any box head's codes come from one pass
                         probs, maps, codes = explainer.explain_lesions(batch)
+                        maps = unweight_lesion_map(maps, self.heatmap_layers[name]["map_positive_weight"])
                         for found, image_codes in zip(fields, codes if codes is not None else ()):
                             found.append(box_field(image_codes))
                     else:
@@ -373,7 +377,8 @@ class Ensemble:
                          "sha256": sha256_file(path), "input_size": self.input_size(name),
                          "gradcam_layer": layers["gradcam_layer"]}
                 if self._explainers[name].has_lesion_map:
-                    entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"])
+                    entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"],
+                                 map_positive_weight=layers["map_positive_weight"])
                 if keras_float16:
                     entry["keras_float16"] = True
                 if onnx:
@@ -447,7 +452,8 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         path = folder / file
         if Path(file).name != file:
             raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
-        layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride") if entry.get(k)}
+        layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride", "map_positive_weight")
+                        if entry.get(k)}
         if setting == "onnx" or (setting == "auto" and entry.get("onnx") and onnxruntime_available()):
             members[name] = _onnx_member(folder, entry, verify)
         else:
@@ -547,6 +553,18 @@ def _onnx_member(folder: Path, entry: Mapping[str, Any], verify: bool) -> OnnxMe
             raise EnsembleLoadError(f"{path}: a {side}-cell lesion map at stride {stride} does not "
                                     f"cover the {size} px input")
     return member
+
+
+def _positive_weight(recorded: Mapping[str, Any], name: str) -> float:
+    """A member's training weight of lesion cells, as recorded (the manifest); 1 (the map as it is) when not."""
+    try:
+        weight = float(recorded.get("map_positive_weight") or 1.0)
+    except (TypeError, ValueError):
+        weight = float("nan")
+    if not weight > 0 or not np.isfinite(weight):
+        raise ValueError(f"member {name!r}: map_positive_weight must be a number > 0, "
+                         f"not {recorded.get('map_positive_weight')!r}")
+    return weight
 
 
 def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: str) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mura_core import cli
 from mura_core.ensemble import load_ensemble
@@ -138,6 +140,17 @@ def test_resume_after_interruption(mura_root, tmp_path):
     for mean, a, b in zip(best.get_weights(), first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-5, atol=1e-7)
     assert not np.allclose(first.get_weights()[0], second.get_weights()[0])  # two different epochs
+
+    # epoch 0: the model a run started from, for a later stage's soup with the stage it continued
+    with pytest.raises(ValueError, match="epoch 0 is the model a run started from.*random weights"):
+        select_epoch.select_epoch(config.run_dir, [0, 2])
+    settings = yaml.safe_load((config.run_dir / "config.yaml").read_text())
+    start = shutil.copy(config.run_dir / "epochs" / "epoch_01.keras", tmp_path / "stage1.keras")
+    (config.run_dir / "config.yaml").write_text(yaml.safe_dump({**settings, "weights": str(start)}))
+    assert select_epoch.select_epoch(config.run_dir, [0, 2])["chosen_epoch"] == [0, 2]
+    for mean, again in zip(best.get_weights(), keras.saving.load_model(config.run_dir / "best.keras",
+                                                                        compile=False).get_weights()):
+        np.testing.assert_allclose(again, mean, rtol=1e-6, atol=1e-7)
 
 
 def test_predict_without_weights_says_so(tmp_path, monkeypatch, capsys):

@@ -13,7 +13,7 @@ from tf_keras_vis.gradcam import Gradcam
 
 from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer, fuse_heatmaps, overlay, resize_heatmap
-from mura_core.heatmaps import heatmap_peak
+from mura_core.heatmaps import heatmap_peak, unweight_lesion_map
 from mura_core.imaging import load_image
 from mura_core.localization import pointing_game
 from mura_core.registry import create_model
@@ -122,6 +122,18 @@ def test_fuse_is_mean_of_maps():
     fused = fuse_heatmaps([a, b])
     assert fused.max() == pytest.approx(1.0) and fused[0, 0] == pytest.approx(1.0)
     assert fused[1, 1] == pytest.approx(0.0)
+
+
+def test_unweighting_a_lesion_map_undoes_the_weight_of_its_training_loss():
+    # the best output of a cross-entropy with positives weighted w, where a cell is a lesion with chance p
+    w, p = 20.0, np.array([0.0, 0.001, 0.05, 1 / 21, 0.5, 0.9, 1.0], np.float32)
+    trained = w * p / (w * p + 1 - p)
+    np.testing.assert_allclose(unweight_lesion_map(trained, w), p, rtol=1e-5, atol=1e-7)
+    assert unweight_lesion_map(np.float32(0.5), w) == pytest.approx(1 / 21)
+    np.testing.assert_array_equal(unweight_lesion_map(trained, 1), trained)
+    assert np.all(np.diff(unweight_lesion_map(np.linspace(0, 1, 101), w)) > 0)  # monotone: the peak stays
+    with pytest.raises(ValueError, match="> 0"):
+        unweight_lesion_map(trained, 0)
 
 
 def test_geometric_fusion_keeps_only_what_every_member_sees():

@@ -157,11 +157,13 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
 
     manifest = json.loads((tmp_path / "ens" / "manifest.json").read_text())
     entry = manifest["members"][0]
-    assert (entry["gradcam_layer"], entry["map_layer"], entry["map_stride"]) == (
-        "out_relu", "block_13_expand_relu", 16)
-    assert reloaded.heatmap_layers["m"] == {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride")}
+    assert (entry["gradcam_layer"], entry["map_layer"], entry["map_stride"], entry["map_positive_weight"]) == (
+        "out_relu", "block_13_expand_relu", 16, 1.0)
+    assert reloaded.heatmap_layers["m"] == {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride",
+                                                                  "map_positive_weight")}
     assert reloaded.heatmap_layer("m", "lesion_map") == "block_13_expand_relu"
-    for key, value, words in (("map_stride", 8, "stride 8 does not cover"), ("map_layer", "nope", "not a layer")):
+    for key, value, words in (("map_stride", 8, "stride 8 does not cover"), ("map_layer", "nope", "not a layer"),
+                              ("map_positive_weight", -2, "map_positive_weight must be a number > 0")):
         (tmp_path / "ens" / "manifest.json").write_text(json.dumps(
             {**manifest, "members": [{**entry, key: value}]}))
         with pytest.raises(EnsembleLoadError, match=words):
@@ -172,6 +174,16 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
     default = reloaded.predict_study([images[0].astype(np.uint8)], explain=True)  # the dashboard's default
     assert default.cam_method == reloaded.default_cam_method == "lesion_map"
     np.testing.assert_allclose(default.images[0].heatmaps["ensemble"], result.images[0].heatmaps["ensemble"])
+    # a member trained with lesion cells weighted 20 times: its map is read as a probability, peak kept
+    (tmp_path / "ens" / "manifest.json").write_text(json.dumps(
+        {**manifest, "members": [{**entry, "map_positive_weight": 20.0}]}))
+    weighted = load_ensemble(tmp_path / "ens").predict_study([images[0].astype(np.uint8)], explain=True)
+    raw, read = result.images[0].heatmaps["m"], weighted.images[0].heatmaps["m"]
+    np.testing.assert_allclose(read, raw / (raw + 20 * (1 - raw)), rtol=1e-5, atol=1e-7)
+    assert np.all(read <= raw + 1e-7) and np.unravel_index(read.argmax(), read.shape) == np.unravel_index(
+        raw.argmax(), raw.shape)
+    assert weighted.images[0].probabilities == result.images[0].probabilities
+    (tmp_path / "ens" / "manifest.json").write_text(json.dumps(manifest))
     mixed = Ensemble({"m": model, "c": classifier}, 0.5)
     assert "lesion_map" not in mixed.cam_methods
     assert mixed.predict_study([images[0].astype(np.uint8)], explain=True).cam_method == "gradcam"

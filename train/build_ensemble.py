@@ -79,11 +79,13 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
     """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
     and, with `onnx`, as a parity-checked `.onnx`), its region settings (`regions`, the defaults when None:
     `train/tune_regions.py --write` chooses them on validation once the ensemble is built) and its histories."""
-    members, architectures = {}, {}
+    members, architectures, layers = {}, {}, {}
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
         members[run.name] = keras.saving.load_model(run / "best.keras", compile=False, safe_mode=True)
         architectures[run.name] = config["model"]
+        if config.get("lesion_map"):  # the map is read as a probability by undoing its training weight
+            layers[run.name] = {"map_positive_weight": float(config.get("map_positive_weight", 1.0))}
     val = validation_predictions(runs)
     threshold, rule = metrics.choose_threshold(val["label"], val["ensemble"], sensitivity)
     val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
@@ -91,7 +93,8 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
     info = {**info, **training_data(runs[0], notes)}
     info = {**info, "threshold_rule": rule, "validation": val_metrics,
             "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
-    ensemble = Ensemble(members, threshold, info, architectures, heatmap_fusion=heatmap_fusion, regions=regions)
+    ensemble = Ensemble(members, threshold, info, architectures, heatmap_layers=layers, heatmap_fusion=heatmap_fusion,
+                        regions=regions)
     ensemble.save(out, overwrite=True, onnx=onnx, keras_float16=keras_float16)
     for run in runs:
         shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")

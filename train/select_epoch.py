@@ -2,6 +2,7 @@
 
     python -m train.select_epoch runs/stage5/demo_mobilenetv2 --epoch 4
     python -m train.select_epoch runs/stage6/demo_mobilenetv2 --epoch 2 3 4   (their weight average)
+    python -m train.select_epoch runs/lite_stage3/demo_lite0 --epoch 0 3     (the model it started from, and epoch 3)
 
 A run trained with `keep_epochs: true` keeps every epoch's model in `epochs/epoch_NN.keras`; its
 `best.keras` is the epoch with the best monitored metric. When the choice rests on something measured
@@ -13,7 +14,9 @@ validation predictions, the threshold and `val_metrics.json`, which now record t
 Several epochs give their uniform weight average (a "model soup", Wortsman et al. 2022; stochastic
 weight averaging, Izmailov et al. 2018): every weight, BatchNormalization's moving statistics included,
 is the mean over the chosen epochs. The epochs of one run share their starting point, so their average
-is one model of the same architecture and the same cost.
+is one model of the same architecture and the same cost. Epoch 0 is that starting point itself, where the
+run started from a saved model (its config's `weights` names a `.keras` file, as a later stage's does): a
+soup of a stage and the one it continued.
 """
 
 from __future__ import annotations
@@ -41,13 +44,8 @@ def select_epoch(run_dir: str | os.PathLike, epoch: int | Sequence[int]) -> dict
     epochs = sorted({int(epoch)} if isinstance(epoch, int) else {int(e) for e in epoch})
     if not epochs:
         raise ValueError(f"{run_dir}: no epoch chosen")
-    chosen = [run_dir / KEPT_EPOCH.format(epoch=e) for e in epochs]
-    for path in chosen:
-        if not path.is_file():
-            kept = sorted(p.name for p in (run_dir / "epochs").glob("epoch_*.keras"))
-            raise FileNotFoundError(f"{path}: no such kept epoch (kept: {', '.join(kept) or 'none'}; "
-                                    "train with keep_epochs: true)")
     config = load_config(run_dir / "config.yaml")  # its files go to this folder, wherever it now lies
+    chosen = [_epoch_model(run_dir, config.weights, e) for e in epochs]
     config = dataclasses.replace(config, out_dir=str(run_dir.parent), name=run_dir.name)
     _, val_rows, _ = load_data(config)
     staged = run_dir / "selecting.keras"
@@ -68,6 +66,23 @@ def select_epoch(run_dir: str | os.PathLike, epoch: int | Sequence[int]) -> dict
     return result
 
 
+def _epoch_model(run_dir: Path, start: str | None, epoch: int) -> Path:
+    """The saved model of one epoch of the run; 0: the `.keras` model the run started from."""
+    if epoch == 0:
+        if not (start and str(start).endswith(".keras")):
+            raise ValueError(f"{run_dir}: epoch 0 is the model a run started from, and this run started from "
+                             f"{start or 'random weights'!r}, not a .keras file")
+        if not Path(start).is_file():
+            raise FileNotFoundError(f"{start}: the model {run_dir} started from (epoch 0) is not there")
+        return Path(start)
+    path = run_dir / KEPT_EPOCH.format(epoch=epoch)
+    if not path.is_file():
+        kept = sorted(p.name for p in (run_dir / "epochs").glob("epoch_*.keras"))
+        raise FileNotFoundError(f"{path}: no such kept epoch (kept: {', '.join(kept) or 'none'}; "
+                                "train with keep_epochs: true)")
+    return path
+
+
 def average_weights(paths: Sequence[str | os.PathLike]) -> keras.Model:
     """The uniform average of the models saved at `paths` (one architecture): the first model, with
     each of its weights replaced by the mean over all of them."""
@@ -85,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder written by train.train with keep_epochs: true")
     parser.add_argument("--epoch", type=int, nargs="+", required=True,
-                        help="the epoch to choose (1 = the first); several: their weight average")
+                        help="the epoch to choose (1 = the first; 0 = the .keras model the run started from); "
+                             "several: their weight average")
     args = parser.parse_args(argv)
     try:
         result = select_epoch(args.run, args.epoch)

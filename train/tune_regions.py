@@ -57,7 +57,8 @@ def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None
     field, None without box heads)} of the split's images, read from `cache` when this ensemble's were
     stored there, else predicted and stored."""
     manifest = read_manifest(weights)  # the members and their fusion make the maps (not the region settings)
-    key = json.dumps([[m.get("sha256") for m in manifest["members"]], manifest.get("heatmap_fusion")])
+    key = json.dumps([[[m.get("sha256"), m.get("map_positive_weight")] for m in manifest["members"]],
+                      manifest.get("heatmap_fusion")])
     path = cache / f"maps_{hashlib.sha256(key.encode()).hexdigest()[:16]}_{split}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
