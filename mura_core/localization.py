@@ -2,7 +2,7 @@
 
 Pure scores of one heatmap against boxes (`pointing_game`, `mass_in_boxes`, `thresholded_iou`), all
 computed by `score_heatmap` at the stored image's native resolution, where the boxes live; their
-summary over images; and `score_images` / `score_ensemble`, which explain the positives of a dataset
+summary over images; whether a lesion map reads as a probability (`map_reliability`); and `score_images` / `score_ensemble`, which explain the positives of a dataset
 with boxes and score every member's map and the fused map. Used by `train.evaluate` and the tests.
 """
 
@@ -81,6 +81,53 @@ def mass_in_boxes(heatmap, boxes: Iterable[Box]) -> float:
     if total <= 0:
         return 0.0
     return float(heatmap[boxes_to_mask(heatmap.shape, boxes)].sum() / total)
+
+
+RELIABILITY_EDGES = (0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""Bins of lesion-map values for `map_reliability`: fine near 0, where nearly every pixel lies."""
+
+
+def reliability_counts(heatmap, boxes: Iterable[Box], shape: tuple[int, int],
+                       edges: tuple[float, ...] = RELIABILITY_EDGES) -> np.ndarray:
+    """One image's share of `map_reliability`, at the stored image's native resolution.
+
+    Args:
+        heatmap: (h, w) lesion map in [0, 1] at any resolution; resized to `shape` first.
+        boxes: the image's lesion boxes (x, y, w, h) in its pixels; none for a normal image.
+        shape: (H, W) of the stored image.
+        edges: the bins' edges, increasing from 0 to 1 (each bin holds low <= value < high; 1 is in the last).
+
+    Returns:
+        Float array (bins, 3): per bin, the pixels, the sum of their map values and the pixels inside a box.
+    """
+    heat = np.clip(np.nan_to_num(resize_heatmap(heatmap, tuple(shape[:2]))), 0.0, 1.0).ravel()
+    inside = boxes_to_mask(shape, boxes).ravel()
+    n = len(edges) - 1
+    bins = np.digitize(heat, np.asarray(edges[1:-1]))
+    return np.stack([np.bincount(bins, minlength=n), np.bincount(bins, weights=heat, minlength=n),
+                     np.bincount(bins, weights=inside, minlength=n)], axis=1).astype(float)
+
+
+def map_reliability(counts: Iterable[np.ndarray], edges: tuple[float, ...] = RELIABILITY_EDGES) -> list[dict]:
+    """Whether a lesion map reads as a probability: per bin of map value, the pixels' mean value against
+    the share of them inside a lesion box. Where the map is a probability the two are equal.
+
+    Args:
+        counts: `reliability_counts` of the images: normal ones, and abnormal ones whose lesions all
+            have boxes (an abnormal image without boxes would count its lesion as outside).
+        edges: the bins' edges, as given to `reliability_counts`.
+
+    Returns:
+        One dict per bin: "low", "high", "pixels", "mean" (mean map value) and "in_boxes" (share inside a
+        box); the last two are None for an empty bin.
+    """
+    total = np.zeros((len(edges) - 1, 3))
+    for image in counts:
+        total += image
+    return [{"low": float(low), "high": float(high), "pixels": int(pixels),
+             "mean": float(values / pixels) if pixels else None,
+             "in_boxes": float(inside / pixels) if pixels else None}
+            for low, high, (pixels, values, inside) in zip(edges[:-1], edges[1:], total)]
 
 
 def localization_summary(
@@ -242,8 +289,8 @@ def score_regions(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], 
         batch: images explained together.
 
     Returns:
-        One dict per readable image: "file", "label", "probability", "regions" (`Region`s) and "truths"
-        (its boxes as (x0, y0, x1, y1)).
+        One dict per readable image: "file", "label", "probability", "regions" (`Region`s), "truths"
+        (its boxes as (x0, y0, x1, y1)) and "reliability" (`reliability_counts` of the fused map).
     """
     from .regions import xywh_to_xyxy
     from .results import Study
@@ -254,8 +301,10 @@ def score_regions(ensemble, rows: pd.DataFrame, boxes: Mapping[str, list[Box]], 
     for label, result in zip(labels, ensemble.predict_studies(studies, explain=True, batch_size=batch)):
         image = result.images[0]
         if image.ok:
+            found = boxes.get(image.name) or []
             records.append({"file": image.name, "label": int(label), "probability": image.ensemble,
-                            "regions": list(image.regions), "truths": xywh_to_xyxy(boxes.get(image.name) or [])})
+                            "regions": list(image.regions), "truths": xywh_to_xyxy(found),
+                            "reliability": reliability_counts(image.heatmaps["ensemble"], found, image.image.shape)})
     return records
 
 

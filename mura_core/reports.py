@@ -330,6 +330,15 @@ def detection_frame(report: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["figure", "value"])
 
 
+def map_reliability_frame(report: Mapping[str, Any]) -> pd.DataFrame:
+    """Whether the fused lesion map reads as a probability (report key "map_reliability"): one row per bin
+    of map values that holds pixels; empty when the report has none."""
+    rows = [{"map value": f"{b['low']:.2f}–{b['high']:.2f}", "pixels": b["pixels"], "mean map value": b["mean"],
+             "share inside a box": b["in_boxes"]}
+            for b in report.get("map_reliability") or [] if b.get("pixels")]
+    return pd.DataFrame(rows, columns=["map value", "pixels", "mean map value", "share inside a box"])
+
+
 def sanity_frame(report: Mapping[str, Any]) -> pd.DataFrame:
     """The model-randomization check: one row per member and stage, Spearman correlation with the trained maps."""
     sanity = report.get("sanity") or {}

@@ -157,6 +157,15 @@ if report.get("localization"):
                "the boxes. The box area share is what a uniform heatmap would reach by chance.")
     st.dataframe(reports.localization_frame(report, shown))
     st.plotly_chart(charts.localization_figure({"localization": by_method.get(shown) or report["localization"]}))
+    reliability = reports.map_reliability_frame(report)
+    if not reliability.empty:
+        st.subheader("Is the lesion map a probability?")
+        st.caption("Every pixel of the normal images and of the abnormal ones with boxes, by the fused lesion "
+                   "map's value there. Where the map reads as a probability, the mean value of a row equals the "
+                   "share of its pixels inside an annotated box.")
+        st.dataframe(reliability, hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("mean map value", "share inside a box")})
     st.subheader("Sanity check: model randomization")
     sanity = reports.sanity_frame(report)
     if sanity.empty:

@@ -36,7 +36,7 @@ def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_st
     """A report.json dict with every section, built by `mura_core.reports` from random but informative
     predictions (plus made-up localization, sanity check and training history, which need a real run)."""
     from mura_core.body_parts import MURA_BODY_PARTS
-    from mura_core.localization import localization_summary
+    from mura_core.localization import localization_summary, map_reliability, reliability_counts
     from mura_core.reports import build_report as report_from_predictions
 
     rng = np.random.default_rng(seed)
@@ -69,6 +69,7 @@ def build_report(members: list[str], threshold: float = 0.5, seed: int = 0, n_st
             {"stage": "head + top 10% of the backbone (5 layers)", "layers": 8, "spearman": 0.2,
              "spearman_abs": 0.25, "undefined": 1}] for i, m in enumerate(members)}}
     report["detection"] = _fake_detection(rng)
+    report["map_reliability"] = map_reliability([reliability_counts(rng.random((16, 16)), [(8, 8, 12, 12)], (32, 32))])
     report["created"] = "2024-01-01T00:00:00"
     return report
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from mura_core import body_parts, charts, decision, imaging, installed, reports, results, vocabulary
+from mura_core import body_parts, charts, decision, imaging, installed, localization, reports, results, vocabulary
 from mura_core.datasets import stats
 from mura_core.heatmaps import heatmap_peak
 from tests.conftest import TINY_MEMBERS, TINY_THRESHOLD
@@ -307,7 +307,7 @@ def test_evaluation_page(monkeypatch, tiny_weights, fake_report):
                    "Threshold explorer", "Training history", "Localization", "Suspected regions as a detector"):
         assert header in headers
     assert "Not in this report." not in _texts(at)
-    assert "Sanity check: model randomization" in [h.value for h in at.subheader]
+    assert {"Is the lesion map a probability?", "Sanity check: model randomization"} <= {h.value for h in at.subheader}
     assert "the installed ensemble's report" in _texts(at)
     assert str(tiny_weights) not in _texts(at)  # no server path in the browser
     assert len(at.get("plotly_chart")) >= 10
@@ -732,6 +732,11 @@ def test_report_helpers(fake_report, tmp_path):
     froc = charts.froc_figure(report)
     assert froc.data[0].x[-1] == report["detection"]["froc"]["fp_per_image"][-1] and len(froc.data) == 3
     assert reports.detection_frame({}).empty
+    reliability = reports.map_reliability_frame(report)
+    edges = localization.RELIABILITY_EDGES
+    assert reliability["pixels"].sum() == 32 * 32 and reliability["pixels"].min() > 0  # empty bins left out
+    assert set(reliability["map value"]) <= {f"{low:.2f}–{high:.2f}" for low, high in zip(edges, edges[1:])}
+    assert reliability["share inside a box"].between(0, 1).all() and reports.map_reliability_frame({}).empty
 
 
 def test_members_frame_and_stamp(tiny_weights, tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mura_core import sanity
+from mura_core import localization, sanity
 from mura_core.ensemble import Ensemble, EnsembleLoadError, load_ensemble
 from mura_core.gradcam import CamExplainer
 from mura_core.heatmaps import resize_heatmap
@@ -662,6 +662,12 @@ def test_evaluate_scores_both_heatmaps_draws_the_gallery_and_runs_the_sanity_che
     assert detection["froc"]["fp_per_image"][0] == 0 and len(report["detection_gallery"]) >= 1
     for case in report["detection_gallery"]:
         assert case["kind"] in ("best", "worst") and Image.open(out / case["picture"]).size[0] > 100
+    # does the fused map read as a probability: every pixel of the scored images in one bin or another
+    reliability = report["map_reliability"]
+    assert [b["low"] for b in reliability] == list(localization.RELIABILITY_EDGES[:-1])
+    assert sum(b["pixels"] for b in reliability) > 0
+    for b in reliability:
+        assert b["pixels"] == 0 or (b["low"] <= b["mean"] <= b["high"] and 0 <= b["in_boxes"] <= 1)
     sanity_rows = report["sanity"]["members"]["m"]
     assert report["sanity"]["images"] == 2 and sanity_rows[0]["stage"] == "head"
     assert json.loads((out / "report.json").read_text())["sanity"] == report["sanity"]

@@ -9,7 +9,14 @@ from sklearn.metrics import cohen_kappa_score, f1_score, precision_score
 
 from mura_core import metrics
 from mura_core.decision import aggregate_studies
-from mura_core.localization import boxes_to_mask, localization_summary, mass_in_boxes, pointing_game
+from mura_core.localization import (
+    boxes_to_mask,
+    localization_summary,
+    map_reliability,
+    mass_in_boxes,
+    pointing_game,
+    reliability_counts,
+)
 from mura_core.metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -342,3 +349,21 @@ def test_localization_summary():
     assert localization_summary(iter(records)) == s
     empty = localization_summary([])
     assert empty["n"] == 0 and empty["pointing_game"] is None
+
+
+def test_map_reliability_compares_each_bin_of_map_values_with_the_share_inside_boxes():
+    # 10 x 10 image: a 2 x 5 box where the map says 0.7, 0.7 on 10 more pixels outside, 0.05 elsewhere
+    heat = np.full((10, 10), 0.05)
+    heat[0:2, 0:5] = 0.7
+    heat[5, :] = 0.7
+    counts = reliability_counts(heat, [(0, 0, 5, 2)], (10, 10))
+    assert counts.shape == (8, 3) and counts[:, 0].sum() == 100 and counts[:, 2].sum() == 10
+    normal = reliability_counts(np.ones((5, 5)), [], (10, 10))  # resized to the image; 1.0 is in the last bin
+    table = map_reliability([counts, normal])
+    assert [(b["low"], b["high"]) for b in table][0] == (0.0, 0.01) and table[-1]["high"] == 1.0
+    by_low = {b["low"]: b for b in table}
+    assert by_low[0.03] == {"low": 0.03, "high": 0.1, "pixels": 80, "mean": pytest.approx(0.05), "in_boxes": 0.0}
+    assert by_low[0.6]["pixels"] == 20 and by_low[0.6]["in_boxes"] == pytest.approx(0.5)
+    assert by_low[0.6]["mean"] == pytest.approx(0.7)
+    assert by_low[0.8] == {"low": 0.8, "high": 1.0, "pixels": 100, "mean": pytest.approx(1.0), "in_boxes": 0.0}
+    assert by_low[0.0]["mean"] is None and by_low[0.0]["in_boxes"] is None

@@ -127,9 +127,14 @@ def explanations(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path,
 
 def detection(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, n_cases: int = 3) -> dict:
     """The suspected regions scored as a detector over every image of `rows`, for the report: "detection"
-    (`regions.detection_metrics` with the FROC curve, the region settings used) and "detection_gallery"
-    (the best and worst boxed images by the best IoU of a region, drawn into `out/gallery/`)."""
+    (`regions.detection_metrics` with the FROC curve, the region settings used), "detection_gallery"
+    (the best and worst boxed images by the best IoU of a region, drawn into `out/gallery/`) and
+    "map_reliability" (`localization.map_reliability` of the fused lesion map over the normal images and
+    the abnormal ones with boxes; None when the default heatmap is not a lesion map)."""
     records = localization.score_regions(ensemble, rows, boxes)
+    reliability = localization.map_reliability(
+        r["reliability"] for r in records if r["label"] == 0 or r["truths"]) \
+        if ensemble.default_cam_method == LESION_MAP else None
     figures = regions.detection_metrics([r["regions"] for r in records], [r["truths"] for r in records])
     figures.update(threshold=ensemble.regions.threshold, settings=ensemble.regions.to_info(),
                    method=ensemble.default_cam_method)
@@ -144,7 +149,7 @@ def detection(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, n_
             gallery.append({"file": case["file"], "kind": kind, "picture": file, "iou": case["iou"],
                             "probability": case["probability"], "regions": len(case["regions"]),
                             "top_score": max((g.score for g in case["regions"]), default=None)})
-    return {"detection": figures, "detection_gallery": gallery}
+    return {"detection": figures, "detection_gallery": gallery, "map_reliability": reliability}
 
 
 def save_region_picture(result, truths, path: Path, threshold: float, side: int = 320) -> Path:
