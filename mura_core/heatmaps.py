@@ -73,8 +73,8 @@ def unweight_lesion_map(lesion_map: np.ndarray, positive_weight: float) -> np.nd
     Weighting the positives of a cross-entropy w times moves its best output from p to w p / (w p + 1 - p):
     a map trained that way says 0.5 where the chance is 1 / (w + 1), and glows far beyond the lesion. This
     undoes it, p = q / (q + w (1 - q)), which is sigmoid(logit(q) - log w). Monotone, so the map's peak
-    stays; on the bundled model's validation split it turned cells said to be 0.89 (observed in a box:
-    0.31) into 0.86 (observed: 0.84) (docs/bundled-model.md).
+    stays. `localization.map_reliability` checks the result against the boxes of a dataset (the bundled
+    model's: docs/bundled-model.md).
 
     Args:
         lesion_map: maps in [0, 1] of any shape (a batch of them, say).

@@ -2,8 +2,9 @@
 
 Pure scores of one heatmap against boxes (`pointing_game`, `mass_in_boxes`, `thresholded_iou`), all
 computed by `score_heatmap` at the stored image's native resolution, where the boxes live; their
-summary over images; whether a lesion map reads as a probability (`map_reliability`); and `score_images` / `score_ensemble`, which explain the positives of a dataset
-with boxes and score every member's map and the fused map. Used by `train.evaluate` and the tests.
+summary over images; whether a lesion map reads as a probability (`map_reliability`); and `score_images` /
+`score_ensemble`, which explain the positives of a dataset with boxes and score every member's map and the
+fused map. Used by `train.evaluate` and the tests.
 """
 
 from __future__ import annotations

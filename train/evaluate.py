@@ -132,9 +132,10 @@ def detection(ensemble: Ensemble, rows: pd.DataFrame, boxes: dict, out: Path, n_
     "map_reliability" (`localization.map_reliability` of the fused lesion map over the normal images and
     the abnormal ones with boxes; None when the default heatmap is not a lesion map)."""
     records = localization.score_regions(ensemble, rows, boxes)
-    reliability = localization.map_reliability(
-        r["reliability"] for r in records if r["label"] == 0 or r["truths"]) \
-        if ensemble.default_cam_method == LESION_MAP else None
+    reliability = None
+    if ensemble.default_cam_method == LESION_MAP:  # a Grad-CAM is scaled to [0, 1]: no probability to check
+        reliability = localization.map_reliability(r["reliability"] for r in records
+                                                   if r["label"] == 0 or r["truths"])
     figures = regions.detection_metrics([r["regions"] for r in records], [r["truths"] for r in records])
     figures.update(threshold=ensemble.regions.threshold, settings=ensemble.regions.to_info(),
                    method=ensemble.default_cam_method)
