@@ -221,7 +221,8 @@ def show_study(files: tuple[tuple[str, bytes], ...]) -> None:
             "map means the model sees no clear lesion). The ensemble map is the "
             + ("geometric mean of the members' maps: bright only where every model's map is. "
                if ensemble.heatmap_fusion == "geometric" else "mean of the members' maps. ") +
-            "See the Evaluation page for how often the maps point inside the annotated boxes."
+            "See the Evaluation page for how often the maps point inside the annotated boxes, and how well "
+            "their values match how often an area held a fracture."
         )
     else:
         st.caption(
