@@ -37,10 +37,24 @@ Then reload this page. The **Dataset explorer** and **Evaluation** pages work wi
 M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters (malloc.h)
 ARENA_MAX = 2
 MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept fixed
+MEMORY_BOUNDS = (
+    # Streamlit runs each session's script in its own thread, and glibc gives each new thread its own
+    # heap (up to 8 per core) that it keeps after the thread is done: a server's memory then grows with
+    # the number of sessions it has seen. Two heaps bound that.
+    ("MALLOC_ARENA_MAX", M_ARENA_MAX, ARENA_MAX),
+    # glibc maps each block of 128 KiB or more (an image, a map, a model's activations) on its own and
+    # returns it when freed, but raises that bound to the size of every such block freed, up to 32 MiB:
+    # after a few studies their arrays come from the heaps instead, where freed space stays with the
+    # process. A fixed bound keeps them mapped: a 40-session soak grew the ONNX server by 38 MiB with it,
+    # 140 MiB without, and the warm study's time did not change.
+    ("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+)
+"""(glibc's environment variable, mallopt parameter, value) of each bound the dashboard sets; an operator's
+environment variable wins."""
 
 
 def _glibc():
-    """The C library when it is glibc (Linux), else None: the memory bounds below are glibc's."""
+    """The C library when it is glibc (Linux), else None: `MEMORY_BOUNDS` are glibc's."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
@@ -50,18 +64,10 @@ def _glibc():
 
 
 _LIBC = _glibc()
-if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
-    # Streamlit runs each session's script in its own thread, and glibc gives each new thread its own
-    # heap (up to 8 per core) that it keeps after the thread is done: a server's memory then grows with
-    # the number of sessions it has seen. Two heaps bound that; an operator's MALLOC_ARENA_MAX wins.
-    _LIBC.mallopt(M_ARENA_MAX, ARENA_MAX)
-if _LIBC is not None and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-    # glibc maps each block of 128 KiB or more (an image, a map, a model's activations) on its own and
-    # returns it when freed, but raises that bound to the size of every such block freed, up to 32 MiB:
-    # after a few studies their arrays come from the heaps instead, where freed space stays with the
-    # process. A fixed bound keeps them mapped: a 40-session soak grew the ONNX server by 38 MiB with it,
-    # 140 MiB without, and the warm study's time did not change. An operator's MALLOC_MMAP_THRESHOLD_ wins.
-    _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+if _LIBC is not None:
+    for _variable, _parameter, _value in MEMORY_BOUNDS:
+        if _variable not in os.environ:
+            _LIBC.mallopt(_parameter, _value)
 
 
 def release_free_memory() -> None:
