@@ -3,6 +3,9 @@
 Written once and called by the ensemble, the CLI, the metrics, the reports, training and the
 dashboard:
 
+* a member's probability is its classifier's, or, for a member whose manifest gives its lesion map a say
+  ("map_evidence" w), the weighted geometric mean of its classifier's and its lesion map's peak
+  (`member_probability`);
 * an image's ensemble probability is the mean of its members' probabilities (`ensemble_probability`);
 * a study's probability is the mean over its readable images (`study_probability`,
   `aggregate_studies` for tables): MURA's convention;
@@ -38,6 +41,27 @@ def verdict(probability: float | None, threshold: float) -> str | None:
     if probability is None or (isinstance(probability, float) and np.isnan(probability)):
         return None
     return LABEL_NAMES[int(is_abnormal(probability, threshold))]
+
+
+def member_probability(classifier, map_peak, map_evidence: float):
+    """A member's probability of 'abnormal' from its two heads: classifier^(1 - w) * map_peak^w.
+
+    The classifier reads the whole image; the lesion map, trained on the lesion boxes, says where a lesion
+    lies, and its peak (`heatmaps.peak_value` of the map read as a probability) how likely the likeliest spot
+    holds one. Their weighted geometric mean calls an image abnormal when both heads lean that way, and lets
+    one head's confident 'no' pull down the other's 'maybe'. w = 0 is the classifier alone, w = 1 the map
+    alone; the bundled model's w was chosen on validation (docs/bundled-model.md).
+
+    Args:
+        classifier: the classifier's probabilities (a number or an array).
+        map_peak: the lesion map's peak, of the same shape.
+        map_evidence: w in [0, 1].
+    """
+    if not 0.0 <= map_evidence <= 1.0:
+        raise ValueError(f"map_evidence must lie in [0, 1], not {map_evidence!r}")
+    classifier = np.clip(np.asarray(classifier, dtype=np.float64), 0.0, 1.0)
+    peak = np.clip(np.asarray(map_peak, dtype=np.float64), 0.0, 1.0)
+    return classifier ** (1.0 - map_evidence) * peak ** map_evidence
 
 
 def ensemble_probability(member_probabilities: Iterable[float]) -> float:

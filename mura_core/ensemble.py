@@ -23,8 +23,8 @@ import pandas as pd
 
 from .body_parts import detect_body_part
 from .coverage import Coverage, colour_warning
-from .decision import DEFAULT_THRESHOLD, ensemble_probability, study_probability, verdict
-from .heatmaps import FUSION_RULES, fuse_heatmaps, resize_heatmap, unweight_lesion_map
+from .decision import DEFAULT_THRESHOLD, ensemble_probability, member_probability, study_probability, verdict
+from .heatmaps import FUSION_RULES, fuse_heatmaps, peak_value, resize_heatmap, unweight_lesion_map
 from .imaging import ImageLoadError, ImageSource, load_image_info, resize_square, source_name
 from .installed import (  # noqa: F401  (re-exported: the public API keeps these names here)
     DEFAULT_WEIGHTS,
@@ -40,6 +40,7 @@ from .notices import DISCLAIMER  # noqa: F401  (re-exported)
 from .onnx_runtime import OnnxMember, onnxruntime_available, runtime_setting
 from .regions import RegionSettings, box_field, find_regions, fuse_box_fields
 from .results import ImageResult, Study, StudyResult  # noqa: F401  (re-exported)
+from .test_time import Mirrored
 from .vocabulary import CAM_METHODS, LESION_MAP
 
 if TYPE_CHECKING:
@@ -60,19 +61,23 @@ class Ensemble:
         jit_compile: compile prediction and Grad-CAM with XLA.
         heatmap_fusion: how the members' lesion maps are fused (`heatmaps.FUSION_RULES`; the manifest's
             "heatmap_fusion", "mean" when absent). Other heatmaps are always averaged.
-        heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride", "map_positive_weight"} as
-            a manifest records them; what is missing comes from the model (its lesion map's stride) or the
-            architecture's spec. "map_positive_weight", the weight of lesion cells in the member's training
-            (1 when absent), turns its lesion map into a probability (`heatmaps.unweight_lesion_map`).
+        heatmap_layers: member name -> {"gradcam_layer", "map_layer", "map_stride", "map_positive_weight",
+            "map_evidence"} as a manifest records them; what is missing comes from the model (its lesion map's
+            stride) or the architecture's spec. "map_positive_weight", the weight of lesion cells in the
+            member's training (1 when absent), turns its lesion map into a probability
+            (`heatmaps.unweight_lesion_map`); "map_evidence" (0 when absent), the lesion map's say in the
+            member's probability (`decision.member_probability`), so every reading runs the map.
         regions: how suspected regions are read off the fused default map, and the score of a finding (the
             manifest's "regions"; `RegionSettings()` when absent).
+        test_time_flip: each member reads every image as it is and mirrored left-right, and its outputs are
+            averaged (`test_time.Mirrored`; the manifest's "test_time_flip", False when absent).
     """
 
     def __init__(self, members: Mapping[str, keras.Model | OnnxMember], threshold: float = DEFAULT_THRESHOLD,
                  info: Mapping[str, Any] | None = None,
                  architectures: Mapping[str, str] | None = None, jit_compile: bool = False,
                  heatmap_layers: Mapping[str, Mapping[str, Any]] | None = None, heatmap_fusion: str = "mean",
-                 regions: RegionSettings | None = None):
+                 regions: RegionSettings | None = None, test_time_flip: bool = False):
         if not members:
             raise ValueError("An ensemble needs at least one member")
         if heatmap_fusion not in FUSION_RULES:
@@ -92,7 +97,8 @@ class Ensemble:
                 self.heatmap_layers[name] = {"gradcam_layer": recorded.get("gradcam_layer") or member.layer_name,
                                              "map_layer": recorded.get("map_layer", ""),
                                              "map_stride": int(recorded.get("map_stride") or member.map_stride or 0),
-                                             "map_positive_weight": _positive_weight(recorded, name)}
+                                             "map_positive_weight": _positive_weight(recorded, name),
+                                             "map_evidence": _map_evidence(recorded, name, member)}
                 self._explainers[name] = member
                 continue
             from .gradcam import CamExplainer
@@ -104,9 +110,13 @@ class Ensemble:
                                          "map_stride": _map_stride(recorded, member, arch),
                                          "map_positive_weight": _positive_weight(recorded, name)}
             self._explainers[name] = CamExplainer(member, self.heatmap_layers[name]["gradcam_layer"], jit_compile)
+            self.heatmap_layers[name]["map_evidence"] = _map_evidence(recorded, name, self._explainers[name])
         without = [n for n, e in self._explainers.items() if not e.has_boxes]
         if self.regions.params.mode == "boxes" and without:
             raise ValueError(f"region mode 'boxes' reads the members' box heads, and {', '.join(without)} has none")
+        self.test_time_flip = bool(test_time_flip)
+        if self.test_time_flip:
+            self._explainers = {name: Mirrored(e) for name, e in self._explainers.items()}
         self._lock = threading.Lock()  # one study at a time through the shared models
 
     @property
@@ -168,7 +178,7 @@ class Ensemble:
                 probs = []
                 for start in range(0, len(grays), batch_size):
                     batch = np.stack([resize_square(g, size) for g in grays[start:start + batch_size]])
-                    probs.append(explainer.predict(batch))
+                    probs.append(self._read(name, batch)[0])
                 out[name] = np.concatenate(probs) if probs else np.zeros(0, np.float32)
         return out
 
@@ -297,20 +307,13 @@ class Ensemble:
         with self._lock:
             for name, explainer in self._explainers.items():
                 batch = np.stack([resize_square(r.image, explainer.input_size) for r in ok])
-                if explain:
-                    if lesions:  # the map and any box head's codes come from one pass
-                        probs, maps, codes = explainer.explain_lesions(batch)
-                        maps = unweight_lesion_map(maps, self.heatmap_layers[name]["map_positive_weight"])
-                        for found, image_codes in zip(fields, codes if codes is not None else ()):
-                            found.append(box_field(image_codes))
-                    else:
-                        probs, maps = explainer.explain(batch, method)
-                    for r, heat in zip(ok, maps):
-                        r.heatmaps[name] = heat
-                else:
-                    probs = explainer.predict(batch)
-                for r, p in zip(ok, probs):
+                probs, maps, codes = self._read(name, batch, method if explain else None)
+                for found, image_codes in zip(fields, codes if codes is not None else ()):
+                    found.append(box_field(image_codes))
+                for r, p, heat in zip(ok, probs, maps if maps is not None else [None] * len(ok)):
                     r.probabilities[name] = float(p)
+                    if heat is not None:
+                        r.heatmaps[name] = heat
         rule = self.heatmap_fusion if lesions else "mean"
         weights = self._map_resolutions() if rule == "geometric_by_resolution" else None
         for r in ok:
@@ -322,6 +325,29 @@ class Ensemble:
                                                        rule=rule)
         for r, found in zip(ok, fields):
             r.box_field = fuse_box_fields(found)
+
+    def _read(self, name: str, batch: np.ndarray, method: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Member `name`'s reading of a batch of raw images: its probabilities (`decision.member_probability`),
+        its heatmaps by `method` (None: none; a lesion map read as a probability) and, with the lesion map, its
+        box head's codes (None without one). The lesion map and the box codes come from the probability's
+        pass; a member whose probability takes the map's evidence runs the map for every reading."""
+        explainer, layers = self._explainers[name], self.heatmap_layers[name]
+        evidence = layers.get("map_evidence", 0.0)
+        maps = codes = None
+        if method == LESION_MAP or evidence:
+            probs, lesion_maps, lesion_codes = explainer.explain_lesions(batch)
+            lesion_maps = unweight_lesion_map(lesion_maps, layers["map_positive_weight"])
+            if evidence:
+                probs = member_probability(probs, [peak_value(m) for m in lesion_maps], evidence)
+            if method == LESION_MAP:
+                maps, codes = lesion_maps, lesion_codes
+        if method is not None and method != LESION_MAP:
+            cam_probs, maps = explainer.explain(batch, method)
+            probs = probs if evidence else cam_probs
+        elif method is None and not evidence:
+            probs = explainer.predict(batch)
+        return np.asarray(probs, dtype=np.float32), maps, codes
 
     def _map_resolutions(self) -> list[float]:
         """Each member's lesion-map resolution, in cells per side (input size / map stride): the weights
@@ -378,7 +404,8 @@ class Ensemble:
                          "gradcam_layer": layers["gradcam_layer"]}
                 if self._explainers[name].has_lesion_map:
                     entry.update(map_layer=layers["map_layer"], map_stride=layers["map_stride"],
-                                 map_positive_weight=layers["map_positive_weight"])
+                                 map_positive_weight=layers["map_positive_weight"],
+                                 map_evidence=layers["map_evidence"])
                 if keras_float16:
                     entry["keras_float16"] = True
                 if onnx:
@@ -387,7 +414,8 @@ class Ensemble:
                     entry["onnx"] = write_onnx_member(model, tmp / f"{name}.onnx", layers["gradcam_layer"])
                 entries.append(entry)
             manifest = {"format": MANIFEST_FORMAT, "threshold": self.threshold,
-                        "heatmap_fusion": self.heatmap_fusion, "members": entries,
+                        "heatmap_fusion": self.heatmap_fusion, "test_time_flip": self.test_time_flip,
+                        "members": entries,
                         "regions": self.regions.to_info(), "info": self.info}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if folder.exists():
@@ -452,8 +480,8 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         path = folder / file
         if Path(file).name != file:
             raise EnsembleLoadError(f"{path}: member files must lie in the ensemble folder")
-        layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride", "map_positive_weight")
-                        if entry.get(k)}
+        layers[name] = {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride", "map_positive_weight",
+                                              "map_evidence") if entry.get(k)}
         if setting == "onnx" or (setting == "auto" and entry.get("onnx") and onnxruntime_available()):
             members[name] = _onnx_member(folder, entry, verify)
         else:
@@ -470,9 +498,12 @@ def load_ensemble(folder: str | os.PathLike | None = None, verify: bool = True,
         regions = RegionSettings.from_manifest(manifest, str(folder / MANIFEST))
     except ValueError as exc:
         raise EnsembleLoadError(str(exc)) from None
+    flip = manifest.get("test_time_flip", False)
+    if not isinstance(flip, bool):
+        raise EnsembleLoadError(f"{folder / MANIFEST}: test_time_flip must be true or false, not {flip!r}")
     try:
         return Ensemble(members, float(manifest.get("threshold", DEFAULT_THRESHOLD)), manifest.get("info"),
-                        architectures, jit_compile, layers, fusion, regions)
+                        architectures, jit_compile, layers, fusion, regions, flip)
     except ValueError as exc:
         raise EnsembleLoadError(f"{folder / MANIFEST}: {exc}") from None
 
@@ -565,6 +596,17 @@ def _positive_weight(recorded: Mapping[str, Any], name: str) -> float:
         raise ValueError(f"member {name!r}: map_positive_weight must be a number > 0, "
                          f"not {recorded.get('map_positive_weight')!r}")
     return weight
+
+
+def _map_evidence(recorded: Mapping[str, Any], name: str, explainer) -> float:
+    """The lesion map's say in a member's probability, as recorded (`decision.member_probability`); 0 (the
+    classifier alone) when not. Refused outside [0, 1] or for a member without a lesion map."""
+    value = recorded.get("map_evidence") or 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"member {name!r}: map_evidence must be a number in [0, 1], not {value!r}")
+    if value and not explainer.has_lesion_map:
+        raise ValueError(f"member {name!r}: map_evidence {value} needs a lesion map, and the member has none")
+    return float(value)
 
 
 def _map_stride(recorded: Mapping[str, Any], model: keras.Model, architecture: str) -> int:

@@ -1,4 +1,5 @@
-"""Heatmaps as pure functions: scale to [0, 1], resize, find the peak, read a lesion map as a probability,
+"""Heatmaps as pure functions: scale to [0, 1], resize, find the peak and its height, read a lesion map as a
+probability,
 fuse the members' maps, draw over a radiograph.
 
 No TensorFlow: charts, localization scores and the dashboard use these without the model modules
@@ -64,6 +65,20 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int],
                                 float(smoothing) * max(heat.shape))
     row, col = np.unravel_index(np.nanargmax(heat), heat.shape)
     return int(row), int(col)
+
+
+def peak_value(heatmap: np.ndarray, smoothing: float = PEAK_SMOOTHING) -> float:
+    """The height of a map's hottest region: its maximum after the Gaussian blur `heatmap_peak` uses (sigma
+    `smoothing` times the map's longer side), so that one bright cell counts less than a bright region.
+    For a lesion map read as a probability (`unweight_lesion_map`), the chance that the likeliest spot holds a
+    lesion: the lesion map's evidence in a member's probability (`decision.member_probability`). 0 for an
+    empty or all-NaN map."""
+    heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)
+    if heat.size == 0:
+        return 0.0
+    if smoothing > 0:
+        heat = cv2.GaussianBlur(heat, (0, 0), float(smoothing) * max(heat.shape))
+    return float(heat.max())
 
 
 def unweight_lesion_map(lesion_map: np.ndarray, positive_weight: float) -> np.ndarray:

@@ -40,3 +40,12 @@ def test_vocabulary():
         level_key("patient")
     assert set(METRIC_LABELS) == set(METRICS)
     assert label_text("fractured") == "abnormal" and label_text(np.int64(0)) == "normal" and label_text("?") == ""
+
+
+def test_a_members_probability_weighs_its_classifier_and_its_lesion_maps_peak():
+    assert decision.member_probability(0.64, 0.25, 0.0) == pytest.approx(0.64)  # the classifier alone
+    assert decision.member_probability(0.64, 0.25, 1.0) == pytest.approx(0.25)  # the map alone
+    assert decision.member_probability(0.64, 0.25, 0.5) == pytest.approx(0.4)  # sqrt(0.64 * 0.25)
+    np.testing.assert_allclose(decision.member_probability([0.9, 0.9], [0.0, 1.0], 0.5), [0.0, 0.9 ** 0.5])
+    with pytest.raises(ValueError, match="map_evidence must lie in"):
+        decision.member_probability(0.5, 0.5, 1.5)

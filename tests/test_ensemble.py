@@ -136,6 +136,19 @@ def test_unweighting_a_lesion_map_undoes_the_weight_of_its_training_loss():
         unweight_lesion_map(trained, 0)
 
 
+def test_a_maps_peak_value_is_its_height_after_the_pointing_blur():
+    from mura_core.heatmaps import peak_value
+
+    spot = np.zeros((64, 64), np.float32)
+    spot[10, 10] = 1.0  # one bright cell
+    region = np.zeros((64, 64), np.float32)
+    region[40:52, 20:32] = 0.5  # a dimmer region of 12 x 12
+    assert peak_value(spot, smoothing=0) == 1.0
+    assert peak_value(spot) < 0.1 < 0.49 < peak_value(region) <= 0.5  # blurred, the region stands above the spot
+    assert peak_value(spot + region) == pytest.approx(peak_value(region), abs=1e-3)
+    assert peak_value(np.zeros((0, 0))) == 0.0 and peak_value(np.full((4, 4), np.nan)) == 0.0
+
+
 def test_geometric_fusion_keeps_only_what_every_member_sees():
     coarse = np.full((4, 4), 0.1, np.float32)
     coarse[:2, :2] = 0.8  # a neighbourhood

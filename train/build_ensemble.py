@@ -12,7 +12,10 @@ ONNX graphs of an ensemble installed without them. `--keras-float16` stores the 
 
 The threshold is chosen on the runs' shared validation predictions (mean of the members, as the
 ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
-Never choose it on the test split.
+Never choose it on the test split. An ensemble that reads images otherwise than its runs did in training
+(`--map-evidence W`: each lesion-map member's probability takes its map's peak with weight W,
+`decision.member_probability`; `--test-time-flip`: each member also reads the mirror image,
+`mura_core.test_time`) predicts those validation images itself, and its threshold is chosen on that.
 
 The manifest also records what the members were trained on, read from the first run's data (the
 members of an ensemble share their data): the coverage (body parts of the training split, what the
@@ -63,6 +66,15 @@ def validation_predictions(runs: list[Path]) -> pd.DataFrame:
     return merged
 
 
+def own_predictions(ensemble: Ensemble, paths: list[str]) -> list[float]:
+    """The ensemble's probabilities for image files (one study each), through its one prediction path."""
+    frame = ensemble.predict_files(paths, batch_size=8)
+    failed = frame[frame["error"] != ""]
+    if not failed.empty:
+        raise ValueError(f"{failed['path'].iloc[0]}: {failed['error'].iloc[0]}")
+    return frame["ensemble"].astype(float).tolist()
+
+
 def training_data(run: Path, notes: str = "") -> dict:
     """The manifest entries `coverage` and `training_data` for the data the run in `run` was trained on."""
     config = load_config(run / "config.yaml")
@@ -75,26 +87,33 @@ def training_data(run: Path, notes: str = "") -> dict:
 
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
           heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False,
-          regions: RegionSettings | None = None) -> Ensemble:
+          regions: RegionSettings | None = None, map_evidence: float = 0.0,
+          test_time_flip: bool = False) -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
     and, with `onnx`, as a parity-checked `.onnx`), its region settings (`regions`, the defaults when None:
-    `train/tune_regions.py --write` chooses them on validation once the ensemble is built) and its histories."""
+    `train/tune_regions.py --write` chooses them on validation once the ensemble is built) and its histories.
+    `map_evidence` gives each lesion-map member's map that say in its probability, `test_time_flip` mirrors
+    every reading; with either, the threshold is chosen on the ensemble's own validation predictions."""
     members, architectures, layers = {}, {}, {}
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
         members[run.name] = keras.saving.load_model(run / "best.keras", compile=False, safe_mode=True)
         architectures[run.name] = config["model"]
         if config.get("lesion_map"):  # the map is read as a probability by undoing its training weight
-            layers[run.name] = {"map_positive_weight": float(config.get("map_positive_weight", 1.0))}
+            layers[run.name] = {"map_positive_weight": float(config.get("map_positive_weight", 1.0)),
+                                "map_evidence": float(map_evidence)}
     val = validation_predictions(runs)
+    ensemble = Ensemble(members, 0.5, {}, architectures, heatmap_layers=layers, heatmap_fusion=heatmap_fusion,
+                        regions=regions, test_time_flip=test_time_flip)
+    if map_evidence or test_time_flip:
+        val["ensemble"] = own_predictions(ensemble, val["path"].tolist())
     threshold, rule = metrics.choose_threshold(val["label"], val["ensemble"], sensitivity)
     val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
     notes = (info.get(COVERAGE_KEY) or {}).get("notes", "")
     info = {**info, **training_data(runs[0], notes)}
-    info = {**info, "threshold_rule": rule, "validation": val_metrics,
-            "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
-    ensemble = Ensemble(members, threshold, info, architectures, heatmap_layers=layers, heatmap_fusion=heatmap_fusion,
-                        regions=regions)
+    ensemble.threshold = threshold
+    ensemble.info = {**info, "threshold_rule": rule, "validation": val_metrics,
+                     "members": {run.name: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}}
     ensemble.save(out, overwrite=True, onnx=onnx, keras_float16=keras_float16)
     for run in runs:
         shutil.copy(run / "history.csv", out / f"history_{run.name}.csv")
@@ -158,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                              "manifest; default: the defaults, to tune with tune_regions --write after building")
     parser.add_argument("--heatmap-fusion", default="mean", choices=FUSION_RULES,
                         help="how the members' lesion maps are fused (chosen on validation; default mean)")
+    parser.add_argument("--map-evidence", type=float, default=0.0, metavar="W",
+                        help="the weight of each lesion-map member's map peak in its probability, in [0, 1] "
+                             "(decision.member_probability; chosen on validation; default 0, the classifier alone)")
+    parser.add_argument("--test-time-flip", action="store_true",
+                        help="each member also reads every image mirrored left-right, its outputs averaged")
     args = parser.parse_args(argv)
     if args.add_onnx:
         manifest = add_onnx(args.add_onnx, args.keras_float16)
@@ -173,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.regions)
         except (OSError, json.JSONDecodeError, ValueError) as exc:
             parser.error(f"--regions {args.regions}: {exc}")
+    if not 0.0 <= args.map_evidence <= 1.0:
+        parser.error(f"--map-evidence must lie in [0, 1], not {args.map_evidence}")
     ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion,
-                     not args.no_onnx, args.keras_float16, regions)
+                     not args.no_onnx, args.keras_float16, regions, args.map_evidence, args.test_time_flip)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
                       "validation": ensemble.info["validation"]}, indent=2))
     return 0
