@@ -22,7 +22,7 @@ import pandas as pd
 
 from .body_parts import body_part_label
 from .csvsafe import write_csv
-from .decision import aggregate_studies
+from .decision import DEFAULT_THRESHOLD, aggregate_studies
 from .installed import REPORT_FILE
 from .vocabulary import LEVEL_LABELS, LEVELS, METRIC_LABELS, METRICS, level_key
 
@@ -351,8 +351,26 @@ def sanity_frame(report: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def members_frame(manifest: Mapping[str, Any]) -> pd.DataFrame:
-    """The ensemble's members from its manifest: name, architecture, input size, checksum prefix."""
+    """The ensemble's members from its manifest: name, architecture, input size, the lesion map's weight in
+    the member's probability (`decision.member_probability`), checksum prefix."""
     rows = [{"member": m.get("name"), "architecture": m.get("architecture"),
              "input size (px)": m.get("input_size"), "Grad-CAM layer": m.get("gradcam_layer"),
+             "lesion map's weight in its probability": float(m.get("map_evidence") or 0.0),
              "sha256": str(m.get("sha256", ""))[:12]} for m in manifest.get("members", [])]
     return pd.DataFrame(rows)
+
+
+def reading_text(manifest: Mapping[str, Any]) -> str:
+    """How the ensemble reads an image and turns its members' readings into a verdict, as the About page says."""
+    members = manifest.get("members", [])
+    weights = sorted({float(m.get("map_evidence") or 0.0) for m in members})
+    text = f"An ensemble of {len(members)} convolutional network{'s' if len(members) != 1 else ''}. "
+    if manifest.get("test_time_flip"):
+        text += "Each member reads every image twice, as it is and mirrored left-right, and averages the two. "
+    if any(weights):
+        share = " or ".join(f"{w:g}" for w in weights if w)
+        text += ("A member's probability combines its classifier's with the peak of its lesion map (the chance "
+                 f"that the likeliest spot holds a fracture): their geometric mean, the map weighted {share}. ")
+    threshold = float(manifest.get("threshold", DEFAULT_THRESHOLD))
+    return (text + "The ensemble probability is the mean of the members' probabilities, and a study is called "
+            f"abnormal when the mean over its images reaches the threshold **{threshold:.2f}**.")

@@ -13,7 +13,6 @@ title_slot.title("Model card")
 from dashboard.common import INSTALL_HELP, read_report  # noqa: E402
 from mura_core import installed, reports  # noqa: E402
 from mura_core.coverage import Coverage, coverage_text, dataset_name  # noqa: E402
-from mura_core.decision import DEFAULT_THRESHOLD  # noqa: E402
 from mura_core.installed import SAMPLE_COLUMNS, EnsembleLoadError, read_manifest  # noqa: E402
 
 folder = installed.weights_folder()
@@ -32,10 +31,7 @@ st.markdown(info.get("intended_use") or INTENDED_USE)
 
 st.header("Models")
 if manifest:
-    threshold = float(manifest.get("threshold", DEFAULT_THRESHOLD))
-    st.markdown(f"An ensemble of {len(manifest['members'])} convolutional networks; the ensemble "
-                "probability is the mean of the members' probabilities, and a study is called abnormal when "
-                f"the mean over its images reaches the threshold **{threshold:.2f}**.")
+    st.markdown(reports.reading_text(manifest))
     st.dataframe(reports.members_frame(manifest), hide_index=True)
 else:
     st.warning(f"No ensemble is installed. {manifest_error}", icon=":material/warning:")

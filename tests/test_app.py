@@ -745,8 +745,20 @@ def test_members_frame_and_stamp(tiny_weights, tmp_path):
     frame = reports.members_frame(read_manifest(tiny_weights))
     assert list(frame["member"]) == ["mobilenetv2_a", "densenet121_b"]
     assert frame["input size (px)"].tolist() == [64, 32]
+    assert frame["lesion map's weight in its probability"].tolist() == [0.0, 0.0]
     assert installed.folder_stamp(tiny_weights) != installed.folder_stamp(tmp_path)
     assert installed.folder_stamp(tmp_path).endswith(":missing")
+
+
+def test_the_about_page_says_how_the_ensemble_reads_an_image():
+    members = [{"name": "a", "map_evidence": 0.5}, {"name": "b", "map_evidence": 0.5}]
+    plain = reports.reading_text({"members": members[:1], "threshold": 0.25})
+    assert plain.startswith("An ensemble of 1 convolutional network. A member's probability combines")
+    assert "the map weighted 0.5." in plain and "threshold **0.25**" in plain and "mirrored" not in plain
+    both = reports.reading_text({"members": members, "threshold": 0.1, "test_time_flip": True})
+    assert "2 convolutional networks. Each member reads every image twice" in both
+    bare = reports.reading_text({"members": [{"name": "a"}]})
+    assert "lesion map" not in bare and "threshold **0.50**" in bare
 
 
 def test_report_path_finds_both_layouts(tmp_path):
