@@ -56,8 +56,9 @@ def cached_maps(weights: str | None, data: str, fmt: str, split_file: str | None
     """file name -> {"map" (fused map at the model's side), "shape" (H, W), "probability", "boxes" (the box
     field, None without box heads)} of the split's images, read from `cache` when this ensemble's were
     stored there, else predicted and stored."""
-    manifest = read_manifest(weights)  # the members, their mirroring and fusion make the maps (not the regions)
-    key = json.dumps([[[m.get("sha256"), m.get("map_positive_weight")] for m in manifest["members"]],
+    manifest = read_manifest(weights)  # what makes the maps and probabilities (not the region settings)
+    key = json.dumps([[[m.get("sha256"), m.get("map_positive_weight")] + ([m["map_evidence"]] if m.get("map_evidence")
+                                                                          else []) for m in manifest["members"]],
                       manifest.get("heatmap_fusion")] + ([True] if manifest.get("test_time_flip") else []))
     path = cache / f"maps_{hashlib.sha256(key.encode()).hexdigest()[:16]}_{split}.npz"
     if path.is_file():
