@@ -1,7 +1,7 @@
 """Study inference on CPU: prediction vs prediction + Grad-CAM vs the naive dashboard pattern.
 
     python benchmarks/bench_study.py [--size 320] [--repeats 3] [--xla]
-    python benchmarks/bench_study.py --runtimes [--weights FOLDER] [--against FOLDER] [--repeats 5]
+    python benchmarks/bench_study.py --runtimes [--weights FOLDER] [--repeats 5]
 
 The method's ensemble (2x DenseNet-169 + 2x ResNet-101, random weights: timing only), one study of
 3 real radiographs. Prints seconds per study for each variant and the ratios measured in this run:
@@ -16,9 +16,7 @@ and throughput against the compute it needs (GFLOPs per image from the registry)
 this one process: a warm 2-image study of the bundled sample radiographs with the default heatmaps (the
 lesion maps, fused, and the suspected regions), and with Grad-CAM, and prints the ONNX / Keras ratios
 (goal <= 0.5 for the default study), and the default study on ONNX Runtime with its suspected regions
-against the same study without them (goal <= 1.1). `--against FOLDER` also times an earlier ensemble (say
-the one installed before, extracted from git) in the same turns, on both runtimes, and prints the installed
-ensemble's default study against it on the same runtime, and on ONNX Runtime against it on Keras.
+against the same study without them (goal <= 1.1).
 """
 
 from __future__ import annotations
@@ -80,17 +78,13 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def compare_runtimes(weights: str | None, repeats: int, against: str | None = None) -> None:
+def compare_runtimes(weights: str | None, repeats: int) -> None:
     """The installed ensemble's warm study on ONNX Runtime and on Keras, side by side (see the module doc)."""
     from mura_core.ensemble import load_ensemble
     from mura_core.installed import DEFAULT_WEIGHTS
 
     study = sorted((DEFAULT_WEIGHTS / "samples").glob("*.jpg"))[:2]
     ensembles = {runtime: load_ensemble(weights, runtime=runtime) for runtime in ("onnx", "keras")}
-    earlier = {runtime: load_ensemble(against, runtime=runtime) for runtime in ("onnx", "keras")} if against else {}
-    for ensemble in earlier.values():
-        ensemble.warm_up()
-    earlier_times = {runtime: [] for runtime in earlier}
     methods = (ensembles["onnx"].default_cam_method, "gradcam")
     for ensemble in ensembles.values():
         ensemble.warm_up()
@@ -112,8 +106,6 @@ def compare_runtimes(weights: str | None, repeats: int, against: str | None = No
             pair = [(found, run(runtime, method)), (bare, run(runtime, method, regions=False))]
             for kept, call in (pair if turn % 2 == 0 else pair[::-1]):
                 kept.append(timed(call, 1))
-        for runtime, ensemble in earlier.items():  # the earlier ensemble's default study, in the same turn
-            earlier_times[runtime].append(timed(lambda e=ensemble: e.predict_study(study, explain=True), 1))
     times = {key: statistics.median(found) for key, found in samples.items()}
     print(f"{os.cpu_count()} CPUs; installed ensemble {list(ensembles['onnx'].names)}; warm 2-image study, "
           f"median of {repeats}, the runtimes taking turns")
@@ -122,13 +114,6 @@ def compare_runtimes(weights: str | None, repeats: int, against: str | None = No
         goal = "  (goal <= 0.5)" if method == ensembles["onnx"].default_cam_method else ""
         print(f"{method:>10}: onnx {onnx:.3f} s/study, keras {keras_time:.3f} s/study, "
               f"onnx / keras = {onnx / keras_time:.2f}{goal}")
-    if earlier:
-        old = {runtime: statistics.median(found) for runtime, found in earlier_times.items()}
-        print(f"earlier ensemble {list(earlier['onnx'].names)} ({against}), its default study: "
-              f"onnx {old['onnx']:.3f} s, keras {old['keras']:.3f} s")
-        for runtime in ("onnx", "keras"):
-            print(f"installed / earlier on {runtime}: {times[runtime, methods[0]] / old[runtime]:.2f}  (goal <= 3)")
-        print(f"installed on onnx / earlier on keras: {times['onnx', methods[0]] / old['keras']:.2f}  (goal <= 1)")
     mode = ensembles["onnx"].regions.params.mode
     print(f"{methods[0]} on onnx with suspected regions (mode {mode}) / without = "
           f"{times['onnx', methods[0]] / statistics.median(bare):.2f}  (goal <= 1.1)")
@@ -151,10 +136,9 @@ def main() -> None:
     parser.add_argument("--runtimes", action="store_true",
                         help="time the installed ensemble on ONNX Runtime and on Keras instead")
     parser.add_argument("--weights", help="with --runtimes: the ensemble folder (default the installed one)")
-    parser.add_argument("--against", help="with --runtimes: an earlier ensemble folder to time in the same turns")
     args = parser.parse_args()
     if args.runtimes:
-        compare_runtimes(args.weights, args.repeats, args.against)
+        compare_runtimes(args.weights, args.repeats)
         return
     keras.utils.set_random_seed(0)
     grays = study_images()
