@@ -159,8 +159,9 @@ def test_lesion_map_model_explains_saves_and_starts_from_a_classifier(tmp_path):
     entry = manifest["members"][0]
     assert (entry["gradcam_layer"], entry["map_layer"], entry["map_stride"], entry["map_positive_weight"]) == (
         "out_relu", "block_13_expand_relu", 16, 1.0)
+    assert entry["map_evidence"] == 0.0  # the classifier's probability alone
     assert reloaded.heatmap_layers["m"] == {k: entry[k] for k in ("gradcam_layer", "map_layer", "map_stride",
-                                                                  "map_positive_weight")}
+                                                                  "map_positive_weight", "map_evidence")}
     assert reloaded.heatmap_layer("m", "lesion_map") == "block_13_expand_relu"
     for key, value, words in (("map_stride", 8, "stride 8 does not cover"), ("map_layer", "nope", "not a layer"),
                               ("map_positive_weight", -2, "map_positive_weight must be a number > 0")):
