@@ -61,8 +61,7 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int],
     if not np.nanmax(heat) > np.nanmin(heat):
         return None
     if smoothing > 0:
-        heat = cv2.GaussianBlur(np.nan_to_num(heat, nan=float(np.nanmin(heat))), (0, 0),
-                                float(smoothing) * max(heat.shape))
+        heat = _blur(np.nan_to_num(heat, nan=float(np.nanmin(heat))), smoothing)
     row, col = np.unravel_index(np.nanargmax(heat), heat.shape)
     return int(row), int(col)
 
@@ -76,9 +75,12 @@ def peak_value(heatmap: np.ndarray, smoothing: float = PEAK_SMOOTHING) -> float:
     heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)
     if heat.size == 0:
         return 0.0
-    if smoothing > 0:
-        heat = cv2.GaussianBlur(heat, (0, 0), float(smoothing) * max(heat.shape))
-    return float(heat.max())
+    return float((_blur(heat, smoothing) if smoothing > 0 else heat).max())
+
+
+def _blur(heat: np.ndarray, smoothing: float) -> np.ndarray:
+    """The peak's blur: a Gaussian of sigma `smoothing` times the map's longer side (`PEAK_SMOOTHING`)."""
+    return cv2.GaussianBlur(heat, (0, 0), float(smoothing) * max(heat.shape))
 
 
 def unweight_lesion_map(lesion_map: np.ndarray, positive_weight: float) -> np.ndarray:
