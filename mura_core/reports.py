@@ -360,17 +360,26 @@ def members_frame(manifest: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reading_text(manifest: Mapping[str, Any]) -> str:
-    """How the ensemble reads an image and turns its members' readings into a verdict, as the About page says."""
-    members = manifest.get("members", [])
-    weights = sorted({float(m.get("map_evidence") or 0.0) for m in members})
-    text = f"An ensemble of {len(members)} convolutional network{'s' if len(members) != 1 else ''}. "
+def member_reading(manifest: Mapping[str, Any]) -> str:
+    """How a member reads an image, where the manifest says more than 'its classifier's probability' (mirroring,
+    the lesion map's weight); "" where it does not. The About page and the model card say it."""
+    weights = sorted({float(m.get("map_evidence") or 0.0) for m in manifest.get("members", [])})
+    text = ""
     if manifest.get("test_time_flip"):
         text += "Each member reads every image twice, as it is and mirrored left-right, and averages the two. "
     if any(weights):
         share = " or ".join(f"{w:g}" for w in weights if w)
         text += ("A member's probability combines its classifier's with the peak of its lesion map (the chance "
                  f"that the likeliest spot holds a fracture): their geometric mean, the map weighted {share}. ")
+    return text.strip()
+
+
+def reading_text(manifest: Mapping[str, Any]) -> str:
+    """How the ensemble reads an image and turns its members' readings into a verdict, as the About page says."""
+    members = manifest.get("members", [])
+    reading = member_reading(manifest)
     threshold = float(manifest.get("threshold", DEFAULT_THRESHOLD))
-    return (text + "The ensemble probability is the mean of the members' probabilities, and a study is called "
+    return (f"An ensemble of {len(members)} convolutional network{'s' if len(members) != 1 else ''}. "
+            + (f"{reading} " if reading else "")
+            + "The ensemble probability is the mean of the members' probabilities, and a study is called "
             f"abnormal when the mean over its images reaches the threshold **{threshold:.2f}**.")

@@ -16,6 +16,7 @@ from mura_core.coverage import Coverage, coverage_text
 from mura_core.heatmaps import PEAK_SMOOTHING
 from mura_core.installed import MODEL_CARD_FILE, read_manifest, report_path, weights_folder
 from mura_core.notices import DISCLAIMER, INTENDED_USE, LIMITATIONS, PRIVACY
+from mura_core.reports import member_reading
 from mura_core.vocabulary import CAM_METHODS, level_key
 
 
@@ -37,20 +38,6 @@ def _metric_rows(level: dict) -> list[str]:
     return rows
 
 
-def _reading(manifest: dict) -> str:
-    """How a member reads an image, where the manifest says more than 'its classifier's probability'."""
-    weights = {m["name"]: float(m.get("map_evidence") or 0.0) for m in manifest["members"]}
-    parts = []
-    if manifest.get("test_time_flip"):
-        parts.append("Each member reads every image as it is and mirrored left-right, and averages the two.")
-    if any(weights.values()):
-        listed = ", ".join(f"{w:g} for `{n}`" for n, w in weights.items())
-        parts.append("A member's probability is the weighted geometric mean of its classifier's and of its lesion "
-                     "map's peak (the map read as a probability, blurred as for the pointing game), the map's "
-                     f"weight {listed} (`map_evidence`; `decision.member_probability`).")
-    return " ".join(parts)
-
-
 def model_card(manifest: dict, report: dict) -> str:
     """The card as Markdown."""
     info = manifest.get("info", {})
@@ -68,7 +55,7 @@ def model_card(manifest: dict, report: dict) -> str:
         f"Ensemble (mean of probabilities) of {members}. Decision threshold {manifest['threshold']:.4f} "
         f"({info.get('threshold_rule', '')}, chosen on the validation split, never on test).",
         "",
-        *([f"{reading}", ""] if (reading := _reading(manifest)) else []),
+        *([reading, ""] if (reading := member_reading(manifest)) else []),
         *([f"Initial weights: {info['pretrained']}", ""] if info.get("pretrained") else []),
         "## Training data",
         info.get("trained_on", ""),
