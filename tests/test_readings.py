@@ -152,3 +152,20 @@ def test_build_chooses_the_threshold_on_the_ensembles_own_readings(boxed_model, 
     assert ensemble.info["validation"]["auc"] == pytest.approx(roc_auc_score(table["label"], own))
     assert ensemble.info["validation"]["auc"] != pytest.approx(roc_auc_score(table["label"], plain["ensemble"]))
     assert ensemble.heatmap_layers["boxed"]["map_evidence"] == 0.5
+
+
+def test_build_takes_one_map_weight_or_one_per_run(tmp_path, capsys):
+    """`--map-evidence` takes one weight for every member or one per run; any other count is refused, with
+    nothing written."""
+    from train import build_ensemble
+
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    out = tmp_path / "weights"
+    for weights, words in [(["0.5", "0.3", "0.1"], "give one weight or one per run (2), not 3"),
+                           (["0.5", "1.5"], "must lie in [0, 1]")]:
+        with pytest.raises(SystemExit):
+            build_ensemble.main(["--runs", *runs, "--out", str(out), "--map-evidence", *weights])
+        assert words in capsys.readouterr().err
+    with pytest.raises(ValueError, match="3 weights for 2 runs"):
+        build_ensemble.build([tmp_path / "a", tmp_path / "b"], out, 0.8, {}, map_evidence=[0.5, 0.3, 0.1])
+    assert not out.exists()

@@ -13,8 +13,8 @@ ONNX graphs of an ensemble installed without them. `--keras-float16` stores the 
 The threshold is chosen on the runs' shared validation predictions (mean of the members, as the
 ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
 Never choose it on the test split. An ensemble that reads images otherwise than its runs did in training
-(`--map-evidence W`: each lesion-map member's probability takes its map's peak with weight W,
-`decision.member_probability`; `--test-time-flip`: each member also reads the mirror image,
+(`--map-evidence W [W ...]`: each lesion-map member's probability takes its map's peak with weight W, one
+weight for all members or one per run, `decision.member_probability`; `--test-time-flip`: each member also reads the mirror image,
 `mura_core.test_time`) predicts those validation images itself, and its threshold is chosen on that.
 
 The manifest also records what the members were trained on, read from the first run's data (the
@@ -87,25 +87,30 @@ def training_data(run: Path, notes: str = "") -> dict:
 
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
           heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False,
-          regions: RegionSettings | None = None, map_evidence: float = 0.0,
+          regions: RegionSettings | None = None, map_evidence: float | list[float] = 0.0,
           test_time_flip: bool = False) -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
     and, with `onnx`, as a parity-checked `.onnx`), its region settings (`regions`, the defaults when None:
     `train/tune_regions.py --write` chooses them on validation once the ensemble is built) and its histories.
-    `map_evidence` gives each lesion-map member's map that say in its probability, `test_time_flip` mirrors
-    every reading; with either, the threshold is chosen on the ensemble's own validation predictions."""
+    `map_evidence` gives each lesion-map member's map that say in its probability (one weight for all, or one
+    per run), `test_time_flip` mirrors every reading; with either, the threshold is chosen on the ensemble's
+    own validation predictions."""
+    evidence = [float(w) for w in map_evidence] if isinstance(map_evidence, (list, tuple)) else \
+        [float(map_evidence)] * len(runs)
+    if len(evidence) != len(runs):
+        raise ValueError(f"map_evidence: {len(evidence)} weights for {len(runs)} runs; give one or one per run")
     members, architectures, layers = {}, {}, {}
-    for run in runs:
+    for run, weight in zip(runs, evidence):
         config = yaml.safe_load((run / "config.yaml").read_text())
         members[run.name] = keras.saving.load_model(run / "best.keras", compile=False, safe_mode=True)
         architectures[run.name] = config["model"]
         if config.get("lesion_map"):  # the map is read as a probability by undoing its training weight
             layers[run.name] = {"map_positive_weight": float(config.get("map_positive_weight", 1.0)),
-                                "map_evidence": float(map_evidence)}
+                                "map_evidence": weight}
     val = validation_predictions(runs)
     ensemble = Ensemble(members, 0.5, {}, architectures, heatmap_layers=layers, heatmap_fusion=heatmap_fusion,
                         regions=regions, test_time_flip=test_time_flip)
-    if map_evidence or test_time_flip:
+    if any(evidence) or test_time_flip:
         val["ensemble"] = own_predictions(ensemble, val["path"].tolist())
     threshold, rule = metrics.choose_threshold(val["label"], val["ensemble"], sensitivity)
     val_metrics = metrics.binary_metrics(val["label"], val["ensemble"], threshold)
@@ -177,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                              "manifest; default: the defaults, to tune with tune_regions --write after building")
     parser.add_argument("--heatmap-fusion", default="mean", choices=FUSION_RULES,
                         help="how the members' lesion maps are fused (chosen on validation; default mean)")
-    parser.add_argument("--map-evidence", type=float, default=0.0, metavar="W",
-                        help="the weight of each lesion-map member's map peak in its probability, in [0, 1] "
-                             "(decision.member_probability; chosen on validation; default 0, the classifier alone)")
+    parser.add_argument("--map-evidence", type=float, nargs="+", default=[0.0], metavar="W",
+                        help="the weight of each lesion-map member's map peak in its probability, in [0, 1]: one "
+                             "for all members or one per run, in --runs' order (decision.member_probability; "
+                             "chosen on validation; default 0, the classifier alone)")
     parser.add_argument("--test-time-flip", action="store_true",
                         help="each member also reads every image mirrored left-right, its outputs averaged")
     args = parser.parse_args(argv)
@@ -197,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.regions)
         except (OSError, json.JSONDecodeError, ValueError) as exc:
             parser.error(f"--regions {args.regions}: {exc}")
-    if not 0.0 <= args.map_evidence <= 1.0:
+    if not all(0.0 <= w <= 1.0 for w in args.map_evidence):
         parser.error(f"--map-evidence must lie in [0, 1], not {args.map_evidence}")
+    if len(args.map_evidence) not in (1, len(args.runs)):
+        parser.error(f"--map-evidence: give one weight or one per run ({len(args.runs)}), "
+                     f"not {len(args.map_evidence)}")
+    map_evidence = args.map_evidence if len(args.map_evidence) > 1 else args.map_evidence[0]
     ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion,
-                     not args.no_onnx, args.keras_float16, regions, args.map_evidence, args.test_time_flip)
+                     not args.no_onnx, args.keras_float16, regions, map_evidence, args.test_time_flip)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
                       "validation": ensemble.info["validation"]}, indent=2))
     return 0
