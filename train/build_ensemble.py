@@ -14,8 +14,9 @@ The threshold is chosen on the runs' shared validation predictions (mean of the 
 ensemble predicts): the highest threshold whose sensitivity reaches `--sensitivity`; 0.5 without it.
 Never choose it on the test split. An ensemble that reads images otherwise than its runs did in training
 (`--map-evidence W [W ...]`: each lesion-map member's probability takes its map's peak with weight W, one
-weight for all members or one per run, `decision.member_probability`; `--test-time-flip`: each member also reads the mirror image,
-`mura_core.test_time`) predicts those validation images itself, and its threshold is chosen on that.
+weight for all members or one per run, `decision.member_probability`; `--test-time-flip`: each member also
+reads the mirror image, `mura_core.test_time`) predicts those validation images itself, and its threshold
+is chosen on that.
 
 The manifest also records what the members were trained on, read from the first run's data (the
 members of an ensemble share their data): the coverage (body parts of the training split, what the
