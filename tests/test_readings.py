@@ -166,6 +166,6 @@ def test_build_takes_one_map_weight_or_one_per_run(tmp_path, capsys):
         with pytest.raises(SystemExit):
             build_ensemble.main(["--runs", *runs, "--out", str(out), "--map-evidence", *weights])
         assert words in capsys.readouterr().err
-    with pytest.raises(ValueError, match="3 weights for 2 runs"):
+    with pytest.raises(ValueError, match=r"give one weight or one per run \(2\), not 3"):
         build_ensemble.build([tmp_path / "a", tmp_path / "b"], out, 0.8, {}, map_evidence=[0.5, 0.3, 0.1])
     assert not out.exists()

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,19 @@ def training_data(run: Path, notes: str = "") -> dict:
     return {COVERAGE_KEY: coverage.to_info(), TRAINING_DATA_KEY: training_data_info(table, split_files)}
 
 
+def member_evidence(map_evidence: float | Sequence[float], n_runs: int) -> list[float]:
+    """Each run's map weight from one weight for all runs or one per run, each in [0, 1]."""
+    weights = [float(w) for w in (map_evidence if isinstance(map_evidence, Sequence) else [map_evidence])]
+    if not all(0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"must lie in [0, 1], not {weights}")
+    if len(weights) not in (1, n_runs):
+        raise ValueError(f"give one weight or one per run ({n_runs}), not {len(weights)}")
+    return weights * n_runs if len(weights) == 1 else weights
+
+
 def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
           heatmap_fusion: str = "mean", onnx: bool = True, keras_float16: bool = False,
-          regions: RegionSettings | None = None, map_evidence: float | list[float] = 0.0,
+          regions: RegionSettings | None = None, map_evidence: float | Sequence[float] = 0.0,
           test_time_flip: bool = False) -> Ensemble:
     """Load each run's best checkpoint, choose the threshold, save the ensemble (each member as `.keras`
     and, with `onnx`, as a parity-checked `.onnx`), its region settings (`regions`, the defaults when None:
@@ -96,10 +107,7 @@ def build(runs: list[Path], out: Path, sensitivity: float | None, info: dict,
     `map_evidence` gives each lesion-map member's map that say in its probability (one weight for all, or one
     per run), `test_time_flip` mirrors every reading; with either, the threshold is chosen on the ensemble's
     own validation predictions."""
-    evidence = [float(w) for w in map_evidence] if isinstance(map_evidence, (list, tuple)) else \
-        [float(map_evidence)] * len(runs)
-    if len(evidence) != len(runs):
-        raise ValueError(f"map_evidence: {len(evidence)} weights for {len(runs)} runs; give one or one per run")
+    evidence = member_evidence(map_evidence, len(runs))
     members, architectures, layers = {}, {}, {}
     for run, weight in zip(runs, evidence):
         config = yaml.safe_load((run / "config.yaml").read_text())
@@ -204,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.regions)
         except (OSError, json.JSONDecodeError, ValueError) as exc:
             parser.error(f"--regions {args.regions}: {exc}")
-    if not all(0.0 <= w <= 1.0 for w in args.map_evidence):
-        parser.error(f"--map-evidence must lie in [0, 1], not {args.map_evidence}")
-    if len(args.map_evidence) not in (1, len(args.runs)):
-        parser.error(f"--map-evidence: give one weight or one per run ({len(args.runs)}), "
-                     f"not {len(args.map_evidence)}")
-    map_evidence = args.map_evidence if len(args.map_evidence) > 1 else args.map_evidence[0]
+    try:
+        map_evidence = member_evidence(args.map_evidence, len(args.runs))
+    except ValueError as exc:
+        parser.error(f"--map-evidence: {exc}")
     ensemble = build([Path(r) for r in args.runs], Path(args.out), args.sensitivity, info, args.heatmap_fusion,
                      not args.no_onnx, args.keras_float16, regions, map_evidence, args.test_time_flip)
     print(json.dumps({"members": ensemble.names, "threshold": ensemble.threshold,
